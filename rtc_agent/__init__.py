@@ -1,0 +1,1 @@
+"""rtc-agent: a WebRTC media server for speech-to-speech Realtime agents."""
