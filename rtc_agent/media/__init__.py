@@ -1,0 +1,1 @@
+"""The media path: caller audio in (`inbound`), agent audio out (`playout`)."""

@@ -1,0 +1,1 @@
+"""The Realtime side: dialects, the conversation state machine, the WebSocket client."""

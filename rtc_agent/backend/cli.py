@@ -1,0 +1,87 @@
+"""Run the offline Realtime backend: a local server for the OpenAI Realtime protocol.
+
+Prints `REALTIME_URL ws://HOST:PORT/v1/realtime` once listening (use --port 0 for a
+free port), then serves until SIGTERM/SIGINT. Tested with the official `openai`
+SDK (plain package; its `realtime` extra pins websockets<16, but the SDK works with
+the websockets 17 installed here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from rtc_agent.backend.server import RealtimeServer, ServerConfig, build_engines
+from rtc_agent.backend.session import Limits
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8765, help="port (0: pick a free one)")
+    p.add_argument("--api-key", default=None,
+                   help="require this key (bearer, api-key header/query or subprotocol); "
+                        "default: accept any")
+    p.add_argument("--tts", choices=["piper", "espeak"], default="piper",
+                   help="speech synthesis engine")
+    p.add_argument("--tts-cache", type=int, default=512, metavar="N",
+                   help="keep the last N synthesized sentences (0: no cache)")
+    p.add_argument("--max-buffer-s", type=float, default=60.0,
+                   help="max seconds of buffered input audio (older audio is dropped)")
+    p.add_argument("--max-session-s", type=float, default=None,
+                   help="session length limit (default: 3600 GA, 1800 beta, like the cloud)")
+    p.add_argument("--idle-timeout-s", type=float, default=0.0,
+                   help="close a session after this many seconds without a client event "
+                        "(0: never)")
+    p.add_argument("--max-message-bytes", type=int, default=16 * 1024 * 1024,
+                   help="larger client messages get an error event")
+    p.add_argument("--audio-lead-ms", type=int, default=2000,
+                   help="how far reply audio may run ahead of real time (0: unpaced)")
+    p.add_argument("--llm-url", default=None,
+                   help="OpenAI-compatible base URL for replies (e.g. http://127.0.0.1:8080/v1);"
+                        " default: built-in rules")
+    p.add_argument("--llm-model", default="default", help="model name sent to --llm-url")
+    p.add_argument("--llm-api-key", default=None, help="bearer key for --llm-url")
+    p.add_argument("--log-level", default="WARNING")
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(
+        host=args.host, port=args.port, api_key=args.api_key,
+        limits=Limits(max_message_bytes=args.max_message_bytes, max_buffer_s=args.max_buffer_s,
+                      audio_lead_ms=args.audio_lead_ms),
+        max_session_s=args.max_session_s, idle_timeout_s=args.idle_timeout_s,
+    )
+
+
+async def serve_forever(args: argparse.Namespace) -> None:
+    loop = asyncio.get_running_loop()
+    engines = await loop.run_in_executor(None, lambda: build_engines(
+        args.tts, args.tts_cache, args.llm_url, args.llm_model, args.llm_api_key))
+    # Warm the engines so the first call does not pay for model loading.
+    await loop.run_in_executor(None, engines.synthesizer.synthesize, "Hello.")
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with RealtimeServer(config_from_args(args), engines) as server:
+        print(f"REALTIME_URL {server.url}", flush=True)
+        await stop.wait()
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve_forever(args))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rtc-agent realtime-server", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

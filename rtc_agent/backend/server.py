@@ -1,0 +1,198 @@
+"""The offline Realtime WebSocket endpoint: routing, auth, dialect choice, limits.
+
+Thin I/O around BackendSession/Conversation, on the `websockets` (v14+) asyncio API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from rtc_agent.backend.conversation import Conversation
+from rtc_agent.backend.dialect import BETA, GA, Dialect
+from rtc_agent.backend.session import BackendSession, Engines, Limits
+
+log = logging.getLogger(__name__)
+
+PATHS = {"/v1/realtime", "/realtime", "/openai/realtime", "/openai/v1/realtime"}
+KEY_PROTOCOL = "openai-insecure-api-key."
+BETA_PROTOCOL = "openai-beta.realtime-v1"
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    api_key: str | None = None
+    limits: Limits = field(default_factory=Limits)
+    max_session_s: float | None = None  # None: the dialect's cloud value (3600 GA, 1800 beta)
+    idle_timeout_s: float = 0.0  # 0: never close an idle session
+
+
+def offered_protocols(request: Request) -> list[str]:
+    return [p.strip() for value in request.headers.get_all("Sec-WebSocket-Protocol")
+            for p in value.split(",") if p.strip()]
+
+
+def request_key(request: Request) -> str | None:
+    """The API key from Authorization, api-key (header or query) or the subprotocol."""
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    if request.headers.get("api-key"):
+        return request.headers["api-key"]
+    query = parse_qs(urlsplit(request.path).query)
+    if query.get("api-key"):
+        return query["api-key"][0]
+    for proto in offered_protocols(request):
+        if proto.startswith(KEY_PROTOCOL):
+            return proto[len(KEY_PROTOCOL):]
+    return None
+
+
+def choose_dialect(request: Request) -> Dialect:
+    """Beta on the OpenAI-Beta header, the beta subprotocol or the Azure preview path."""
+    if "realtime=v1" in request.headers.get("OpenAI-Beta", "").replace(" ", ""):
+        return BETA
+    if BETA_PROTOCOL in offered_protocols(request):
+        return BETA
+    url = urlsplit(request.path)
+    if url.path == "/openai/realtime" and "api-version" in parse_qs(url.query):
+        return BETA
+    return GA
+
+
+class RealtimeServer:
+    """Accepts Realtime WebSocket sessions and runs each with a BackendSession."""
+
+    def __init__(self, config: ServerConfig, engines: Engines) -> None:
+        self.config = config
+        self.engines = engines
+        self.sessions: set[BackendSession] = set()
+        self._server: Server | None = None
+        self.on_session: Callable[[BackendSession], None] | None = None  # test/bench hook
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        host = self.config.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"ws://{host}:{self.port}/v1/realtime"
+
+    async def start(self) -> None:
+        hard_cap = self.config.limits.max_message_bytes * 2 + (1 << 20)
+        self._server = await serve(
+            self._handle, self.config.host, self.config.port,
+            process_request=self._process_request,
+            select_subprotocol=self._select_subprotocol,
+            max_size=hard_cap,  # beyond this websockets closes (1009); below, an error event
+            ping_interval=20, ping_timeout=20,
+            compression="deflate",
+        )
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def __aenter__(self) -> RealtimeServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path.rstrip("/") or "/"
+        if path not in PATHS:
+            return connection.respond(HTTPStatus.NOT_FOUND, "Not found: use /v1/realtime\n")
+        expected = self.config.api_key
+        if expected is not None:
+            given = request_key(request) or ""
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                return connection.respond(HTTPStatus.UNAUTHORIZED, "Invalid or missing API key\n")
+        return None
+
+    @staticmethod
+    def _select_subprotocol(connection: ServerConnection, subprotocols: list[str]) -> str | None:
+        # Browsers fail unless one offered protocol is selected; never echo the key entry.
+        return "realtime" if "realtime" in subprotocols else None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        request = ws.request
+        assert request is not None
+        dialect = choose_dialect(request)
+        query = parse_qs(urlsplit(request.path).query)
+        model = (query.get("model") or query.get("deployment") or ["gpt-realtime"])[0]
+        conv = Conversation(dialect, model,
+                            max_buffer_ms=int(self.config.limits.max_buffer_s * 1000))
+
+        async def send(events: list[dict]) -> None:
+            with contextlib.suppress(ConnectionClosed):
+                for event in events:
+                    await ws.send(json.dumps(event))
+
+        session = BackendSession(conv, self.engines, send, self.config.limits)
+        self.sessions.add(session)
+        if self.on_session is not None:
+            self.on_session(session)
+        max_s = self.config.max_session_s or dialect.max_session_s
+        expiry = asyncio.get_running_loop().create_task(self._expire(ws, session, max_s))
+        idle = self.config.idle_timeout_s or None
+        try:
+            await session.start()
+            while True:
+                try:
+                    frame = await asyncio.wait_for(ws.recv(), idle)
+                except TimeoutError:
+                    await ws.close(1000, "idle timeout")
+                    break
+                except ConnectionClosed:
+                    break
+                await session.handle_frame(frame)
+        finally:
+            expiry.cancel()
+            await session.close()
+            self.sessions.discard(session)
+
+    @staticmethod
+    async def _expire(ws: ServerConnection, session: BackendSession, after_s: float) -> None:
+        await asyncio.sleep(after_s)
+        await session.close()  # stop generating before the last word
+        await session.send(session.conv.expire_events())
+        await ws.close(1000, "invalid_request_error.session_expired")
+
+
+def build_engines(tts: str = "piper", tts_cache: int = 512, llm_url: str | None = None,
+                  llm_model: str = "default", llm_api_key: str | None = None) -> Engines:
+    """The real engines (loads the piper voice; call from a thread if the loop is running)."""
+    from rtc_agent.backend.asr import get_recognizer
+    from rtc_agent.backend.responder import ChatCompletionsResponder, Responder, RuleResponder
+    from rtc_agent.backend.tts import CachedSynthesizer, Synthesizer, get_synthesizer
+    from rtc_agent.backend.vad import SileroDetector
+
+    synth: Synthesizer = get_synthesizer(tts)
+    if tts_cache > 0:
+        synth = CachedSynthesizer(synth, tts_cache)
+    responder: Responder = (ChatCompletionsResponder(llm_url, llm_model, llm_api_key)
+                            if llm_url else RuleResponder())
+    return Engines(synthesizer=synth, recognizer=get_recognizer(), responder=responder,
+                   detector_factory=SileroDetector)

@@ -1,0 +1,272 @@
+"""One call: the caller's peer connection, its Realtime session, and its teardown.
+
+`Call` owns every resource of a call (the RTCPeerConnection, the inbound pump,
+the playout track, the Realtime WebSocket, running tools) so that ending a call
+has one place, and leak checks one target. It wires I/O to the pure
+`RealtimeSession` and executes the effects the session returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from rtc_agent.datachannel import CallerMessageError, encode_server_message, parse_caller_message
+from rtc_agent.ice import rtc_configuration
+from rtc_agent.media.inbound import InboundAudio, append_event
+from rtc_agent.media.playout import PlayoutTrack
+from rtc_agent.realtime.backend import RealtimeBackend
+from rtc_agent.realtime.client import RealtimeClient, UpstreamFailed
+from rtc_agent.realtime.dialect import SessionSettings
+from rtc_agent.realtime.session import (
+    Effect,
+    EndItemAudio,
+    FlushPlayout,
+    PlayAudio,
+    RealtimeSession,
+    RunTool,
+    SendCaller,
+    SendUpstream,
+)
+from rtc_agent.tools.registry import ToolRegistry
+
+log = logging.getLogger(__name__)
+
+MAX_EARLY_MESSAGES = 64  # held until the caller's data channel opens
+
+
+class Call:
+    """A caller bridged to a Realtime session."""
+
+    def __init__(
+        self,
+        call_id: str,
+        *,
+        backend: RealtimeBackend,
+        settings: SessionSettings,
+        tools: ToolRegistry,
+        ice_servers: Iterable[dict[str, Any]] = (),
+        connect_timeout_s: float = 30.0,
+        on_closed: Callable[[Call], None] | None = None,
+    ) -> None:
+        self.call_id = call_id
+        self.backend = backend
+        self.created = time.monotonic()
+        self._tools = tools
+        self._on_closed = on_closed
+        self._connect_timeout_s = connect_timeout_s
+        self.pc = RTCPeerConnection(rtc_configuration(list(ice_servers)))
+        self.session = RealtimeSession(backend.dialect, settings, tools.definitions())
+        self.playout = PlayoutTrack(
+            on_item_started=lambda item_id: self._apply(self.session.on_item_started(item_id)),
+            on_item_finished=lambda item_id, ms: self._apply(
+                self.session.on_item_finished(item_id, ms)
+            ),
+        )
+        self.client = RealtimeClient(
+            backend,
+            on_event=self._on_upstream_event,
+            on_connected=self._on_upstream_connected,
+            on_disconnected=self._on_upstream_disconnected,
+        )
+        self._channel: RTCDataChannel | None = None
+        self._early: deque[str] = deque(maxlen=MAX_EARLY_MESSAGES)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ready_sent = False
+        self._session_configured = False
+        self._closed = asyncio.Event()
+        self._closing = False
+        self.close_reason: str | None = None
+        self.caller_errors = 0
+        self._wire_peer()
+
+    # ------------------------------------------------------------ set-up
+
+    def _wire_peer(self) -> None:
+        pc = self.pc
+
+        @pc.on("datachannel")
+        def on_datachannel(channel: RTCDataChannel) -> None:
+            if channel.label != "events":
+                return
+            self._channel = channel
+            channel.on("message", self._on_caller_message)
+            while self._early:
+                channel.send(self._early.popleft())
+            self._maybe_ready()
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "audio":
+                self._spawn(self._pump_inbound(track), "inbound")
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                await self.close(f"peer connection {pc.connectionState}")
+
+    async def answer(self, offer: RTCSessionDescription) -> RTCSessionDescription:
+        """Apply the caller's offer and return an answer carrying all candidates."""
+        await self.pc.setRemoteDescription(offer)
+        if not any(t.kind == "audio" for t in self.pc.getTransceivers()):
+            raise ValueError("the offer has no audio m-line")
+        self.pc.addTrack(self.playout)
+        # Open the Realtime socket while ICE and DTLS proceed.
+        self._spawn(self._run_upstream(), "upstream")
+        self._spawn(self._watch_connect(), "connect-timeout")
+        answer = await self.pc.createAnswer()
+        await self.pc.setLocalDescription(answer)  # aiortc gathers every candidate here
+        return self.pc.localDescription
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=f"{self.call_id}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch_connect(self) -> None:
+        await asyncio.sleep(self._connect_timeout_s)
+        if self.pc.connectionState != "connected":
+            await self.close("ICE did not connect in time")
+
+    # ------------------------------------------------------------ media
+
+    async def _pump_inbound(self, track: MediaStreamTrack) -> None:
+        inbound = InboundAudio()
+        send_audio = self.client.send_audio
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            for chunk in inbound.push(frame):
+                send_audio(append_event(chunk))
+
+    # ------------------------------------------------------------ upstream
+
+    async def _run_upstream(self) -> None:
+        try:
+            await self.client.run()
+        except UpstreamFailed as exc:
+            log.warning("call %s: upstream failed: %s", self.call_id, exc)
+            self._to_caller({"type": "error", "code": "upstream_failed",
+                             "message": f"The agent's service is unavailable: {exc}"})
+            # Let the error reach the caller before the peer goes away.
+            await asyncio.sleep(0.2)
+            await self.close("upstream failed")
+
+    def _on_upstream_connected(self, reconnected: bool) -> None:
+        if reconnected:
+            self._apply(self.session.on_reconnected())
+        else:
+            self._apply(self.session.start())
+
+    def _on_upstream_disconnected(self, reason: str) -> None:
+        log.info("call %s: upstream disconnected (%s), reconnecting", self.call_id, reason)
+        self._to_caller({"type": "error", "code": "upstream_reconnecting",
+                         "message": "Lost the agent's service; reconnecting."})
+        self._apply(self.session.on_disconnected())
+
+    def _on_upstream_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "session.updated" and not self._session_configured:
+            self._session_configured = True
+            self._maybe_ready()
+        self._apply(self.session.handle_upstream(event))
+
+    def _maybe_ready(self) -> None:
+        if self._ready_sent or not self._session_configured or self._channel is None:
+            return
+        self._ready_sent = True
+        self._to_caller({"type": "session.ready", "call_id": self.call_id,
+                         "backend": self.backend.kind})
+        self._to_caller({"type": "state", "state": self.session.state})
+
+    # ------------------------------------------------------------ effects
+
+    def _apply(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, PlayAudio):
+                self.playout.enqueue(effect.item_id, effect.pcm)
+            elif isinstance(effect, SendUpstream):
+                self.client.send(effect.event)
+            elif isinstance(effect, SendCaller):
+                self._to_caller(effect.message)
+            elif isinstance(effect, EndItemAudio):
+                self.playout.end_item(effect.item_id)
+            elif isinstance(effect, FlushPlayout):
+                flushed = self.playout.flush()
+                self._apply(self.session.on_playout_flushed(flushed.item_id, flushed.sent_ms))
+            elif isinstance(effect, RunTool):
+                self._spawn(self._run_tool(effect), f"tool:{effect.name}")
+
+    async def _run_tool(self, effect: RunTool) -> None:
+        result = await self._tools.run(effect.name, effect.arguments)
+        if not self._closing:
+            self._apply(self.session.on_tool_result(
+                effect.call_id, result.ok, result.output, result.duration_ms))
+
+    # ------------------------------------------------------------ caller
+
+    def _to_caller(self, message: dict[str, Any]) -> None:
+        for data in encode_server_message(message):
+            channel = self._channel
+            if channel is not None and channel.readyState == "open":
+                channel.send(data)
+            elif not self._closing:
+                self._early.append(data)
+
+    def _on_caller_message(self, raw: str | bytes) -> None:
+        try:
+            message = parse_caller_message(raw)
+        except CallerMessageError as exc:
+            self.caller_errors += 1
+            self._to_caller(exc.as_event())
+            return
+        mtype = message["type"]
+        if mtype == "ping":
+            self._to_caller({"type": "pong", "t": message.get("t"),
+                             "server_t": int(time.monotonic() * 1000)})
+        elif mtype == "playout":
+            self.session.on_playout_delay(message["delay_ms"])
+        elif mtype == "interrupt":
+            self._apply(self.session.on_interrupt())
+        elif mtype == "text":
+            self._apply(self.session.on_text(message["text"]))
+
+    # ------------------------------------------------------------ teardown
+
+    async def close(self, reason: str = "hung up") -> None:
+        """Free everything the call holds; safe to call more than once."""
+        if self._closing:
+            await self._closed.wait()
+            return
+        self._closing = True
+        self.close_reason = reason
+        log.info("call %s closing: %s", self.call_id, reason)
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        await self.client.close()
+        self.playout.stop()
+        with contextlib.suppress(Exception):
+            await self.pc.close()
+        pending = [t for t in self._tasks if t is not current]
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+        self._channel = None
+        self._early.clear()
+        self._closed.set()
+        if self._on_closed:
+            self._on_closed(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()

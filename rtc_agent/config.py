@@ -1,0 +1,186 @@
+"""Settings of `rtc-agent serve`, from flags, environment and a config file.
+
+Every flag has an environment variable (RTC_AGENT_<FLAG>), and the session
+settings (instructions, voice, VAD, transcription, tool choice, temperature,
+max output tokens) can also come from a TOML or JSON file given by --config.
+Precedence: flag > environment > config file > default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rtc_agent.realtime.dialect import SessionSettings, TurnDetection
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_WEB_DIR = PROJECT_ROOT / "web"
+DEFAULT_SEARCH_DIR = PROJECT_ROOT / "docs"
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(f"RTC_AGENT_{name.upper().replace('-', '_')}")
+
+
+def _env_list(name: str) -> list[str]:
+    value = _env(name)
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_calls: int = 20
+    ice_servers: list[str] = field(default_factory=list)
+    ice_addresses: list[str] = field(default_factory=list)
+    token: str | None = None
+    allow_origins: list[str] = field(default_factory=list)
+    realtime_url: str | None = None
+    realtime_beta: bool = False
+    model: str | None = None
+    session: SessionSettings = field(default_factory=SessionSettings)
+    search_dir: Path = DEFAULT_SEARCH_DIR
+    tool_timeout_s: float = 10.0
+    web_dir: Path = DEFAULT_WEB_DIR
+    https: bool = False
+    cert: Path | None = None
+    key: Path | None = None
+    turn_urls: list[str] = field(default_factory=list)
+    turn_secret: str | None = None
+    tts: str = "piper"
+    backend_args: list[str] = field(default_factory=list)
+    connect_timeout_s: float = 30.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `rtc-agent serve`; defaults are resolved in `from_args`."""
+    a = parser.add_argument
+    a("--host", help="address to listen on (default 127.0.0.1)")
+    a("--port", type=int, help="port to listen on (default 8080)")
+    a("--max-calls", type=int, help="concurrent calls before answering 503 (default 20)")
+    a("--ice-server", action="append", dest="ice_servers", metavar="URL",
+      help="STUN/TURN URL for ICE (repeatable; none by default, so loopback works offline)")
+    a("--ice-address", action="append", dest="ice_addresses", metavar="ADDR",
+      help="local address ICE offers as a host candidate (repeatable; default: all but loopback)")
+    a("--token", help="access token callers must present to place a call")
+    a("--allow-origin", action="append", dest="allow_origins", metavar="ORIGIN",
+      help="cross-origin page allowed to place calls (repeatable, or *)")
+    a("--realtime-url", help="Realtime WebSocket URL of any compatible service")
+    a("--realtime-beta", action="store_true", default=None,
+      help="speak the beta dialect to --realtime-url")
+    a("--model", help="OpenAI Realtime model (default gpt-realtime)")
+    a("--config", type=Path, help="TOML or JSON file with session settings")
+    a("--instructions", help="system instructions for the model")
+    a("--voice", help="voice name")
+    a("--vad-threshold", type=float)
+    a("--vad-prefix-ms", type=int)
+    a("--vad-silence-ms", type=int)
+    a("--no-vad", action="store_true", default=None, help="turn server VAD off")
+    a("--no-transcription", action="store_true", default=None,
+      help="turn input transcription off")
+    a("--tool-choice", choices=["auto", "none", "required"])
+    a("--temperature", type=float)
+    a("--max-output-tokens", help='integer or "inf"')
+    a("--search-dir", type=Path, help="folder the offline search tool reads")
+    a("--tool-timeout", type=float, dest="tool_timeout_s", help="seconds per tool call")
+    a("--web-dir", type=Path, help="folder of the web client")
+    a("--https", action="store_true", default=None,
+      help="serve HTTPS with the certificate in certs/ (see `rtc-agent certs`)")
+    a("--cert", type=Path, help="TLS certificate (PEM)")
+    a("--key", type=Path, help="TLS private key (PEM)")
+    a("--turn-url", action="append", dest="turn_urls", metavar="URL",
+      help="TURN URL handed to callers with short-lived credentials (repeatable)")
+    a("--turn-secret", help="coturn static-auth-secret for TURN REST credentials")
+    a("--tts", choices=["piper", "espeak"], help="offline backend voice engine")
+    a("--log-level", default=os.environ.get("RTC_AGENT_LOG_LEVEL", "INFO"))
+
+
+def _file_settings(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    text = path.read_text(encoding="utf-8")
+    data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a table of settings")
+    return data.get("session", data)
+
+
+def _pick(flag: Any, env_name: str, file: dict[str, Any], key: str, default: Any,
+          cast: Any = str) -> Any:
+    if flag is not None:
+        return flag
+    env = _env(env_name)
+    if env is not None:
+        return cast(env) if cast is not bool else env.lower() in ("1", "true", "yes")
+    if key in file:
+        return file[key]
+    return default
+
+
+def _tokens(value: Any) -> int | str:
+    if value in (None, "inf"):
+        return "inf"
+    return int(value)
+
+
+def from_args(args: argparse.Namespace) -> ServerConfig:
+    file = _file_settings(getattr(args, "config", None))
+    defaults = SessionSettings()
+    td_defaults = TurnDetection()
+    no_vad = _pick(args.no_vad, "no_vad", file, "no_vad", False, bool)
+    turn_detection = None if no_vad else TurnDetection(
+        threshold=float(_pick(args.vad_threshold, "vad_threshold", file, "vad_threshold",
+                              td_defaults.threshold, float)),
+        prefix_padding_ms=int(_pick(args.vad_prefix_ms, "vad_prefix_ms", file,
+                                    "vad_prefix_ms", td_defaults.prefix_padding_ms, int)),
+        silence_duration_ms=int(_pick(args.vad_silence_ms, "vad_silence_ms", file,
+                                      "vad_silence_ms", td_defaults.silence_duration_ms, int)),
+    )
+    no_transcription = _pick(args.no_transcription, "no_transcription", file,
+                             "no_transcription", False, bool)
+    temperature = _pick(args.temperature, "temperature", file, "temperature",
+                        defaults.temperature, float)
+    session = SessionSettings(
+        instructions=_pick(args.instructions, "instructions", file, "instructions",
+                           defaults.instructions),
+        voice=_pick(args.voice, "voice", file, "voice", defaults.voice),
+        turn_detection=turn_detection,
+        transcription_model=None if no_transcription else file.get(
+            "transcription_model", defaults.transcription_model),
+        tool_choice=_pick(args.tool_choice, "tool_choice", file, "tool_choice",
+                          defaults.tool_choice),
+        temperature=None if temperature is None else float(temperature),
+        max_output_tokens=_tokens(_pick(args.max_output_tokens, "max_output_tokens", file,
+                                        "max_output_tokens", defaults.max_output_tokens)),
+    )
+    cfg = ServerConfig(
+        host=_pick(args.host, "host", {}, "", "127.0.0.1"),
+        port=int(_pick(args.port, "port", {}, "", 8080, int)),
+        max_calls=int(_pick(args.max_calls, "max_calls", {}, "", 20, int)),
+        ice_servers=args.ice_servers or _env_list("ice_servers"),
+        ice_addresses=args.ice_addresses or _env_list("ice_addresses"),
+        token=_pick(args.token, "token", {}, "", None),
+        allow_origins=args.allow_origins or _env_list("allow_origins"),
+        realtime_url=_pick(args.realtime_url, "realtime_url", {}, "", None),
+        realtime_beta=bool(_pick(args.realtime_beta, "realtime_beta", {}, "", False, bool)),
+        model=_pick(args.model, "model", {}, "", None),
+        session=session,
+        search_dir=Path(_pick(args.search_dir, "search_dir", {}, "", DEFAULT_SEARCH_DIR)),
+        tool_timeout_s=float(_pick(args.tool_timeout_s, "tool_timeout", {}, "", 10.0, float)),
+        web_dir=Path(_pick(args.web_dir, "web_dir", {}, "", DEFAULT_WEB_DIR)),
+        https=bool(_pick(args.https, "https", {}, "", False, bool)),
+        cert=_pick(args.cert, "cert", {}, "", None, Path),
+        key=_pick(args.key, "key", {}, "", None, Path),
+        turn_urls=args.turn_urls or _env_list("turn_urls"),
+        turn_secret=_pick(args.turn_secret, "turn_secret", {}, "", None),
+        tts=_pick(args.tts, "tts", {}, "", "piper"),
+    )
+    if cfg.max_calls < 0:
+        raise ValueError("--max-calls must be >= 0")
+    return cfg

@@ -1,0 +1,192 @@
+"""Place N scripted WebRTC calls against an rtc-agent server and report latency.
+
+Each call speaks a prompt, waits for the spoken reply and measures the heard turn
+latency (end of the caller's speech -> first audible reply frame), again and
+again until the duration ends. Exit status: 0 all good, 1 a call failed (or no
+call was placed), 2 the turn latency p95 exceeded --max-p95-ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from .metrics import CallResult, Failure, aggregate, percentile, run_document
+from .report import outcome_lines, summary_table, write_json, write_plot
+from .runner import RunSpec, run_calls
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default="http://127.0.0.1:8080", help="the server's base URL")
+    parser.add_argument("--calls", type=int, default=2, help="concurrent calls (N)")
+    parser.add_argument("--ramp", type=float, default=0.0, metavar="SECONDS",
+                        help="start the N calls evenly over this many seconds")
+    parser.add_argument("--duration", type=float, default=30.0, metavar="SECONDS",
+                        help="no new turn starts after this long (turns in flight finish)")
+    parser.add_argument("--prompts", nargs="+", required=True, metavar="WAV",
+                        help="16-bit PCM WAVs to speak, used in turn (any rate; 48 kHz best)")
+    parser.add_argument("--json", dest="json_path", metavar="PATH",
+                        help="write every sample and the summary as JSON")
+    parser.add_argument("--plot", metavar="PATH",
+                        help="write a PNG: latency distribution and timeline")
+    parser.add_argument("--procs", type=int, default=1,
+                        help="spread the callers over this many processes")
+    parser.add_argument("--barge-in-ms", type=float, default=None, metavar="MS",
+                        help="talk over each reply this long after it becomes audible")
+    parser.add_argument("--max-p95-ms", type=float, default=None, metavar="MS",
+                        help="fail (exit 2) when the turn latency p95 exceeds this")
+    parser.add_argument("--token", default=None, help="bearer token for POST /offer")
+    parser.add_argument("--turn-timeout", type=float, default=20.0, metavar="SECONDS",
+                        help="a reply not audible this long after the prompt is a failure")
+    parser.add_argument("--connect-timeout", type=float, default=15.0, metavar="SECONDS")
+
+
+class Progress:
+    """Live counts for the terminal, fed by the callers' events."""
+
+    def __init__(self, calls: int, duration_s: float, t0: float) -> None:
+        self.calls, self.duration_s, self.t0 = calls, duration_s, t0
+        self.started = self.connected = self.done = self.turns = 0
+        self.failures: dict[str, int] = {}
+        self.latencies: list[float] = []
+        self.results: dict[int, CallResult] = {}
+
+    def handle(self, event: dict[str, Any]) -> None:
+        ev = event.get("ev")
+        if ev == "start":
+            self.started += 1
+        elif ev == "connected":
+            self.connected += 1
+        elif ev == "turn":
+            self.turns += 1
+            self.latencies.append(event["latency_ms"])
+        elif ev == "failure":
+            self.failures[event["kind"]] = self.failures.get(event["kind"], 0) + 1
+        elif ev == "done":
+            self.done += 1
+            self.results[event["index"]] = CallResult.from_dict(event["result"])
+
+    def render(self) -> Table:
+        elapsed = time.monotonic() - self.t0
+        t = Table.grid(padding=(0, 2))
+        t.add_row(
+            Text(f"{max(0.0, elapsed):5.1f}/{self.duration_s:g} s", style="bold"),
+            f"started {self.started}/{self.calls}",
+            f"active {self.connected - self.done_connected()}",
+            f"done {self.done}",
+            f"turns {self.turns}",
+            f"p50 {_ms(percentile(self.latencies, 50))}",
+            f"p95 {_ms(percentile(self.latencies, 95))}",
+            Text(f"failures {sum(self.failures.values())}",
+                 style="red" if self.failures else "green"),
+        )
+        return t
+
+    def done_connected(self) -> int:
+        return sum(1 for r in self.results.values() if r.connected_s is not None)
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f} ms"
+
+
+async def _run_worker(spec: RunSpec, handle: Any) -> None:
+    """One worker process; its JSON lines feed `handle`."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "rtc_agent.loadtest.runner",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(spec.to_json().encode())
+    await proc.stdin.drain()
+    proc.stdin.close()
+    try:
+        async with asyncio.timeout(max(1.0, spec.hard_end - time.monotonic() + 30)):
+            async for line in proc.stdout:
+                try:
+                    handle(json.loads(line))
+                except ValueError:
+                    continue
+            await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def _run(args: argparse.Namespace, console: Console, err: Console) -> int:
+    procs = max(1, min(args.procs, args.calls))
+    # Worker processes need a moment to import aiortc before the first call is due.
+    t0 = time.monotonic() + (3.0 if procs > 1 else 0.3)
+    base = RunSpec(
+        url=args.url, prompts=args.prompts, calls=args.calls,
+        indices=[], t0=t0, duration_s=args.duration, ramp_s=args.ramp, token=args.token,
+        barge_in_ms=args.barge_in_ms, turn_timeout_s=args.turn_timeout,
+        connect_timeout_s=args.connect_timeout,
+    )
+    specs = [replace(base, proc=i, indices=list(range(i, args.calls, procs)))
+             for i in range(procs)]
+    progress = Progress(args.calls, args.duration, t0)
+    wall0 = time.monotonic()
+    with Live(progress.render(), console=err, refresh_per_second=2,
+              get_renderable=progress.render, transient=False):
+        if procs == 1:
+            await run_calls(specs[0], progress.handle)
+        else:
+            await asyncio.gather(*(_run_worker(s, progress.handle) for s in specs))
+    wall_s = time.monotonic() - wall0
+
+    results = dict(progress.results)
+    for spec in specs:  # a worker that died leaves its calls unreported: they failed
+        for i in spec.indices:
+            if i not in results:
+                results[i] = CallResult(index=i, proc=spec.proc, failures=[
+                    Failure("worker_died", "the worker process gave no result")])
+    calls = [results[i] for i in sorted(results)]
+    summary = aggregate(calls, args.max_p95_ms)
+    console.print(summary_table(summary))
+    for line in outcome_lines(summary):
+        console.print(line)
+    config = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "token"}
+    config["procs"] = procs
+    if args.json_path:
+        write_json(args.json_path, run_document(config, calls, summary, wall_s))
+    if args.plot:
+        write_plot(args.plot, calls, summary)
+    return int(summary["exit_status"])
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console()
+    err = Console(stderr=True)
+    for p in args.prompts:
+        if not Path(p).is_file():
+            err.print(f"[red]no such prompt WAV: {p}[/red]")
+            return 1
+    if args.calls < 0 or args.procs < 1:
+        err.print("[red]--calls must be >= 0 and --procs >= 1[/red]")
+        return 1
+    # absolute paths: worker processes may not share our working directory
+    args.prompts = [str(Path(p).resolve()) for p in args.prompts]
+    return asyncio.run(_run(args, console, err))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rtc-agent loadtest", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""The WebSocket to a Realtime service: connect, read, write, reconnect.
+
+A thin I/O shell around `RealtimeSession`: it turns frames into event dicts
+(normalised to GA names) and queued events into frames. Sending never blocks
+the media path: audio goes into a small ring that drops its oldest chunk when
+the service stalls, control events into a bounded queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from rtc_agent.realtime.backend import RealtimeBackend
+from rtc_agent.realtime.dialect import normalize_event
+
+log = logging.getLogger(__name__)
+
+# Close codes after which retrying cannot help (auth, unknown model, beta shape).
+FATAL_CLOSE_CODES = frozenset({3000, 4000})
+MAX_AUDIO_BACKLOG = 50  # 1 s of 20 ms chunks
+MAX_CONTROL_BACKLOG = 512
+
+
+class UpstreamFailed(Exception):
+    """The service could not be reached, or refused us for good."""
+
+
+class RealtimeClient:
+    """One call's connection to the Realtime service, with bounded reconnects."""
+
+    def __init__(
+        self,
+        backend: RealtimeBackend,
+        *,
+        on_event: Callable[[dict[str, Any]], None],
+        on_connected: Callable[[bool], None],
+        on_disconnected: Callable[[str], None],
+        max_attempts: int = 5,
+        backoff_s: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0),
+        connect_timeout_s: float = 10.0,
+        connector: Callable[..., Awaitable[ClientConnection]] | None = None,
+    ) -> None:
+        self.backend = backend
+        self._on_event = on_event
+        self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
+        self._max_attempts = max_attempts
+        self._backoff = backoff_s
+        self._connect_timeout = connect_timeout_s
+        self._connector = connector or connect
+        self._ws: ClientConnection | None = None
+        self._audio: deque[str] = deque(maxlen=MAX_AUDIO_BACKLOG)
+        self._control: deque[str] = deque()
+        self._wake = asyncio.Event()
+        self._closing = False
+        self.dropped_audio_chunks = 0
+        self.reconnects = 0
+        self.connected = False
+
+    # ------------------------------------------------------------ sending
+
+    def send(self, event: dict[str, Any]) -> None:
+        """Queue a control event (dropped while disconnected: a reconnect replays state)."""
+        if not self.connected:
+            return
+        if len(self._control) >= MAX_CONTROL_BACKLOG:
+            raise UpstreamFailed("control backlog full: the Realtime service is not reading")
+        self._control.append(json.dumps(event, separators=(",", ":")))
+        self._wake.set()
+
+    def send_audio(self, text: str) -> None:
+        """Queue an `input_audio_buffer.append` already serialised."""
+        if not self.connected:
+            return
+        if len(self._audio) == MAX_AUDIO_BACKLOG:
+            self.dropped_audio_chunks += 1
+        self._audio.append(text)
+        self._wake.set()
+
+    # ------------------------------------------------------------ running
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect until closed; raise UpstreamFailed when giving up."""
+        failures = 0
+        first = True
+        while not self._closing:
+            try:
+                ws = await asyncio.wait_for(
+                    self._connector(
+                        self.backend.url,
+                        additional_headers=dict(self.backend.headers),
+                        max_size=16 * 1024 * 1024,
+                        open_timeout=self._connect_timeout,
+                        ping_interval=20,
+                        ping_timeout=20,
+                    ),
+                    self._connect_timeout + 1,
+                )
+            except (OSError, TimeoutError, InvalidHandshake) as exc:
+                if isinstance(exc, InvalidStatus) and exc.response.status_code in (401, 403):
+                    raise UpstreamFailed(f"refused: HTTP {exc.response.status_code}") from exc
+                failures += 1
+                if failures >= self._max_attempts:
+                    raise UpstreamFailed(f"cannot reach the Realtime service: {exc}") from exc
+                await asyncio.sleep(self._backoff[min(failures - 1, len(self._backoff) - 1)])
+                continue
+            self._ws = ws
+            self._audio.clear()
+            self._control.clear()
+            self.connected = True
+            if not first:
+                self.reconnects += 1
+            self._on_connected(not first)
+            first = False
+            reason = await self._serve(ws)
+            self.connected = False
+            self._ws = None
+            if self._closing:
+                return
+            code = ws.close_code
+            if code in FATAL_CLOSE_CODES:
+                raise UpstreamFailed(f"closed by the service ({code}): {ws.close_reason}")
+            failures = 1
+            self._on_disconnected(reason)
+            await asyncio.sleep(self._backoff[0])
+
+    async def _serve(self, ws: ClientConnection) -> str:
+        writer = asyncio.create_task(self._write(ws))
+        try:
+            async for frame in ws:
+                if isinstance(frame, bytes):
+                    continue
+                try:
+                    event = json.loads(frame)
+                except ValueError:
+                    log.warning("non-JSON frame from the Realtime service")
+                    continue
+                if isinstance(event, dict):
+                    self._on_event(normalize_event(self.backend.dialect, event))
+            return f"closed ({ws.close_code})"
+        except ConnectionClosed as exc:
+            return f"connection lost ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
+        finally:
+            writer.cancel()
+            try:
+                await writer
+            except (asyncio.CancelledError, ConnectionClosed):
+                pass
+
+    async def _write(self, ws: ClientConnection) -> None:
+        control, audio = self._control, self._audio
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while control or audio:
+                # Control first: a cancel or truncate must not wait behind audio.
+                frame = control.popleft() if control else audio.popleft()
+                await ws.send(frame)
+
+    async def close(self) -> None:
+        self._closing = True
+        ws = self._ws
+        if ws is not None:
+            try:
+                await asyncio.wait_for(ws.close(), 2)
+            except (TimeoutError, ConnectionClosed, websockets.exceptions.WebSocketException):
+                pass

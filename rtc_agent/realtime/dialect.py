@@ -1,0 +1,135 @@
+"""Beta vs GA: the one place that knows how the two Realtime dialects differ.
+
+The rest of the agent speaks GA event names. Inbound beta events are renamed on
+arrival; outbound events that differ in shape (session.update, assistant text
+items) are built here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Dialect(StrEnum):
+    GA = "ga"
+    BETA = "beta"
+
+
+# beta server event name -> GA name. Events absent here are named alike in both.
+_BETA_TO_GA: dict[str, str] = {
+    "response.audio.delta": "response.output_audio.delta",
+    "response.audio.done": "response.output_audio.done",
+    "response.audio_transcript.delta": "response.output_audio_transcript.delta",
+    "response.audio_transcript.done": "response.output_audio_transcript.done",
+    "response.text.delta": "response.output_text.delta",
+    "response.text.done": "response.output_text.done",
+    "conversation.item.created": "conversation.item.added",
+}
+
+
+def normalize_event(dialect: Dialect, event: dict[str, Any]) -> dict[str, Any]:
+    """Rename a beta server event to its GA name (in place); GA passes through."""
+    if dialect is Dialect.BETA:
+        renamed = _BETA_TO_GA.get(event.get("type", ""))
+        if renamed is not None:
+            event["type"] = renamed
+    return event
+
+
+@dataclass(frozen=True)
+class TurnDetection:
+    """Server VAD settings; the defaults are the original sample's."""
+
+    threshold: float = 0.5
+    prefix_padding_ms: int = 300
+    silence_duration_ms: int = 500
+    create_response: bool = True
+    interrupt_response: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "type": "server_vad",
+            "threshold": self.threshold,
+            "prefix_padding_ms": self.prefix_padding_ms,
+            "silence_duration_ms": self.silence_duration_ms,
+            "create_response": self.create_response,
+            "interrupt_response": self.interrupt_response,
+        }
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """What the agent asks of a Realtime session, independent of dialect."""
+
+    instructions: str = (
+        "You are a helpful voice assistant on a phone call. Answer briefly and "
+        "speak naturally. Use the search tool for anything current."
+    )
+    voice: str = "alloy"
+    turn_detection: TurnDetection | None = TurnDetection()
+    transcription_model: str | None = "whisper-1"
+    tool_choice: str = "auto"
+    temperature: float | None = 0.8
+    max_output_tokens: int | str = "inf"
+    text_only: bool = False
+
+
+def session_update(
+    dialect: Dialect, settings: SessionSettings, tools: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The `session.update` event configuring a session in `dialect`'s shape."""
+    td = settings.turn_detection.as_dict() if settings.turn_detection else None
+    transcription = (
+        {"model": settings.transcription_model} if settings.transcription_model else None
+    )
+    if dialect is Dialect.BETA:
+        session: dict[str, Any] = {
+            "modalities": ["text"] if settings.text_only else ["text", "audio"],
+            "instructions": settings.instructions,
+            "voice": settings.voice,
+            "input_audio_format": "pcm16",
+            "output_audio_format": "pcm16",
+            "input_audio_transcription": transcription,
+            "turn_detection": td,
+            "tools": tools,
+            "tool_choice": settings.tool_choice,
+            "max_response_output_tokens": settings.max_output_tokens,
+        }
+        if settings.temperature is not None:
+            session["temperature"] = settings.temperature
+        return {"type": "session.update", "session": session}
+    # GA has no temperature field; sending one is rejected as unknown_parameter.
+    pcm = {"type": "audio/pcm", "rate": 24000}
+    return {
+        "type": "session.update",
+        "session": {
+            "type": "realtime",
+            "output_modalities": ["text"] if settings.text_only else ["audio"],
+            "instructions": settings.instructions,
+            "audio": {
+                "input": {"format": pcm, "transcription": transcription, "turn_detection": td},
+                "output": {"format": pcm, "voice": settings.voice},
+            },
+            "tools": tools,
+            "tool_choice": settings.tool_choice,
+            "max_output_tokens": settings.max_output_tokens,
+        },
+    }
+
+
+def text_item(dialect: Dialect, role: str, text: str) -> dict[str, Any]:
+    """A `conversation.item.create` for a text message (used for typed text and replay)."""
+    if role == "assistant":
+        part_type = "text" if dialect is Dialect.BETA else "output_text"
+    else:
+        part_type = "input_text"
+    return {
+        "type": "conversation.item.create",
+        "item": {
+            "type": "message",
+            "role": role,
+            "content": [{"type": part_type, "text": text}],
+        },
+    }

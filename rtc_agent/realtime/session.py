@@ -1,0 +1,577 @@
+"""The agent's side of a Realtime conversation, as a state machine without I/O.
+
+`RealtimeSession` takes events in (from the Realtime service, from the caller,
+from the playout track, from finished tools) and returns effects out: events to
+send upstream, messages for the caller, audio to play, tools to run. The call
+(`rtc_agent.call`) executes the effects; nothing here touches a socket or a
+clock, so every turn, interruption and tool round can be tested directly.
+
+Upstream events arrive already normalised to GA names (see `dialect`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from rtc_agent.realtime.dialect import Dialect, SessionSettings, session_update, text_item
+
+BYTES_PER_MS = 48  # pcm16 mono at 24 kHz
+
+# Errors that are races of a healthy conversation, not faults (see the protocol
+# reference, 6.2): reported to logs, never to the caller.
+BENIGN_ERROR_CODES = frozenset(
+    {
+        "response_cancel_not_active",
+        "conversation_already_has_active_response",
+        "input_audio_buffer_commit_empty",
+        "item_truncate_invalid_item_id",
+        "item_delete_invalid_item_id",
+        "item_retrieve_invalid_item_id",
+    }
+)
+
+
+# ---------------------------------------------------------------- effects
+
+
+@dataclass(frozen=True, slots=True)
+class SendUpstream:
+    """Send this event to the Realtime service."""
+
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SendCaller:
+    """Send this message to the caller on the `events` data channel."""
+
+    message: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PlayAudio:
+    """Queue pcm16 24 kHz mono audio of an assistant item for playout."""
+
+    item_id: str
+    pcm: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EndItemAudio:
+    """No more audio will come for this item: the playout may report it finished."""
+
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class FlushPlayout:
+    """Drop queued audio now; answer with `RealtimeSession.on_playout_flushed`."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunTool:
+    """Start a tool call off the media path; answer with `on_tool_result`."""
+
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+Effect = SendUpstream | SendCaller | PlayAudio | EndItemAudio | FlushPlayout | RunTool
+
+
+# ---------------------------------------------------------------- state
+
+
+@dataclass(slots=True)
+class AssistantItem:
+    item_id: str
+    response_id: str
+    text: list[str] = field(default_factory=list)
+    received_ms: float = 0.0
+    sent_ms: float = 0.0
+    has_audio: bool = False
+    audio_done: bool = False
+    transcript_done: bool = False
+    playing: bool = False
+    played_out: bool = False
+    finalized: bool = False
+    interrupted: bool = False
+
+
+@dataclass(slots=True)
+class ToolCall:
+    call_id: str
+    name: str
+    response_id: str
+    arguments: str = ""
+    output: str | None = None
+
+
+@dataclass(slots=True)
+class HistoryEntry:
+    role: str
+    text: str
+
+
+class RealtimeSession:
+    """Conversation state of one call: turns, items, played audio, tool rounds."""
+
+    def __init__(
+        self,
+        dialect: Dialect,
+        settings: SessionSettings,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self.dialect = dialect
+        self.settings = settings
+        self.tools = tools or []
+        self.state = "listening"
+        self.playout_delay_ms = 0.0
+        self.active_response_id: str | None = None
+        self._discarded_responses: set[str] = set()
+        self._items: dict[str, AssistantItem] = {}
+        self._response_items: dict[str, list[str]] = {}
+        self._function_names: dict[str, str] = {}  # item_id -> tool name (beta lacks it later)
+        self._tool_calls: dict[str, ToolCall] = {}
+        self._response_done: set[str] = set()
+        self._create_after_active = False
+        self._user_text: dict[str, list[str]] = {}
+        self._history: list[HistoryEntry] = []
+        self._history_index: dict[str, int] = {}
+        self.truncations: list[dict[str, Any]] = []  # what was sent, for inspection
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> list[Effect]:
+        """Configure a freshly opened session."""
+        return [SendUpstream(session_update(self.dialect, self.settings, self.tools))]
+
+    def on_reconnected(self) -> list[Effect]:
+        """Configure a replacement session and replay the conversation as text.
+
+        A new WebSocket is a new, empty conversation; replaying what was said
+        (as heard) lets the model carry on where the dropped one stopped.
+        """
+        effects = self.start()
+        for entry in self._history:
+            if entry.text:
+                effects.append(SendUpstream(text_item(self.dialect, entry.role, entry.text)))
+        effects.extend(self._set_state("listening"))
+        return effects
+
+    def on_disconnected(self) -> list[Effect]:
+        """The upstream dropped: whatever was generating is lost."""
+        effects: list[Effect] = []
+        if self.active_response_id:
+            self._discarded_responses.add(self.active_response_id)
+            self.active_response_id = None
+        self._create_after_active = False
+        for item in self._items.values():
+            if not item.finalized and not item.has_audio:
+                item.interrupted = True
+                effects.extend(self._finalize(item))
+        # Pending tool rounds cannot be answered on a new conversation.
+        self._tool_calls.clear()
+        effects.extend(self._set_state("reconnecting"))
+        return effects
+
+    # ------------------------------------------------------------ upstream
+
+    def handle_upstream(self, event: dict[str, Any]) -> list[Effect]:
+        etype = event.get("type", "")
+        handler = _UPSTREAM_HANDLERS.get(etype)
+        if handler is None:
+            return []
+        return handler(self, event)
+
+    def _on_speech_started(self, event: dict[str, Any]) -> list[Effect]:
+        effects = self._interrupt()
+        effects.extend(self._set_state("user_speaking"))
+        return effects
+
+    def _on_speech_stopped(self, event: dict[str, Any]) -> list[Effect]:
+        td = self.settings.turn_detection
+        return self._set_state("thinking" if td and td.create_response else "listening")
+
+    def _on_user_item(self, event: dict[str, Any]) -> list[Effect]:
+        item = event.get("item") or {}
+        if item.get("type") != "message" or item.get("role") != "user":
+            return []
+        item_id = item.get("id")
+        if item_id and item_id not in self._history_index:
+            text = ""
+            for part in item.get("content") or []:
+                if part.get("type") == "input_text":
+                    text += part.get("text") or ""
+            self._remember(item_id, "user", text)
+        return []
+
+    def _on_transcription_delta(self, event: dict[str, Any]) -> list[Effect]:
+        item_id = event.get("item_id", "")
+        delta = event.get("delta") or ""
+        if not delta:
+            return []
+        self._user_text.setdefault(item_id, []).append(delta)
+        return [SendCaller({"type": "transcript.delta", "role": "user", "item_id": item_id,
+                            "delta": delta})]
+
+    def _on_transcription_completed(self, event: dict[str, Any]) -> list[Effect]:
+        item_id = event.get("item_id", "")
+        text = (event.get("transcript") or "").strip()
+        self._user_text.pop(item_id, None)
+        self._remember(item_id, "user", text)
+        return [SendCaller({"type": "transcript.done", "role": "user", "item_id": item_id,
+                            "text": text, "interrupted": False})]
+
+    def _on_transcription_failed(self, event: dict[str, Any]) -> list[Effect]:
+        item_id = event.get("item_id", "")
+        self._user_text.pop(item_id, None)
+        return [SendCaller({"type": "transcript.done", "role": "user", "item_id": item_id,
+                            "text": "", "interrupted": False})]
+
+    def _on_response_created(self, event: dict[str, Any]) -> list[Effect]:
+        response = event.get("response") or {}
+        rid = response.get("id")
+        if not rid:
+            return []
+        self.active_response_id = rid
+        self._response_items.setdefault(rid, [])
+        if self.state != "user_speaking":
+            return self._set_state("thinking")
+        return []
+
+    def _on_output_item_added(self, event: dict[str, Any]) -> list[Effect]:
+        item = event.get("item") or {}
+        rid = event.get("response_id") or self.active_response_id or ""
+        item_id = item.get("id")
+        if not item_id:
+            return []
+        if item.get("type") == "function_call":
+            self._function_names[item_id] = item.get("name") or ""
+            return []
+        if item.get("type") == "message":
+            self._items[item_id] = AssistantItem(item_id=item_id, response_id=rid)
+            self._response_items.setdefault(rid, []).append(item_id)
+        return []
+
+    def _assistant_item(self, event: dict[str, Any]) -> AssistantItem | None:
+        item_id = event.get("item_id")
+        if not item_id:
+            return None
+        item = self._items.get(item_id)
+        if item is None:
+            # Some servers skip output_item.added; adopt the item on first sight.
+            rid = event.get("response_id") or self.active_response_id or ""
+            item = AssistantItem(item_id=item_id, response_id=rid)
+            self._items[item_id] = item
+            self._response_items.setdefault(rid, []).append(item_id)
+        return item
+
+    def _on_audio_delta(self, event: dict[str, Any]) -> list[Effect]:
+        item = self._assistant_item(event)
+        if item is None or item.response_id in self._discarded_responses or item.finalized:
+            return []
+        try:
+            pcm = base64.b64decode(event.get("delta") or "", validate=True)
+        except (binascii.Error, ValueError):
+            return []
+        if len(pcm) % 2:
+            pcm = pcm[:-1]
+        if not pcm:
+            return []
+        item.has_audio = True
+        item.received_ms += len(pcm) / BYTES_PER_MS
+        return [PlayAudio(item.item_id, pcm)]
+
+    def _on_audio_done(self, event: dict[str, Any]) -> list[Effect]:
+        item = self._assistant_item(event)
+        if item is None or item.audio_done:
+            return []
+        item.audio_done = True
+        if item.has_audio and not item.finalized:
+            return [EndItemAudio(item.item_id)]
+        return []
+
+    def _on_text_delta(self, event: dict[str, Any]) -> list[Effect]:
+        item = self._assistant_item(event)
+        delta = event.get("delta") or ""
+        if item is None or not delta or item.finalized:
+            return []
+        if item.response_id in self._discarded_responses:
+            return []
+        item.text.append(delta)
+        return [SendCaller({"type": "transcript.delta", "role": "assistant",
+                            "item_id": item.item_id, "delta": delta})]
+
+    def _on_text_done(self, event: dict[str, Any]) -> list[Effect]:
+        item = self._assistant_item(event)
+        if item is None or item.finalized:
+            return []
+        full = event.get("transcript") if "transcript" in event else event.get("text")
+        if isinstance(full, str) and not item.interrupted:
+            item.text = [full]
+        item.transcript_done = True
+        if not item.has_audio or item.played_out:
+            return self._finalize(item)
+        return []
+
+    def _on_function_arguments_done(self, event: dict[str, Any]) -> list[Effect]:
+        call_id = event.get("call_id")
+        item_id = event.get("item_id", "")
+        rid = event.get("response_id") or self.active_response_id or ""
+        if not call_id or call_id in self._tool_calls:
+            return []
+        if rid in self._discarded_responses:
+            return []
+        name = event.get("name") or self._function_names.get(item_id, "")
+        raw = event.get("arguments") or "{}"
+        call = ToolCall(call_id=call_id, name=name, response_id=rid, arguments=raw)
+        self._tool_calls[call_id] = call
+        try:
+            args = json.loads(raw)
+            if not isinstance(args, dict):
+                raise ValueError("arguments are not an object")
+        except ValueError as exc:
+            # Bad arguments from the model still get an output, so the round ends.
+            call.output = json.dumps({"error": f"invalid arguments: {exc}"})
+            return [SendCaller({"type": "tool.started", "call_id": call_id, "name": name,
+                                "arguments": {}}),
+                    SendCaller({"type": "tool.finished", "call_id": call_id, "name": name,
+                                "ok": False, "duration_ms": 0})]
+        effects: list[Effect] = [
+            SendCaller({"type": "tool.started", "call_id": call_id, "name": name,
+                        "arguments": args}),
+            RunTool(call_id, name, args),
+        ]
+        effects.extend(self._set_state("thinking"))
+        return effects
+
+    def _on_response_done(self, event: dict[str, Any]) -> list[Effect]:
+        response = event.get("response") or {}
+        rid = response.get("id") or self.active_response_id or ""
+        effects: list[Effect] = []
+        if rid == self.active_response_id:
+            self.active_response_id = None
+        self._response_done.add(rid)
+        cancelled = response.get("status") in ("cancelled", "failed")
+        for item_id in self._response_items.get(rid, []):
+            item = self._items[item_id]
+            if cancelled and not item.finalized and not item.has_audio:
+                item.interrupted = item.interrupted or response.get("status") == "cancelled"
+                effects.extend(self._finalize(item))
+            elif item.has_audio and not item.audio_done:
+                item.audio_done = True
+                effects.append(EndItemAudio(item_id))
+        if response.get("status") == "failed":
+            details = (response.get("status_details") or {}).get("error") or {}
+            effects.append(SendCaller({"type": "error", "code": "upstream_error",
+                                       "message": details.get("message") or "response failed"}))
+        effects.extend(self._maybe_finish_tool_round(rid))
+        if self._create_after_active and self.active_response_id is None:
+            self._create_after_active = False
+            effects.append(SendUpstream({"type": "response.create"}))
+        effects.extend(self._maybe_listening())
+        return effects
+
+    def _on_error(self, event: dict[str, Any]) -> list[Effect]:
+        error = event.get("error") or {}
+        if error.get("code") in BENIGN_ERROR_CODES:
+            return []
+        return [SendCaller({"type": "error", "code": "upstream_error",
+                            "message": str(error.get("message") or error.get("code") or "error")})]
+
+    # ------------------------------------------------------------ caller
+
+    def on_text(self, text: str) -> list[Effect]:
+        """The caller typed: interrupt, add their words, ask for a reply."""
+        effects = self._interrupt()
+        effects.append(SendUpstream(text_item(self.dialect, "user", text)))
+        if self.active_response_id is None:
+            effects.append(SendUpstream({"type": "response.create"}))
+        else:
+            # A cancel is on its way; a create now would collide with it.
+            self._create_after_active = True
+        # History records the text when the service echoes the item back.
+        effects.append(SendCaller({"type": "transcript.done", "role": "user", "item_id": "",
+                                   "text": text, "interrupted": False}))
+        effects.extend(self._set_state("thinking"))
+        return effects
+
+    def on_interrupt(self) -> list[Effect]:
+        effects = self._interrupt()
+        effects.extend(self._maybe_listening())
+        return effects
+
+    def on_playout_delay(self, delay_ms: float) -> None:
+        self.playout_delay_ms = max(0.0, float(delay_ms))
+
+    # ------------------------------------------------------------ playout
+
+    def on_item_started(self, item_id: str) -> list[Effect]:
+        item = self._items.get(item_id)
+        if item is None:
+            return []
+        item.playing = True
+        return self._set_state("speaking")
+
+    def on_item_finished(self, item_id: str, sent_ms: float) -> list[Effect]:
+        """The playout sent the last frame of this item's audio."""
+        item = self._items.get(item_id)
+        if item is None:
+            return []
+        item.playing = False
+        item.played_out = True
+        item.sent_ms = sent_ms
+        effects: list[Effect] = []
+        if item.transcript_done:
+            effects.extend(self._finalize(item))
+        effects.extend(self._maybe_listening())
+        return effects
+
+    def on_playout_flushed(self, item_id: str | None, sent_ms: float) -> list[Effect]:
+        """The playout dropped its queue; `item_id` was on air with `sent_ms` sent.
+
+        Truncate that item at what the caller heard: what was sent minus what
+        still sat in the caller's jitter and output buffers, clamped to what was
+        received. Nothing heard, nothing to truncate.
+        """
+        effects: list[Effect] = []
+        item = self._items.get(item_id) if item_id else None
+        if item is not None and not item.played_out:
+            item.playing = False
+            item.sent_ms = sent_ms
+            heard = min(sent_ms - self.playout_delay_ms, item.received_ms)
+            if heard > 0:
+                truncate = {"type": "conversation.item.truncate", "item_id": item.item_id,
+                            "content_index": 0, "audio_end_ms": int(heard)}
+                self.truncations.append(truncate)
+                effects.append(SendUpstream(truncate))
+            item.interrupted = True
+            effects.extend(self._finalize(item))
+        # Everything queued behind it was never heard.
+        for other in self._items.values():
+            if other.has_audio and not other.played_out and not other.finalized:
+                other.interrupted = True
+                effects.extend(self._finalize(other))
+        return effects
+
+    # ------------------------------------------------------------ tools
+
+    def on_tool_result(self, call_id: str, ok: bool, output: str, duration_ms: int) -> list[Effect]:
+        call = self._tool_calls.get(call_id)
+        if call is None:
+            return []
+        call.output = output
+        effects: list[Effect] = [SendCaller({"type": "tool.finished", "call_id": call_id,
+                                             "name": call.name, "ok": ok,
+                                             "duration_ms": duration_ms})]
+        effects.extend(self._maybe_finish_tool_round(call.response_id))
+        return effects
+
+    def _maybe_finish_tool_round(self, response_id: str) -> list[Effect]:
+        """After response.done and every tool of it finished: outputs, then one create."""
+        if response_id not in self._response_done:
+            return []
+        calls = [c for c in self._tool_calls.values() if c.response_id == response_id]
+        if not calls or any(c.output is None for c in calls):
+            return []
+        effects: list[Effect] = []
+        for c in calls:
+            effects.append(SendUpstream({"type": "conversation.item.create", "item": {
+                "type": "function_call_output", "call_id": c.call_id, "output": c.output}}))
+            del self._tool_calls[c.call_id]
+        if response_id in self._discarded_responses:
+            return effects  # the caller moved on; their new turn will see the outputs
+        if self.active_response_id is None:
+            effects.append(SendUpstream({"type": "response.create"}))
+        else:
+            self._create_after_active = True
+        return effects
+
+    # ------------------------------------------------------------ internals
+
+    def _interrupt(self) -> list[Effect]:
+        """Stop what the agent is saying or about to say."""
+        audio_pending = any(
+            i.has_audio and not i.played_out and not i.finalized for i in self._items.values()
+        )
+        if self.active_response_id is None and not audio_pending:
+            return []
+        effects: list[Effect] = []
+        if self.active_response_id is not None:
+            self._discarded_responses.add(self.active_response_id)
+            effects.append(SendUpstream({"type": "response.cancel"}))
+        effects.append(FlushPlayout())
+        return effects
+
+    def _finalize(self, item: AssistantItem) -> list[Effect]:
+        if item.finalized:
+            return []
+        item.finalized = True
+        text = "".join(item.text).strip()
+        self._remember(item.item_id, "assistant", text)
+        message: dict[str, Any] = {"type": "transcript.done", "role": "assistant",
+                                   "item_id": item.item_id, "text": text,
+                                   "interrupted": item.interrupted}
+        if item.has_audio:
+            message["heard_ms"] = int(max(0.0, min(item.sent_ms - self.playout_delay_ms,
+                                                   item.received_ms)))
+            message["audio_ms"] = int(item.received_ms)
+        return [SendCaller(message)]
+
+    def _remember(self, item_id: str, role: str, text: str) -> None:
+        index = self._history_index.get(item_id)
+        if index is None:
+            self._history_index[item_id] = len(self._history)
+            self._history.append(HistoryEntry(role, text))
+        elif text:
+            self._history[index].text = text
+
+    def _maybe_listening(self) -> list[Effect]:
+        busy = (
+            self.active_response_id is not None
+            or self._create_after_active
+            or bool(self._tool_calls)
+            or any(i.has_audio and not i.played_out and not i.finalized
+                   for i in self._items.values())
+        )
+        if busy or self.state == "user_speaking":
+            return []
+        return self._set_state("listening")
+
+    def _set_state(self, state: str) -> list[Effect]:
+        if state == self.state:
+            return []
+        self.state = state
+        return [SendCaller({"type": "state", "state": state})]
+
+    @property
+    def history(self) -> list[HistoryEntry]:
+        return list(self._history)
+
+
+_UPSTREAM_HANDLERS = {
+    "input_audio_buffer.speech_started": RealtimeSession._on_speech_started,
+    "input_audio_buffer.speech_stopped": RealtimeSession._on_speech_stopped,
+    "conversation.item.added": RealtimeSession._on_user_item,
+    "conversation.item.input_audio_transcription.delta": RealtimeSession._on_transcription_delta,
+    "conversation.item.input_audio_transcription.completed":
+        RealtimeSession._on_transcription_completed,
+    "conversation.item.input_audio_transcription.failed": RealtimeSession._on_transcription_failed,
+    "response.created": RealtimeSession._on_response_created,
+    "response.output_item.added": RealtimeSession._on_output_item_added,
+    "response.output_audio.delta": RealtimeSession._on_audio_delta,
+    "response.output_audio.done": RealtimeSession._on_audio_done,
+    "response.output_audio_transcript.delta": RealtimeSession._on_text_delta,
+    "response.output_audio_transcript.done": RealtimeSession._on_text_done,
+    "response.output_text.delta": RealtimeSession._on_text_delta,
+    "response.output_text.done": RealtimeSession._on_text_done,
+    "response.function_call_arguments.done": RealtimeSession._on_function_arguments_done,
+    "response.done": RealtimeSession._on_response_done,
+    "error": RealtimeSession._on_error,
+}

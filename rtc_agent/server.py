@@ -1,0 +1,258 @@
+"""`rtc-agent serve`: signaling over HTTP (aiohttp) and the calls it answers.
+
+Routes: POST /offer, DELETE /calls/{call_id}, GET /healthz, GET /config, and
+the web client from web/ at /. Every error is JSON: {"error": {"code", "message"}}.
+With no cloud backend configured, the offline Realtime backend is started as a
+child process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import json
+import logging
+import secrets
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from aiortc import RTCSessionDescription
+
+from rtc_agent import config as config_module
+from rtc_agent.backend_process import OfflineBackendProcess
+from rtc_agent.call import Call
+from rtc_agent.config import ServerConfig
+from rtc_agent.ice import restrict_host_addresses
+from rtc_agent.realtime.backend import RealtimeBackend, backend_from_settings, offline_backend
+from rtc_agent.tools.registry import ToolRegistry
+from rtc_agent.tools.search import search_tool
+from rtc_agent.turn import ice_servers as build_ice_servers
+
+log = logging.getLogger(__name__)
+
+MAX_OFFER_BYTES = 64 * 1024
+RETRY_AFTER_S = 5
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    config_module.add_arguments(parser)
+
+
+def json_error(status: int, code: str, message: str, **headers: str) -> web.Response:
+    return web.json_response(
+        {"error": {"code": code, "message": message}}, status=status, headers=headers or None
+    )
+
+
+@dataclass
+class AgentServer:
+    """The state behind the HTTP routes: config, backend, calls."""
+
+    config: ServerConfig
+    backend: RealtimeBackend
+    tools: ToolRegistry
+    calls: dict[str, Call] = field(default_factory=dict)
+    pending: int = 0  # offers being answered, counted against --max-calls
+    calls_total: int = 0
+
+    def ice_servers(self) -> list[dict[str, Any]]:
+        return build_ice_servers(self.config.ice_servers, self.config.turn_urls,
+                                 self.config.turn_secret)
+
+    # ------------------------------------------------------------ guards
+
+    def _authorized(self, request: web.Request) -> bool:
+        token = self.config.token
+        if not token:
+            return True
+        header = request.headers.get("Authorization", "")
+        given = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
+        return hmac.compare_digest(given.encode(), token.encode())
+
+    def _origin_allowed(self, request: web.Request) -> bool:
+        origin = request.headers.get("Origin")
+        if origin is None or origin == f"{request.scheme}://{request.host}":
+            return True
+        return "*" in self.config.allow_origins or origin in self.config.allow_origins
+
+    # ------------------------------------------------------------ routes
+
+    async def offer(self, request: web.Request) -> web.Response:
+        if not self._origin_allowed(request):
+            return json_error(403, "origin_not_allowed",
+                              "this origin may not place calls (see --allow-origin)")
+        if not self._authorized(request):
+            return json_error(401, "unauthorized", "a valid access token is required")
+        if request.content_length is not None and request.content_length > MAX_OFFER_BYTES:
+            return json_error(413, "too_large", f"offers are limited to {MAX_OFFER_BYTES} bytes")
+        body = await request.content.read(MAX_OFFER_BYTES + 1)
+        if len(body) > MAX_OFFER_BYTES:
+            return json_error(413, "too_large", f"offers are limited to {MAX_OFFER_BYTES} bytes")
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return json_error(400, "invalid_json", "the body is not JSON")
+        if not isinstance(data, dict):
+            return json_error(400, "invalid_offer", "expected a JSON object {sdp, type}")
+        if data.get("type") != "offer":
+            return json_error(400, "invalid_type", "'type' must be \"offer\"")
+        sdp = data.get("sdp")
+        if not isinstance(sdp, str) or not sdp.strip():
+            return json_error(400, "invalid_sdp", "'sdp' must be a non-empty string")
+        if "\nm=audio " not in "\n" + sdp.replace("\r\n", "\n"):
+            return json_error(400, "no_audio", "the offer has no audio m-line")
+        if len(self.calls) + self.pending >= self.config.max_calls:
+            return json_error(503, "at_capacity", "the server is at capacity; try again shortly",
+                              **{"Retry-After": str(RETRY_AFTER_S)})
+        self.pending += 1
+        call_id = secrets.token_urlsafe(9)
+        call = Call(
+            call_id,
+            backend=self.backend,
+            settings=self.config.session,
+            tools=self.tools,
+            ice_servers=self.ice_servers(),
+            connect_timeout_s=self.config.connect_timeout_s,
+            on_closed=self._forget,
+        )
+        try:
+            answer = await call.answer(RTCSessionDescription(sdp=sdp, type="offer"))
+        except Exception as exc:  # aiortc's SDP parser raises many kinds
+            await call.close("bad offer")
+            return json_error(400, "invalid_sdp", f"cannot use this offer: {exc}"[:300])
+        finally:
+            self.pending -= 1
+        if call.closed:
+            return json_error(500, "call_failed", call.close_reason or "the call ended")
+        self.calls[call_id] = call
+        self.calls_total += 1
+        return web.json_response({"sdp": answer.sdp, "type": answer.type, "call_id": call_id})
+
+    def _forget(self, call: Call) -> None:
+        self.calls.pop(call.call_id, None)
+
+    async def hang_up(self, request: web.Request) -> web.Response:
+        if not self._origin_allowed(request):
+            return json_error(403, "origin_not_allowed", "this origin may not manage calls")
+        if not self._authorized(request):
+            return json_error(401, "unauthorized", "a valid access token is required")
+        call = self.calls.get(request.match_info["call_id"])
+        if call is None:
+            return json_error(404, "no_such_call", "no call with that id")
+        await call.close("hung up by the caller")
+        return web.json_response({"call_id": call.call_id, "closed": True})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({
+            "ok": True,
+            "calls": len(self.calls),
+            "max_calls": self.config.max_calls,
+            "calls_total": self.calls_total,
+            "backend": self.backend.kind,
+        })
+
+    async def client_config(self, request: web.Request) -> web.Response:
+        # Short-lived TURN credentials, minted per request; never a cloud key.
+        return web.json_response({
+            "iceServers": self.ice_servers(),
+            "tokenRequired": bool(self.config.token),
+        })
+
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(self.config.web_dir / "index.html")
+
+    async def close_all(self) -> None:
+        await asyncio.gather(*(c.close("server shutting down") for c in list(self.calls.values())))
+
+
+@web.middleware
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Routing errors (404, 405) and crashes answer in the same JSON shape."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return json_error(500, "internal_error", "internal server error")
+
+
+def create_app(server: AgentServer) -> web.Application:
+    app = web.Application(middlewares=[json_errors], client_max_size=MAX_OFFER_BYTES * 2)
+    app["agent"] = server
+    app.router.add_post("/offer", server.offer)
+    app.router.add_delete("/calls/{call_id}", server.hang_up)
+    app.router.add_get("/healthz", server.healthz)
+    app.router.add_get("/config", server.client_config)
+    app.router.add_get("/", server.index)
+    if server.config.web_dir.is_dir():
+        app.router.add_static("/", server.config.web_dir, show_index=False)
+
+    async def on_shutdown(app: web.Application) -> None:
+        await server.close_all()
+
+    app.on_shutdown.append(on_shutdown)
+    return app
+
+
+def build_tools(cfg: ServerConfig) -> ToolRegistry:
+    tools = ToolRegistry()
+    tools.register(search_tool(cfg.search_dir, timeout_s=cfg.tool_timeout_s))
+    return tools
+
+
+async def serve(cfg: ServerConfig, stop: asyncio.Event | None = None) -> None:
+    """Run until `stop` is set (or SIGINT/SIGTERM)."""
+    if cfg.ice_addresses:
+        restrict_host_addresses(cfg.ice_addresses)
+    child: OfflineBackendProcess | None = None
+    backend = backend_from_settings(realtime_url=cfg.realtime_url, model=cfg.model,
+                                    beta=cfg.realtime_beta)
+    if backend is None:
+        child = OfflineBackendProcess(["--tts", cfg.tts, *cfg.backend_args])
+        backend = offline_backend(await child.start())
+    server = AgentServer(cfg, backend, build_tools(cfg))
+    ssl_context = None
+    if cfg.https or cfg.cert:
+        from rtc_agent.certs import https_context
+
+        ssl_context = https_context(str(cfg.cert) if cfg.cert else None,
+                                    str(cfg.key) if cfg.key else None)
+    runner = web.AppRunner(create_app(server), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ssl_context)
+    await site.start()
+    scheme = "https" if ssl_context else "http"
+    log.info("rtc-agent serving %s://%s:%s with backend %s (%s)", scheme, cfg.host, cfg.port,
+             backend.kind, backend.describe())
+    print(f"rtc-agent listening on {scheme}://{cfg.host}:{cfg.port} "
+          f"(backend: {backend.kind})", flush=True)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        if child is not None:
+            await child.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=getattr(args, "log_level", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = config_module.from_args(args)
+    asyncio.run(serve(cfg))
+    return 0

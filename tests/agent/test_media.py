@@ -1,0 +1,93 @@
+"""The media path: inbound resampling/chunking and the paced playout track."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+
+from rtc_agent.media.inbound import CHUNK_BYTES, InboundAudio, append_event
+from rtc_agent.media.playout import FRAME_BYTES, RTP_STEP, PlayoutTrack
+
+
+def stereo_frame(i: int, freq: float = 440.0) -> av.AudioFrame:
+    t = (np.arange(960) + i * 960) / 48000
+    mono = (np.sin(2 * np.pi * freq * t) * 10000).astype(np.int16)
+    frame = av.AudioFrame.from_ndarray(np.repeat(mono, 2).reshape(1, -1), format="s16",
+                                       layout="stereo")
+    frame.sample_rate = 48000
+    frame.pts = i * 960
+    return frame
+
+
+def test_inbound_yields_20ms_chunks_at_24khz_with_the_tone() -> None:
+    inbound = InboundAudio()
+    chunks = [c for i in range(50) for c in inbound.push(stereo_frame(i))]
+    assert 48 <= len(chunks) <= 50  # the resampler holds back a few samples
+    assert all(len(c) == CHUNK_BYTES for c in chunks)
+    pcm = np.frombuffer(b"".join(chunks[5:]), dtype=np.int16).astype(float)
+    spectrum = np.abs(np.fft.rfft(pcm))
+    peak_hz = np.argmax(spectrum) * 24000 / len(pcm)
+    assert abs(peak_hz - 440) < 5
+
+
+def test_append_event_is_valid_json() -> None:
+    import base64
+    import json
+
+    event = json.loads(append_event(b"\x01\x02" * 480))
+    assert event["type"] == "input_audio_buffer.append"
+    assert base64.b64decode(event["audio"]) == b"\x01\x02" * 480
+
+
+def decode(packets: list[av.Packet]) -> np.ndarray:
+    codec = av.CodecContext.create("libopus", "r")
+    codec.format = "s16"
+    codec.layout = "mono"
+    codec.sample_rate = 48000
+    out = []
+    for p in packets:
+        for frame in codec.decode(av.Packet(bytes(p))):
+            out.append(frame.to_ndarray().reshape(-1))
+    return np.concatenate(out)
+
+
+async def test_playout_paces_plays_and_accounts_items() -> None:
+    started: list[str] = []
+    finished: list[tuple[str, float]] = []
+    track = PlayoutTrack(on_item_started=started.append,
+                         on_item_finished=lambda i, ms: finished.append((i, ms)))
+    tone = (np.sin(np.arange(24000 * 3 // 10) / 3.0) * 8000).astype(np.int16).tobytes()  # 300 ms
+    track.enqueue("item_a", tone)
+    track.end_item("item_a")
+    packets = [await track.recv() for _ in range(25)]
+    assert started == ["item_a"]
+    assert finished == [("item_a", 300.0)]
+    # RTP timestamps advance by one 20 ms frame at the 48 kHz clock.
+    assert [p.pts for p in packets[:3]] == [0, RTP_STEP, 2 * RTP_STEP]
+    pcm = decode(packets)
+    loud = np.abs(pcm[: 48000 * 3 // 10]).mean()
+    quiet = np.abs(pcm[48000 * 4 // 10 :]).mean()
+    assert loud > 1000 and quiet < 50
+    track.stop()
+
+
+async def test_flush_reports_what_was_on_air_and_silences_next_frame() -> None:
+    track = PlayoutTrack()
+    track.enqueue("item_a", bytes(range(256)) * 375)  # 2 s of noise-like audio
+    for _ in range(10):
+        await track.recv()
+    flushed = track.flush()
+    assert flushed.item_id == "item_a" and flushed.sent_ms == pytest.approx(200.0)
+    assert track.buffered_ms == 0
+    assert track.current_item is None
+    track.stop()
+
+
+def test_buffer_is_bounded() -> None:
+    track = PlayoutTrack(max_buffer_ms=1000)
+    track.enqueue("a", bytes(FRAME_BYTES * 50))  # exactly 1 s
+    track.enqueue("a", bytes(FRAME_BYTES))
+    assert track.buffered_ms == pytest.approx(1000)
+    assert track.dropped_ms == pytest.approx(20)
+    track.stop()

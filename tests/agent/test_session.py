@@ -1,0 +1,259 @@
+"""The agent's conversation state machine, driven event by event without I/O."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from rtc_agent.realtime.dialect import Dialect, SessionSettings, normalize_event
+from rtc_agent.realtime.session import (
+    EndItemAudio,
+    FlushPlayout,
+    PlayAudio,
+    RealtimeSession,
+    RunTool,
+    SendCaller,
+    SendUpstream,
+)
+
+SEARCH = {"type": "function", "name": "search", "description": "d",
+          "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}
+
+
+def upstream(effects: list) -> list[dict[str, Any]]:
+    return [e.event for e in effects if isinstance(e, SendUpstream)]
+
+
+def caller(effects: list) -> list[dict[str, Any]]:
+    return [e.message for e in effects if isinstance(e, SendCaller)]
+
+
+def audio(ms: int) -> str:
+    return base64.b64encode(b"\x01\x00" * (24 * ms)).decode()
+
+
+def start_reply(s: RealtimeSession, rid: str = "resp_1", item: str = "item_a") -> list:
+    out = s.handle_upstream({"type": "response.created", "response": {"id": rid}})
+    out += s.handle_upstream({"type": "response.output_item.added", "response_id": rid,
+                              "item": {"id": item, "type": "message", "role": "assistant"}})
+    return out
+
+
+def test_start_sends_ga_session_without_temperature() -> None:
+    s = RealtimeSession(Dialect.GA, SessionSettings(), [SEARCH])
+    (update,) = upstream(s.start())
+    session = update["session"]
+    assert session["type"] == "realtime"
+    assert "temperature" not in session
+    td = session["audio"]["input"]["turn_detection"]
+    assert (td["threshold"], td["prefix_padding_ms"], td["silence_duration_ms"]) == (0.5, 300, 500)
+    assert session["audio"]["input"]["transcription"] == {"model": "whisper-1"}
+    assert session["tools"] == [SEARCH]
+
+
+def test_start_sends_beta_shape() -> None:
+    s = RealtimeSession(Dialect.BETA, SessionSettings(), [])
+    session = upstream(s.start())[0]["session"]
+    assert session["modalities"] == ["text", "audio"]
+    assert session["input_audio_format"] == "pcm16"
+    assert session["temperature"] == 0.8
+    assert session["turn_detection"]["type"] == "server_vad"
+
+
+def test_beta_events_are_renamed() -> None:
+    ev = normalize_event(Dialect.BETA, {"type": "response.audio.delta"})
+    assert ev["type"] == "response.output_audio.delta"
+    assert normalize_event(Dialect.GA, {"type": "response.audio.delta"})["type"] == (
+        "response.audio.delta")
+
+
+def test_audio_turn_transcripts_and_states() -> None:
+    s = RealtimeSession(Dialect.GA, SessionSettings())
+    out = s.handle_upstream({"type": "input_audio_buffer.speech_started", "item_id": "u1"})
+    assert upstream(out) == [] and not any(isinstance(e, FlushPlayout) for e in out)
+    assert caller(out) == [{"type": "state", "state": "user_speaking"}]
+    out = s.handle_upstream({"type": "input_audio_buffer.speech_stopped", "item_id": "u1"})
+    assert caller(out) == [{"type": "state", "state": "thinking"}]
+    out = s.handle_upstream({"type": "conversation.item.input_audio_transcription.completed",
+                             "item_id": "u1", "transcript": " what is twelve times seven "})
+    assert caller(out)[0]["text"] == "what is twelve times seven"
+    start_reply(s)
+    out = s.handle_upstream({"type": "response.output_audio.delta", "response_id": "resp_1",
+                             "item_id": "item_a", "delta": audio(100)})
+    assert [type(e) for e in out] == [PlayAudio] and len(out[0].pcm) == 4800
+    out = s.handle_upstream({"type": "response.output_audio_transcript.delta",
+                             "item_id": "item_a", "delta": "eighty-four"})
+    assert caller(out)[0]["role"] == "assistant"
+    out = s.handle_upstream({"type": "response.output_audio.done", "item_id": "item_a"})
+    assert out == [EndItemAudio("item_a")]
+    # The final transcript waits for the audio to have been played.
+    out = s.handle_upstream({"type": "response.output_audio_transcript.done",
+                             "item_id": "item_a", "transcript": "eighty-four"})
+    assert caller(out) == []
+    assert caller(s.on_item_started("item_a")) == [{"type": "state", "state": "speaking"}]
+    s.handle_upstream({"type": "response.done", "response": {"id": "resp_1",
+                                                             "status": "completed"}})
+    out = s.on_item_finished("item_a", 100.0)
+    done, state = caller(out)
+    assert done["type"] == "transcript.done" and done["text"] == "eighty-four"
+    assert done["interrupted"] is False
+    assert state == {"type": "state", "state": "listening"}
+
+
+def playing_reply(s: RealtimeSession, ms: int = 2000) -> None:
+    start_reply(s)
+    s.handle_upstream({"type": "response.output_audio.delta", "response_id": "resp_1",
+                       "item_id": "item_a", "delta": audio(ms)})
+    s.handle_upstream({"type": "response.output_audio_transcript.delta", "item_id": "item_a",
+                       "delta": "once upon a time"})
+    s.on_item_started("item_a")
+
+
+def test_barge_in_cancels_flushes_and_truncates_at_what_was_heard() -> None:
+    s = RealtimeSession(Dialect.GA, SessionSettings())
+    playing_reply(s)
+    s.on_playout_delay(120)
+    out = s.handle_upstream({"type": "input_audio_buffer.speech_started", "item_id": "u2"})
+    assert upstream(out) == [{"type": "response.cancel"}]
+    assert any(isinstance(e, FlushPlayout) for e in out)
+    out = s.on_playout_flushed("item_a", 1000.0)
+    assert upstream(out) == [{"type": "conversation.item.truncate", "item_id": "item_a",
+                              "content_index": 0, "audio_end_ms": 880}]
+    (done,) = [m for m in caller(out) if m["type"] == "transcript.done"]
+    assert done["interrupted"] is True and done["text"] == "once upon a time"
+    # Audio still in flight from the cancelled response is dropped.
+    late = s.handle_upstream({"type": "response.output_audio.delta", "response_id": "resp_1",
+                              "item_id": "item_a", "delta": audio(100)})
+    assert late == []
+
+
+def test_truncate_is_clamped_to_received_audio() -> None:
+    s = RealtimeSession(Dialect.GA, SessionSettings())
+    playing_reply(s, ms=500)
+    s.handle_upstream({"type": "input_audio_buffer.speech_started"})
+    out = s.on_playout_flushed("item_a", 900.0)
+    assert upstream(out)[0]["audio_end_ms"] == 500
+
+
+def test_truncate_skipped_when_nothing_was_heard() -> None:
+    s = RealtimeSession(Dialect.GA, SessionSettings())
+    playing_reply(s)
+    s.on_playout_delay(100)
+    s.handle_upstream({"type": "input_audio_buffer.speech_started"})
+    out = s.on_playout_flushed("item_a", 60.0)
+    assert upstream(out) == []
+    assert caller(out)[0]["interrupted"] is True
+
+
+def test_no_interruption_when_agent_is_silent() -> None:
+    s = RealtimeSession(Dialect.GA, SessionSettings())
+    out = s.on_interrupt()
+    assert out == []
+
+
+def test_typed_text_interrupts_and_defers_create_until_cancel_lands() -> None:
+    s = RealtimeSession(Dialect.GA, SessionSettings())
+    playing_reply(s)
+    out = s.on_text("stop, what time is it")
+    events = upstream(out)
+    assert events[0] == {"type": "response.cancel"}
+    assert events[1]["item"]["content"][0] == {"type": "input_text",
+                                               "text": "stop, what time is it"}
+    assert {"type": "response.create"} not in events
+    s.on_playout_flushed("item_a", 400.0)
+    out = s.handle_upstream({"type": "response.done",
+                             "response": {"id": "resp_1", "status": "cancelled"}})
+    assert {"type": "response.create"} in upstream(out)
+
+
+def test_typed_text_when_idle_creates_response_at_once() -> None:
+    s = RealtimeSession(Dialect.BETA, SessionSettings())
+    events = upstream(s.on_text("hello"))
+    assert events[0]["item"]["content"][0]["type"] == "input_text"
+    assert events[-1] == {"type": "response.create"}
+
+
+def tool_call(s: RealtimeSession, call_id: str, item_id: str, query: str) -> list:
+    s.handle_upstream({"type": "response.output_item.added", "response_id": "resp_t",
+                       "item": {"id": item_id, "type": "function_call", "name": "search",
+                                "call_id": call_id}})
+    return s.handle_upstream({"type": "response.function_call_arguments.done",
+                              "response_id": "resp_t", "item_id": item_id, "call_id": call_id,
+                              "arguments": json.dumps({"query": query})})
+
+
+def test_tool_round_sends_all_outputs_then_one_create() -> None:
+    s = RealtimeSession(Dialect.BETA, SessionSettings(), [SEARCH])
+    s.handle_upstream({"type": "response.created", "response": {"id": "resp_t"}})
+    out1 = tool_call(s, "call_1", "fc1", "weather")
+    out2 = tool_call(s, "call_2", "fc2", "news")
+    runs = [e for e in out1 + out2 if isinstance(e, RunTool)]
+    assert [(r.call_id, r.name, r.arguments) for r in runs] == [
+        ("call_1", "search", {"query": "weather"}), ("call_2", "search", {"query": "news"})]
+    assert caller(out1)[0] == {"type": "tool.started", "call_id": "call_1", "name": "search",
+                               "arguments": {"query": "weather"}}
+    # One tool finishes before response.done: nothing is sent upstream yet.
+    assert upstream(s.on_tool_result("call_1", True, "sunny", 12)) == []
+    assert upstream(s.handle_upstream({"type": "response.done",
+                                       "response": {"id": "resp_t", "status": "completed"}})) == []
+    out = s.on_tool_result("call_2", False, '{"error": "timed out"}', 8000)
+    assert caller(out)[0] == {"type": "tool.finished", "call_id": "call_2", "name": "search",
+                              "ok": False, "duration_ms": 8000}
+    events = upstream(out)
+    assert [e["type"] for e in events] == ["conversation.item.create",
+                                           "conversation.item.create", "response.create"]
+    assert [e["item"]["call_id"] for e in events[:2]] == ["call_1", "call_2"]
+    assert events[1]["item"]["output"] == '{"error": "timed out"}'
+
+
+def test_tool_with_invalid_arguments_gets_an_error_output() -> None:
+    s = RealtimeSession(Dialect.GA, SessionSettings(), [SEARCH])
+    s.handle_upstream({"type": "response.created", "response": {"id": "resp_t"}})
+    out = s.handle_upstream({"type": "response.function_call_arguments.done",
+                             "response_id": "resp_t", "item_id": "fc", "call_id": "c",
+                             "name": "search", "arguments": "{not json"})
+    assert not any(isinstance(e, RunTool) for e in out)
+    assert caller(out)[-1]["ok"] is False
+    out = s.handle_upstream({"type": "response.done",
+                             "response": {"id": "resp_t", "status": "completed"}})
+    events = upstream(out)
+    assert "invalid arguments" in events[0]["item"]["output"]
+    assert events[-1] == {"type": "response.create"}
+
+
+def test_reconnect_replays_the_conversation_as_text() -> None:
+    s = RealtimeSession(Dialect.GA, SessionSettings())
+    s.handle_upstream({"type": "conversation.item.added", "item": {
+        "id": "u1", "type": "message", "role": "user", "content": [{"type": "input_audio"}]}})
+    s.handle_upstream({"type": "conversation.item.input_audio_transcription.completed",
+                       "item_id": "u1", "transcript": "what is two plus two"})
+    start_reply(s, item="a1")
+    s.handle_upstream({"type": "response.output_text.done", "item_id": "a1",
+                       "text": "two plus two is four"})
+    out = s.on_disconnected()
+    assert {"type": "state", "state": "reconnecting"} in caller(out)
+    events = upstream(s.on_reconnected())
+    assert events[0]["type"] == "session.update"
+    assert [(e["item"]["role"], e["item"]["content"][0]) for e in events[1:]] == [
+        ("user", {"type": "input_text", "text": "what is two plus two"}),
+        ("assistant", {"type": "output_text", "text": "two plus two is four"}),
+    ]
+
+
+def test_benign_errors_are_swallowed_others_reach_the_caller() -> None:
+    s = RealtimeSession(Dialect.GA, SessionSettings())
+    assert s.handle_upstream({"type": "error", "error": {
+        "code": "response_cancel_not_active", "message": "x"}}) == []
+    (msg,) = caller(s.handle_upstream({"type": "error", "error": {
+        "code": "invalid_value", "message": "bad voice"}}))
+    assert msg == {"type": "error", "code": "upstream_error", "message": "bad voice"}
+
+
+def test_text_only_reply_finalizes_without_audio() -> None:
+    s = RealtimeSession(Dialect.GA, SessionSettings(text_only=True))
+    start_reply(s)
+    s.handle_upstream({"type": "response.output_text.delta", "item_id": "item_a", "delta": "hi"})
+    out = s.handle_upstream({"type": "response.output_text.done", "item_id": "item_a",
+                             "text": "hi there"})
+    assert caller(out)[0]["text"] == "hi there"

@@ -1,0 +1,205 @@
+"""A private network namespace holding rtc-agent, Chromium (and coturn) for a test.
+
+Chromium gathers no loopback ICE candidates, so a browser call needs a real
+interface. Each `NetNS` is a fresh namespace with `lo` up and a veth pair
+(10.99.N.1 <-> 10.99.N.2) whose both ends stay inside it: every packet of the
+test stays on hosts the test made, and the namespace is deleted afterwards.
+
+Processes are put inside with `ip netns exec`; Playwright launches Chromium
+through a small wrapper script that does the same, and keeps talking to it
+over the pipe it inherited (pipes do not care about namespaces).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CHROMIUM = "/usr/lib/chromium/chromium"
+REPO = Path(__file__).resolve().parents[2]
+_counter = itertools.count(1)
+
+
+def missing_tools() -> list[str]:
+    """What this machine lacks for namespace browser tests (empty when ready)."""
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root (for ip netns)")
+    if shutil.which("ip") is None:
+        missing.append("iproute2")
+    if not Path(CHROMIUM).exists():
+        missing.append("chromium")
+    return missing
+
+
+def _run(*cmd: str) -> str:
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {out.stderr.strip()}")
+    return out.stdout
+
+
+@dataclass
+class NetNS:
+    """One namespace; `server_ip`/`peer_ip` are the two veth ends."""
+
+    name: str
+    subnet: int
+    procs: list[subprocess.Popen] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+
+    @property
+    def server_ip(self) -> str:
+        return f"10.99.{self.subnet}.1"
+
+    @property
+    def peer_ip(self) -> str:
+        return f"10.99.{self.subnet}.2"
+
+    @classmethod
+    def create(cls) -> NetNS:
+        # pid and a counter keep concurrent test runs and fixtures apart
+        n = next(_counter)
+        subnet = (os.getpid() * 7 + n) % 250 + 1
+        ns = cls(name=f"rtca-{os.getpid()}-{n}", subnet=subnet)
+        _run("ip", "netns", "add", ns.name)
+        try:
+            ip = ("ip", "-n", ns.name)
+            _run(*ip, "link", "set", "lo", "up")
+            _run(*ip, "link", "add", "rtca0", "type", "veth", "peer", "name", "rtca1")
+            _run(*ip, "addr", "add", f"{ns.server_ip}/24", "dev", "rtca0")
+            _run(*ip, "addr", "add", f"{ns.peer_ip}/24", "dev", "rtca1")
+            _run(*ip, "link", "set", "rtca0", "up")
+            _run(*ip, "link", "set", "rtca1", "up")
+        except Exception:
+            ns.delete()
+            raise
+        return ns
+
+    def exec_prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.name]
+
+    def spawn(
+        self, cmd: Sequence[str], log: Path, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
+        """Start `cmd` inside the namespace, output to `log`, in its own process group."""
+        log.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(log, "wb")  # closed in stop()
+        proc = subprocess.Popen(
+            [*self.exec_prefix(), *cmd],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            cwd=REPO,
+        )
+        proc._rtca_log = fh  # type: ignore[attr-defined]
+        self.procs.append(proc)
+        self.logs.append(log)
+        return proc
+
+    def curl(
+        self, method: str, url: str, timeout: float = 5.0, headers: Sequence[str] = ()
+    ) -> tuple[int, str]:
+        """An HTTP request from inside the namespace: (status, body); status 0 = no answer."""
+        cmd = [
+            *self.exec_prefix(),
+            "curl",
+            "-s",
+            "-k",
+            "-X",
+            method,
+            "-m",
+            str(timeout),
+            "-w",
+            "\n%{http_code}",
+            url,
+        ]
+        for h in headers:
+            cmd += ["-H", h]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 5)
+        body, _, code = out.stdout.rpartition("\n")
+        return (int(code) if code.isdigit() else 0), body
+
+    def get_json(self, url: str) -> dict:
+        status, body = self.curl("GET", url)
+        if status != 200:
+            raise RuntimeError(f"GET {url}: HTTP {status} {body[:200]}")
+        return json.loads(body)
+
+    def wait_http(self, url: str, proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
+        """Wait until `url` answers (any status), or fail with the process log."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"process exited with {proc.returncode}:\n{self.tail(proc)}")
+            status, _ = self.curl("GET", url, timeout=2)
+            if status:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{url} did not answer in {timeout_s} s:\n{self.tail(proc)}")
+
+    def tail(self, proc: subprocess.Popen, n: int = 4000) -> str:
+        idx = self.procs.index(proc)
+        try:
+            return self.logs[idx].read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def stop(self, proc: subprocess.Popen, timeout_s: float = 5.0) -> None:
+        """SIGTERM the process group we started, SIGKILL if it lingers."""
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout_s)
+        fh = getattr(proc, "_rtca_log", None)
+        if fh is not None:
+            fh.close()
+
+    def delete(self) -> None:
+        for proc in reversed(self.procs):
+            self.stop(proc)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=20)
+
+    def chromium_wrapper(self, directory: Path) -> Path:
+        """An executable that runs Chromium inside this namespace, for Playwright."""
+        path = directory / f"chromium-{self.name}.sh"
+        path.write_text(f'#!/bin/sh\nexec ip netns exec {self.name} {CHROMIUM} "$@"\n')
+        path.chmod(0o755)
+        return path
+
+
+@contextlib.contextmanager
+def netns() -> Iterator[NetNS]:
+    ns = NetNS.create()
+    try:
+        yield ns
+    finally:
+        ns.delete()
+
+
+def free_port() -> int:
+    """A port number for a server inside a fresh namespace: any will do there,
+    but pid-derived values keep logs of parallel runs apart."""
+    return 20000 + (os.getpid() * 13 + next(_counter)) % 20000
+
+
+def rtc_agent_cmd() -> list[str]:
+    exe = Path(sys.executable).with_name("rtc-agent")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "rtc_agent.cli"]

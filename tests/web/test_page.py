@@ -1,0 +1,179 @@
+"""The page's own behaviour, against the scripted contract peer (contract_server.py).
+
+Deterministic events let these tests check rendering that a speech backend
+would only produce by chance: tool rows, an interrupted reply, playout
+reports, the capacity message, the insecure-origin message.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.browser]
+
+
+def wait_for(page, expr: str, timeout_s: float = 20.0, what: str = ""):  # type: ignore[no-untyped-def]
+    """Poll a JS expression until truthy; fail with the page's state otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = page.evaluate(expr)
+        if value:
+            return value
+        time.sleep(0.1)
+    state = page.evaluate(
+        "JSON.stringify({state: rtcAgent.state, conn: rtcAgent.connectionState,"
+        " notice: rtcAgent.notice, events: rtcAgent.events.slice(-10)})"
+    )
+    raise AssertionError(f"timed out waiting for {what or expr}: {state}")
+
+
+def test_call_renders_script_and_reports_playout(stack_factory, browser_factory) -> None:
+    stack = stack_factory("contract")
+    page = browser_factory(stack).new_page()
+    page.goto(stack.url("/"))
+    page.wait_for_selector("body[data-ready='1']")
+    assert page.is_enabled("#call")
+    page.click("#call")
+    wait_for(page, "rtcAgent.connectionState === 'connected'", what="connected")
+    wait_for(page, "rtcAgent.events.some(e => e.type === 'session.ready')", what="session.ready")
+    assert page.inner_text("#state") == "Listening"
+    assert stack.healthz()["calls"] == 1
+
+    # The contract peer echoes the fake microphone: the AnalyserNode hears it.
+    wait_for(page, "rtcAgent.remotePeak > 0.01", what="remote audio")
+    assert page.evaluate("rtcAgent.micLevel") > 0
+
+    page.fill("#text", "what time is it")
+    page.press("#text", "Enter")
+    assert page.input_value("#text") == ""
+    # the tool row shows while the tool runs, then its result
+    page.wait_for_selector(".msg.tool.running", timeout=5000)
+    page.wait_for_selector(".msg.tool.ok", timeout=5000)
+    wait_for(page, "rtcAgent.transcripts.some(t => t.role === 'assistant' && t.final)")
+    transcripts = page.evaluate("rtcAgent.transcripts")
+    assert [(t["role"], t["text"]) for t in transcripts] == [
+        ("user", "what time is it"),
+        ("assistant", "You said: what time is it"),
+    ]
+    bubbles = page.locator("#chat .msg").all_inner_texts()
+    assert "what time is it" in bubbles[0]
+    assert "lookup done in 600 ms" in bubbles[1]
+    assert "You said: what time is it" in bubbles[2]
+    assert page.evaluate("rtcAgent.tools[0].ok") is True
+
+    # an interrupted reply is marked as such
+    page.fill("#text", "please interrupt")
+    page.click("#send")
+    page.wait_for_selector(".msg.assistant.interrupted .tag", timeout=5000)
+    last = page.evaluate("rtcAgent.transcripts.at(-1)")
+    assert last["interrupted"] is True and last["text"] == "You said: "
+
+    # playout reports arrive about every 500 ms, within the schema's range
+    time.sleep(1.2)
+    health = stack.healthz()
+    assert len(health["playout"]) >= 2
+    assert all(0 <= d <= 5000 for d in health["playout"])
+    assert [m["type"] for m in health["received"]] == ["text", "text"]
+
+    # diagnostics: a direct path between host candidates, Opus, RTT measured
+    page.click("#diagnostics summary")
+    stats = page.evaluate("rtcAgent.stats()")
+    assert stats["localCandidateType"] == "host"
+    assert stats["remoteCandidateType"] == "host"
+    assert stats["remoteAddress"].startswith(stack.ns.server_ip)
+    assert stats["codec"].lower().startswith("opus")
+    time.sleep(1.1)
+    assert "host" in page.inner_text("[data-k='candidates']")
+    assert page.inner_text("[data-k='codec']").lower().startswith("opus")
+
+    # mute silences the meter
+    page.click("#mute")
+    assert page.get_attribute("#mute", "aria-pressed") == "true"
+    time.sleep(0.2)
+    assert page.evaluate("rtcAgent.micLevel") == 0
+
+    page.click("#call")  # hang up
+    assert page.inner_text("#call") == "Call"
+    deadline = time.monotonic() + 5
+    while stack.healthz()["calls"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert stack.healthz()["calls"] == 0
+
+
+def test_capacity_message(stack_factory, browser_factory) -> None:
+    stack = stack_factory("contract", max_calls=0)
+    page = browser_factory(stack).new_page()
+    page.goto(stack.url("/"))
+    page.wait_for_selector("body[data-ready='1']")
+    page.click("#call")
+    page.wait_for_selector("#notice[data-kind='capacity']", timeout=15000)
+    text = page.inner_text("#notice")
+    assert "busy" in text and "7 s" in text  # Retry-After shown
+    assert page.inner_text("#call") == "Call"
+    assert page.evaluate("rtcAgent.connectionState") == "closed"
+
+
+def test_insecure_origin_message(stack_factory, browser_factory) -> None:
+    """Plain http on a non-localhost address: no navigator.mediaDevices."""
+    stack = stack_factory("contract")
+    page = browser_factory(stack).new_page()
+    page.goto(stack.url("/", host=stack.ns.server_ip))
+    page.wait_for_selector("body[data-ready='1']")
+    assert page.evaluate("window.isSecureContext") is False
+    assert page.get_attribute("#notice", "data-kind") == "insecure"
+    assert "HTTPS" in page.inner_text("#notice")
+    assert page.is_disabled("#call")
+
+
+def test_relay_only_call_through_coturn(stack_factory, browser_factory) -> None:
+    """?relay=1 sets iceTransportPolicy 'relay': the selected local candidate is coturn's."""
+    stack = stack_factory("contract", turn=True)
+    config = stack.ns.get_json(stack.url("/config"))
+    turn = [s for s in config["iceServers"] if s.get("username")]
+    assert turn and turn[0]["urls"] == [stack.turn_url]
+    page = browser_factory(stack).new_page()
+    page.goto(stack.url("/?relay=1"))
+    page.wait_for_selector("body[data-ready='1']")
+    page.click("#call")
+    wait_for(page, "rtcAgent.connectionState === 'connected'", timeout_s=30, what="connected")
+    stats = page.evaluate("rtcAgent.stats()")
+    print("selected pair:", stats)
+    assert stats["localCandidateType"] == "relay", stats
+    assert stats["localAddress"].startswith(stack.ns.peer_ip)  # coturn's relay address
+    wait_for(page, "rtcAgent.remotePeak > 0.01", what="remote audio over the relay")
+    page.click("#call")
+    log = stack.turn_log.read_text(errors="replace") if stack.turn_log else ""
+    assert "allocation" in log.lower() or "ALLOCATE" in log, log[-2000:]
+
+
+def test_denied_microphone_message(stack_factory, browser_factory) -> None:
+    """Without the fake-UI flag nobody grants the permission prompt: getUserMedia is refused."""
+    stack = stack_factory("contract")
+    page = browser_factory(stack, fake_ui=False).new_page()
+    page.goto(stack.url("/"))
+    page.wait_for_selector("body[data-ready='1']")
+    page.click("#call")
+    page.wait_for_selector("#notice[data-kind='mic-denied']", timeout=15000)
+    assert "denied" in page.inner_text("#notice")
+    assert page.inner_text("#call") == "Call"
+    assert page.evaluate("rtcAgent.connectionState") == "new"  # no peer connection made
+    assert stack.healthz()["calls"] == 0
+
+
+def test_no_microphone_message(stack_factory, browser_factory) -> None:
+    """A machine with no audio input (no fake device here, and none on this host)."""
+    stack = stack_factory("contract")
+    page = browser_factory(stack, fake_device=False).new_page()
+    page.goto(stack.url("/"))
+    page.wait_for_selector("body[data-ready='1']")
+    has_input = page.evaluate(
+        "navigator.mediaDevices.enumerateDevices()"
+        ".then(ds => ds.some(d => d.kind === 'audioinput'))"
+    )
+    if has_input:
+        pytest.skip("this machine has a real microphone")
+    page.click("#call")
+    page.wait_for_selector("#notice[data-kind='no-mic']", timeout=15000)
+    assert "No microphone" in page.inner_text("#notice")
