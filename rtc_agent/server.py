@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
 import secrets
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,7 @@ class AgentServer:
     backend: RealtimeBackend
     tools: ToolRegistry
     calls: dict[str, Call] = field(default_factory=dict)
+    scheme: str = "http"
     pending: int = 0  # offers being answered, counted against --max-calls
     calls_total: int = 0
 
@@ -175,7 +177,7 @@ async def json_errors(
 ) -> web.StreamResponse:
     """Routing errors (404, 405) and crashes answer in the same JSON shape."""
     try:
-        return await handler(request)
+        response = await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -183,11 +185,15 @@ async def json_errors(
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return json_error(500, "internal_error", "internal server error")
+    if response.status >= 400 and response.content_type != "application/json":
+        # aiohttp's static handler answers some misses with a bare response.
+        return json_error(response.status, "not_found" if response.status == 404 else "error",
+                          response.reason or "error")
+    return response
 
 
 def create_app(server: AgentServer) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_OFFER_BYTES * 2)
-    app["agent"] = server
     app.router.add_post("/offer", server.offer)
     app.router.add_delete("/calls/{call_id}", server.hang_up)
     app.router.add_get("/healthz", server.healthz)
@@ -209,8 +215,12 @@ def build_tools(cfg: ServerConfig) -> ToolRegistry:
     return tools
 
 
-async def serve(cfg: ServerConfig, stop: asyncio.Event | None = None) -> None:
-    """Run until `stop` is set (or SIGINT/SIGTERM)."""
+@contextlib.asynccontextmanager
+async def running(cfg: ServerConfig) -> AsyncIterator[AgentServer]:
+    """Start the backend (a child process when offline) and the HTTP site; yield the server.
+
+    With `cfg.port == 0` the chosen port is written back into `cfg.port`.
+    """
     if cfg.ice_addresses:
         restrict_host_addresses(cfg.ice_addresses)
     child: OfflineBackendProcess | None = None
@@ -219,35 +229,43 @@ async def serve(cfg: ServerConfig, stop: asyncio.Event | None = None) -> None:
     if backend is None:
         child = OfflineBackendProcess(["--tts", cfg.tts, *cfg.backend_args])
         backend = offline_backend(await child.start())
-    server = AgentServer(cfg, backend, build_tools(cfg))
-    ssl_context = None
-    if cfg.https or cfg.cert:
-        from rtc_agent.certs import https_context
+    runner: web.AppRunner | None = None
+    try:
+        server = AgentServer(cfg, backend, build_tools(cfg))
+        ssl_context = None
+        if cfg.https or cfg.cert:
+            from rtc_agent.certs import https_context
 
-        ssl_context = https_context(str(cfg.cert) if cfg.cert else None,
-                                    str(cfg.key) if cfg.key else None)
-    runner = web.AppRunner(create_app(server), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ssl_context)
-    await site.start()
-    scheme = "https" if ssl_context else "http"
-    log.info("rtc-agent serving %s://%s:%s with backend %s (%s)", scheme, cfg.host, cfg.port,
-             backend.kind, backend.describe())
-    print(f"rtc-agent listening on {scheme}://{cfg.host}:{cfg.port} "
-          f"(backend: {backend.kind})", flush=True)
+            ssl_context = https_context(str(cfg.cert) if cfg.cert else None,
+                                        str(cfg.key) if cfg.key else None)
+        runner = web.AppRunner(create_app(server), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ssl_context)
+        await site.start()
+        if cfg.port == 0:
+            cfg.port = runner.addresses[0][1]
+        server.scheme = "https" if ssl_context else "http"
+        log.info("rtc-agent serving %s://%s:%s with backend %s (%s)", server.scheme, cfg.host,
+                 cfg.port, backend.kind, backend.describe())
+        yield server
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        if child is not None:
+            await child.stop()
+
+
+async def serve(cfg: ServerConfig, stop: asyncio.Event | None = None) -> None:
+    """Run until `stop` is set (or SIGINT/SIGTERM)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
-    try:
+    async with running(cfg) as server:
+        print(f"rtc-agent listening on {server.scheme}://{cfg.host}:{cfg.port} "
+              f"(backend: {server.backend.kind})", flush=True)
         await stop.wait()
-    finally:
-        await runner.cleanup()
-        if child is not None:
-            await child.stop()
 
 
 def run(args: argparse.Namespace) -> int:

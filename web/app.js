@@ -632,16 +632,24 @@
   function hangUp(reason, { keepNotice = false } = {}) {
     if (!pc) return Promise.resolve();
     const callId = hook.callId;
+    const peer = pc;
+    const channel = dc;
     timers.forEach(clearInterval);
     timers = [];
-    try {
-      dc && dc.close();
-    } catch {
-      /* already closed */
-    }
-    pc.close();
     pc = null;
     dc = null;
+    // Tell the server first, then close our side: closing first makes the
+    // server drop the call on its own and the DELETE find nothing.
+    const deleted = callId ? deleteCall(callId) : Promise.resolve();
+    const closePeer = () => {
+      try {
+        channel && channel.close();
+      } catch {
+        /* already closed */
+      }
+      peer.close();
+    };
+    Promise.race([deleted, new Promise((r) => setTimeout(r, 2000))]).then(closePeer);
     if (localStream) localStream.getTracks().forEach((t) => t.stop());
     localStream = null;
     [micAnalyser, remoteAnalyser].forEach((a) => a && a.source.disconnect());
@@ -658,7 +666,7 @@
     setState(reason === "hung up" ? "ended" : "idle");
     if (!keepNotice && reason === "hung up") showNotice(null);
     renderDiagnostics(hook.lastStats);
-    return callId ? deleteCall(callId) : Promise.resolve();
+    return deleted;
   }
 
   function updateLevelsIdle() {

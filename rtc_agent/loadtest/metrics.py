@@ -61,6 +61,7 @@ class CallResult:
     rx_lag_ms_p95: float | None = None  # received stream behind its schedule
     rx_lag_ms_max: float | None = None
     frames_received: int = 0
+    rx_fps: float | None = None  # received frames per second (50 when the server keeps up)
 
     @property
     def failed(self) -> bool:
@@ -91,11 +92,12 @@ def percentile(values: Sequence[float], p: float) -> float | None:
 
 
 def summarize(values: Iterable[float | None]) -> dict[str, float | int | None]:
-    """n, mean, p50, p95, p99, max (None where there is nothing to summarise)."""
+    """n, mean, min, p50, p95, p99, max (None where there is nothing to summarise)."""
     xs = [float(v) for v in values if v is not None and not math.isnan(v)]
     return {
         "n": len(xs),
         "mean": sum(xs) / len(xs) if xs else None,
+        "min": min(xs) if xs else None,
         "p50": percentile(xs, 50),
         "p95": percentile(xs, 95),
         "p99": percentile(xs, 99),
@@ -143,6 +145,7 @@ def aggregate(calls: Sequence[CallResult], max_p95_ms: float | None = None) -> d
         "in_jitter_ms": summarize(c.stats.get("in_jitter_ms") for c in calls if c.stats),
         "rtt_ms": summarize(c.stats.get("rtt_ms") for c in calls if c.stats),
         "rx_lag_ms": summarize(c.rx_lag_ms_max for c in calls),
+        "rx_fps": summarize(c.rx_fps for c in calls),
         "max_p95_ms": max_p95_ms,
         "p95_exceeded": p95_exceeded,
     }

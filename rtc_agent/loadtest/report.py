@@ -21,6 +21,7 @@ METRIC_ROWS: list[tuple[str, str]] = [
     ("in_jitter_ms", "inbound jitter, ms"),
     ("rtt_ms", "RTT (RTCP), ms"),
     ("rx_lag_ms", "received stream lag (max per call), ms"),
+    ("rx_fps", "received frames/s per call"),
 ]
 
 
@@ -100,7 +101,8 @@ def write_plot(path: str | Path, calls: Sequence[CallResult], summary: dict[str,
     ax1.set_xlabel("ms")
     ax1.set_ylabel("turns")
     ax1.set_title(f"latency distribution ({len(lat)} turns, {summary['calls']} calls)")
-    ax1.legend(loc="upper left", fontsize="small")
+    if ax1.get_legend_handles_labels()[0]:
+        ax1.legend(loc="upper left", fontsize="small")
 
     times, counts = active_timeline(calls)
     ax2.step(times, counts, where="post", color="tab:gray", label="active calls")

@@ -45,6 +45,7 @@ class RunSpec:
     connect_timeout_s: float = 15.0
     proc: int = 0
     keep_audio_s: float = 0.0  # received samples are not needed: levels suffice
+    pause_s: float = PAUSE_BETWEEN_TURNS_S  # silence between a reply's end and the next turn
 
     def start_at(self, index: int) -> float:
         """Calls start evenly over the ramp."""
@@ -185,9 +186,9 @@ async def _call(ctx: _Ctx, index: int) -> CallResult:
                 prompt = ctx.prompts[(index + k) % len(ctx.prompts)]
                 res.turns.append(await _turn(ctx, caller, res, k, prompt))
                 k += 1
-                if time.monotonic() + PAUSE_BETWEEN_TURNS_S >= t0 + spec.duration_s:
+                if time.monotonic() + spec.pause_s >= t0 + spec.duration_s:
                     break
-                await asyncio.sleep(PAUSE_BETWEEN_TURNS_S)
+                await asyncio.sleep(spec.pause_s)
             await _collect(caller, res)
     except TimeoutError:
         res.failures.append(Failure("timeout", "call overran the run's hard deadline",
@@ -213,7 +214,10 @@ async def _collect(caller: ScriptedCaller, res: CallResult) -> None:
     lags = caller.audio.lags_ms(skip=50)  # skip the first second: the jitter buffer fills
     res.rx_lag_ms_p95 = percentile(lags, 95)
     res.rx_lag_ms_max = max(lags) if lags else None
-    res.frames_received = len(caller.audio.times)
+    times = caller.audio.times
+    res.frames_received = len(times)
+    if len(times) > 1 and times[-1] > times[0]:
+        res.rx_fps = (len(times) - 1) / (times[-1] - times[0])
 
 
 async def run_calls(spec: RunSpec, emit: Emit) -> list[CallResult]:

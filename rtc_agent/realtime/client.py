@@ -168,7 +168,10 @@ class RealtimeClient:
 
     async def close(self) -> None:
         self._closing = True
-        ws = self._ws
+        ws, self._ws = self._ws, None
+        self.connected = False
+        self._audio.clear()
+        self._control.clear()
         if ws is not None:
             try:
                 await asyncio.wait_for(ws.close(), 2)

@@ -51,12 +51,14 @@ class Stack:
     turn_url: str | None = None
     turn_secret: str | None = None
     turn_log: Path | None = None
+    certs: Any = None  # rtc_agent.certs.CertPaths when serving HTTPS
     extra: dict = field(default_factory=dict)
 
     def url(self, path: str = "/", host: str = "127.0.0.1") -> str:
         # 127.0.0.1 is a secure origin, so getUserMedia works over plain http;
         # ICE still runs over the veth address given to --ice-address.
-        return f"http://{host}:{self.port}{path}"
+        scheme = "https" if self.certs else "http"
+        return f"{scheme}://{host}:{self.port}{path}"
 
     def healthz(self) -> dict:
         return self.ns.get_json(self.url("/healthz"))
@@ -82,6 +84,7 @@ def stack_factory(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
         args: Sequence[str] = (),
         turn: bool = False,
         max_calls: int | None = 4,
+        https: bool = False,
     ) -> Stack:
         ns = NetNS.create()
         made.append(ns)
@@ -157,10 +160,18 @@ def stack_factory(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
             cmd += ["--max-calls", str(max_calls)]
         if turn_url:
             cmd += ["--turn-url", turn_url, "--turn-secret", str(turn_secret)]
+        cert_paths = None
+        if https:
+            from rtc_agent.certs import generate
+
+            # like `rtc-agent certs --ip <veth address>`: the namespace's
+            # address is not one of this machine's, so it is added by hand
+            cert_paths = generate(tmp_path / f"certs-{ns.name}", addresses=[ns.server_ip])
+            cmd += ["--cert", str(cert_paths.cert), "--key", str(cert_paths.key)]
         cmd += list(args)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = ns.spawn(cmd, tmp_path / f"{server}-{ns.name}.log", env=env)
-        stack = Stack(ns, port, proc, turn_url, turn_secret, turn_log)
+        stack = Stack(ns, port, proc, turn_url, turn_secret, turn_log, cert_paths)
         ns.wait_http(stack.url("/healthz"), proc, timeout_s=60)
         return stack
 

@@ -117,10 +117,61 @@ def test_full_server_turns_the_second_caller_away(
 ) -> None:
     stack = stack_factory("rtc-agent", max_calls=1)
     first = place_call(stack, browser_factory, question_wav)
-    second = first.context.new_page()
+    second = first.context.browser.new_page()
     second.goto(stack.url("/"))
     second.wait_for_selector("body[data-ready='1']")
     second.click("#call")
     second.wait_for_selector("#notice[data-kind='capacity']", timeout=20000)
     first.click("#call")
+    assert wait_calls(stack, 0) == 0
+
+
+def test_token_required(stack_factory, browser_factory, question_wav: Path) -> None:
+    """--token: the page asks for it, a wrong one is refused, ?token= lets the call in."""
+    stack = stack_factory("rtc-agent", args=["--token", "let-me-in"])
+    assert stack.ns.get_json(stack.url("/config"))["tokenRequired"] is True
+    browser = browser_factory(stack, audio=question_wav)
+    page = browser.new_page()
+    page.goto(stack.url("/"))
+    page.wait_for_selector("body[data-ready='1']")
+    assert page.is_visible("#token")
+    page.fill("#token", "wrong")
+    page.click("#call")
+    page.wait_for_selector("#notice[data-kind='auth']", timeout=20000)
+    assert stack.healthz()["calls"] == 0
+    page.close()
+
+    page = place_call(stack, browser_factory, question_wav, "?raw=1&token=let-me-in")
+    assert page.is_hidden("#token")
+    assert wait_calls(stack, 1) == 1
+    page.click("#call")
+    assert wait_calls(stack, 0) == 0
+
+
+def test_https_from_a_lan_address(stack_factory, browser_factory, question_wav: Path) -> None:
+    """The phone case: the page at https://<LAN address> is a secure context and calls.
+
+    curl checks the chain and the IP name against the local CA; Chromium is told
+    to accept the certificate (it has no access to a trust store we could edit).
+    """
+    stack = stack_factory("rtc-agent", https=True)
+    lan = stack.url("/healthz", host=stack.ns.server_ip)
+    status, body = stack.ns.curl("GET", lan, cacert=stack.certs.ca_cert)
+    assert status == 200 and '"ok": true' in body.replace('":true', '": true')
+    other_ca = stack.certs.dir.parent / "other-ca.pem"
+    from rtc_agent.certs import create_ca, serialization
+
+    other_ca.write_bytes(create_ca("stranger")[0].public_bytes(serialization.Encoding.PEM))
+    assert stack.ns.curl("GET", lan, cacert=other_ca)[0] == 0  # untrusted chain refused
+
+    browser = browser_factory(stack, audio=question_wav)
+    page = browser.new_context(ignore_https_errors=True).new_page()
+    page.goto(stack.url("/?raw=1", host=stack.ns.server_ip))
+    page.wait_for_selector("body[data-ready='1']")
+    assert page.evaluate("window.isSecureContext") is True
+    assert page.get_attribute("#notice", "hidden") is not None
+    page.click("#call")
+    wait_for(page, "rtcAgent.connectionState === 'connected'", 30, "connected over https")
+    wait_for(page, "rtcAgent.events.some(e => e.type === 'session.ready')", 30, "ready")
+    page.click("#call")
     assert wait_calls(stack, 0) == 0

@@ -1,0 +1,182 @@
+"""Whole calls: a scripted aiortc caller against `rtc-agent serve` on the offline backend.
+
+Real components throughout: the server (run in this process so the test can
+look at what it sent upstream), its offline Realtime backend as a child
+process over a real WebSocket, aiortc on both ends, piper-spoken prompts, and
+pocketsphinx listening to the reply audio the caller received.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from rtc_agent import config
+from rtc_agent.loadtest.caller import Prompt, ScriptedCaller
+from rtc_agent.server import AgentServer, running
+from tests.speech import hears, speak_wav
+
+pytestmark = pytest.mark.slow
+
+
+def server_config(**overrides: Any) -> config.ServerConfig:
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser)
+    cfg = config.from_args(parser.parse_args(["--port", "0", "--ice-address", "127.0.0.1"]))
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+@pytest.fixture
+async def agent(tmp_path: Path) -> AsyncIterator[AgentServer]:
+    (tmp_path / "turn.md").write_text(
+        "coturn is a TURN relay server. It checks short-lived credentials with "
+        "use-auth-secret.\n")
+    cfg = server_config(search_dir=tmp_path)
+    async with running(cfg) as server:
+        yield server
+
+
+def url(server: AgentServer) -> str:
+    return f"http://127.0.0.1:{server.config.port}"
+
+
+def is_done(role: str) -> Any:
+    return lambda e: e["type"] == "transcript.done" and e["role"] == role
+
+
+async def test_spoken_question_gets_spoken_answer(agent: AgentServer) -> None:
+    prompt = Prompt.from_wav(speak_wav("what is twelve times seven"))
+    async with ScriptedCaller(url(agent)) as caller:
+        await caller.connect(timeout=20)
+        ready = next(e for e in caller.events if e["type"] == "session.ready")
+        assert ready["backend"] == "offline" and ready["call_id"] == caller.call_id
+        n = len(caller.events)
+        spoken_end = await caller.speak(prompt)
+        user = await caller.wait_event(is_done("user"), 30, start=n)
+        assert "twelve" in user["text"] and "seven" in user["text"]
+        reply = await caller.wait_event(is_done("assistant"), 40, start=n)
+        assert "eighty" in reply["text"] and reply["interrupted"] is False
+        await caller.wait_event(lambda e: e.get("state") == "listening", 10,
+                                after=reply["_t"] - 0.001)
+        states = [e["state"] for e in caller.events[n:] if e["type"] == "state"]
+        assert states[-4:] == ["user_speaking", "thinking", "speaking", "listening"], states
+        first_audio = caller.first_audible_after(spoken_end)
+        assert first_audio is not None
+        await asyncio.sleep(0.3)
+        pcm = caller.received_audio()
+        assert hears(pcm, 48000, "eighty")
+        assert agent.calls[caller.call_id].caller_errors == 0
+
+
+async def test_typed_message_and_tool_turn(agent: AgentServer) -> None:
+    async with ScriptedCaller(url(agent)) as caller:
+        await caller.connect(timeout=20)
+        n = len(caller.events)
+        caller.send({"type": "text", "text": "what is two plus three"})
+        reply = await caller.wait_event(is_done("assistant"), 30, start=n)
+        assert "five" in reply["text"]
+        n = len(caller.events)
+        caller.send({"type": "text", "text": "search for coturn"})
+        started = await caller.wait_event(lambda e: e["type"] == "tool.started", 30, start=n)
+        assert started["name"] == "search" and "coturn" in started["arguments"]["query"]
+        finished = await caller.wait_event(lambda e: e["type"] == "tool.finished", 30, start=n)
+        assert finished["ok"] is True and finished["call_id"] == started["call_id"]
+        reply = await caller.wait_event(is_done("assistant"), 40, start=n)
+        assert "relay" in reply["text"].lower()
+
+
+async def test_bad_data_channel_messages_get_errors_and_the_call_goes_on(
+    agent: AgentServer,
+) -> None:
+    async with ScriptedCaller(url(agent)) as caller:
+        await caller.connect(timeout=20)
+        n = len(caller.events)
+        caller._channel.send("{not json")
+        caller._channel.send('{"type": "explode"}')
+        caller._channel.send('{"type": "text", "text": "' + "x" * 17000 + '"}')
+        errors = []
+        for _ in range(3):
+            errors.append(await caller.wait_event(
+                lambda e: e["type"] == "error" and e not in errors, 10, start=n))
+        assert [e["code"] for e in errors] == ["invalid_json", "unknown_type",
+                                              "message_too_large"]
+        caller.send({"type": "ping", "t": 42})
+        pong = await caller.wait_event(lambda e: e["type"] == "pong", 10, start=n)
+        assert pong["t"] == 42
+
+
+async def test_hangup_frees_the_call(agent: AgentServer) -> None:
+    caller = ScriptedCaller(url(agent))
+    await caller.connect(timeout=20)
+    call = agent.calls[caller.call_id]
+    await caller.hangup()
+    for _ in range(50):
+        if not agent.calls:
+            break
+        await asyncio.sleep(0.1)
+    assert agent.calls == {}
+    assert call.closed and call.pc.connectionState == "closed"
+    assert call.playout.readyState == "ended"
+    assert not call.client.connected
+    assert all(t.done() for t in call._tasks)
+
+
+async def test_barge_in_silences_playback_and_truncates_within_what_was_played(
+    agent: AgentServer,
+) -> None:
+    story = Prompt.from_wav(speak_wav("tell me a story"))
+    interruption = Prompt.from_wav(speak_wav("stop please"))
+    async with ScriptedCaller(url(agent)) as caller:
+        await caller.connect(timeout=20)
+        call = agent.calls[caller.call_id]
+        upstream_events: list[dict[str, Any]] = []
+        on_event = call.client._on_event
+
+        def tap(event: dict[str, Any]) -> None:
+            upstream_events.append(event)
+            on_event(event)
+
+        call.client._on_event = tap
+        caller.send({"type": "playout", "delay_ms": 40})
+        spoken_end = await caller.speak(story)
+        reply_start = await caller.wait_audible(spoken_end, 30)
+        assert reply_start is not None, "the story never started playing"
+        await asyncio.sleep(2.0)  # let it talk for a while
+        n = len(caller.events)
+        talk_over = caller.start_speaking(interruption)
+        barged = await caller.wait_event(
+            lambda e: e["type"] == "state" and e["state"] == "user_speaking", 15, start=n)
+        silent = await caller.wait_silent(barged["_t"], 5)
+        assert silent is not None
+        stop_ms = (silent - barged["_t"]) * 1000
+        assert stop_ms <= 100, f"reply audio went on {stop_ms:.0f} ms after speech_started"
+        await talk_over
+        interrupted = await caller.wait_event(
+            lambda e: e["type"] == "transcript.done" and e["role"] == "assistant"
+            and e["interrupted"], 10, start=0)
+        (truncate,) = call.session.truncations
+        assert truncate["item_id"] == interrupted["item_id"]
+        # What the caller heard of that reply: from its first audible frame to silence.
+        heard_ms = (silent - reply_start) * 1000
+        assert 0 < truncate["audio_end_ms"] <= interrupted["audio_ms"]
+        assert abs(truncate["audio_end_ms"] - heard_ms) < 250, (truncate, heard_ms)
+        print(f"barge-in: silent {stop_ms:.0f} ms after speech_started; truncate at "
+              f"{truncate['audio_end_ms']} ms of {interrupted['audio_ms']} ms received; "
+              f"caller heard {heard_ms:.0f} ms")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(
+            e["type"] == "conversation.item.truncated" for e in upstream_events
+        ):
+            await asyncio.sleep(0.05)
+        confirmed = [e for e in upstream_events if e["type"] == "conversation.item.truncated"]
+        assert confirmed and confirmed[0]["audio_end_ms"] == truncate["audio_end_ms"]
+        assert np.asarray(caller.received_audio()).size > 0

@@ -1,0 +1,118 @@
+"""The beta dialect: raw websockets clients with `OpenAI-Beta: realtime=v1`, the beta
+subprotocol, and the Azure preview path; every event validated against the SDK's beta types."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rtc_agent.backend.server import RealtimeServer
+from tests.backend.conftest import RawClient, audio_of, connect, speech, types
+from tests.backend.sdk_types import validate
+from tests.speech import hears
+
+pytestmark = pytest.mark.timeout(120)
+
+TOOL = {"type": "function", "name": "lookup", "description": "Look things up.",
+        "parameters": {"type": "object", "properties": {"topic": {"type": "string"}}}}
+
+
+async def beta_until(client: RawClient, type_: str, timeout: float = 30.0) -> list[dict]:
+    events = await client.until(type_, timeout)
+    for event in events:
+        validate(event, beta=True)
+    return events
+
+
+async def text_turn(client: RawClient) -> None:
+    await client.send({"type": "session.update", "session": {"modalities": ["text"]}})
+    updated = (await beta_until(client, "session.updated"))[-1]["session"]
+    assert updated["modalities"] == ["text"] and "audio" not in updated
+    await client.send({"type": "conversation.item.create", "item": {
+        "type": "message", "role": "user",
+        "content": [{"type": "input_text", "text": "what is nine plus four"}]}})
+    await client.send({"type": "response.create"})
+    events = await beta_until(client, "response.done")
+    assert types(events) == [
+        "conversation.item.created", "response.created", "response.output_item.added",
+        "conversation.item.created", "response.content_part.added", "response.text.delta",
+        "response.text.done", "response.content_part.done", "response.output_item.done",
+        "response.done",
+    ]
+    assert events[6]["text"] == "Nine plus four is thirteen."
+    assert events[-1]["response"]["output"][0]["content"][0]["type"] == "text"
+    await beta_until(client, "rate_limits.updated")
+
+
+async def test_beta_header_text_audio_and_tool_turns(server: RealtimeServer) -> None:
+    client = await connect(server, beta=True)
+    assert "modalities" in client.events[0]["session"]
+    validate(client.events[0], beta=True)
+    await text_turn(client)
+
+    # Audio turn: server VAD, transcription on, audio reply.
+    await client.send({"type": "session.update", "session": {
+        "modalities": ["audio", "text"], "input_audio_transcription": {"model": "whisper-1"}}})
+    await beta_until(client, "session.updated")
+    await client.append_pcm(speech("what is six times eight"))
+    events = await beta_until(client, "response.done", timeout=60)
+    names = types(events)
+    assert names[:4] == ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+                         "input_audio_buffer.committed", "conversation.item.created"]
+    assert "conversation.item.added" not in names and "conversation.item.done" not in names
+    audio = audio_of(events, "response.audio.delta")
+    assert hears(audio, 24000, "forty")
+    transcript = [e for e in events if e["type"] == "response.audio_transcript.done"][0]
+    assert transcript["transcript"] == "Six times eight is forty-eight."
+    end = names[names.index("response.audio.done"):]
+    assert end == ["response.audio.done", "response.audio_transcript.done",
+                   "response.content_part.done", "response.output_item.done", "response.done"]
+
+    # Tool-call turn.
+    await client.send({"type": "session.update", "session": {"tools": [TOOL]}})
+    await beta_until(client, "session.updated")
+    await client.send({"type": "conversation.item.create", "item": {
+        "type": "message", "role": "user",
+        "content": [{"type": "input_text", "text": "look up the tallest mountain"}]}})
+    await client.send({"type": "response.create"})
+    events = await beta_until(client, "response.done")
+    done = [e for e in events if e["type"] == "response.function_call_arguments.done"][0]
+    assert "name" not in done  # GA-only field
+    assert json.loads(done["arguments"]) == {"topic": "the tallest mountain"}
+    await client.send({"type": "conversation.item.create", "item": {
+        "type": "function_call_output", "call_id": done["call_id"],
+        "output": "Mount Everest is the tallest mountain. It is in Nepal."}})
+    await client.send({"type": "response.create", "response": {"modalities": ["text"]}})
+    events = await beta_until(client, "response.done")
+    text = [e for e in events if e["type"] == "response.text.done"][0]["text"]
+    assert text == "Here is what I found: Mount Everest is the tallest mountain."
+    await client.close()
+
+
+async def test_azure_preview_path_is_beta(server: RealtimeServer) -> None:
+    client = await connect(
+        server, "/openai/realtime?api-version=2024-10-01-preview&deployment=gpt-4o-realtime-preview",
+        additional_headers={"api-key": "k"})
+    session = client.events[0]["session"]
+    assert session["model"] == "gpt-4o-realtime-preview" and "turn_detection" in session
+    validate(client.events[0], beta=True)
+    await text_turn(client)
+    await client.close()
+
+
+async def test_beta_subprotocol_and_key_entry(server: RealtimeServer) -> None:
+    client = await connect(server, "/v1/realtime?model=gpt-realtime", subprotocols=[
+        "realtime", "openai-insecure-api-key.sk-test", "openai-beta.realtime-v1"])
+    assert client.ws.subprotocol == "realtime"
+    assert "modalities" in client.events[0]["session"]
+    await client.close()
+
+
+async def test_azure_ga_path_is_ga(server: RealtimeServer) -> None:
+    client = await connect(server, "/openai/v1/realtime?model=my-deployment",
+                           additional_headers={"Authorization": "Bearer tok"})
+    session = client.events[0]["session"]
+    assert session["type"] == "realtime" and session["model"] == "my-deployment"
+    validate(client.events[0])
+    await client.close()

@@ -1,0 +1,125 @@
+"""`rtc-agent loadtest` end to end against a live `rtc-agent serve` (offline backend)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _offline_env() -> dict[str, str]:
+    """No cloud key may leak in: the server must start its offline backend."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.endswith("_API_KEY") and not k.startswith("RTC_AGENT_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture(scope="module")
+def prompt_wav() -> Path:
+    from tests.speech import speak_wav
+
+    return speak_wav("what is twelve times seven")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`rtc-agent serve` on a free loopback port, at most 2 calls."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rtc_agent.cli", "serve", "--host", "127.0.0.1",
+             "--port", str(port), "--ice-address", "127.0.0.1", "--max-calls", "2"],
+            stdout=out, stderr=subprocess.STDOUT, env=_offline_env(), cwd=ROOT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"rtc-agent serve exited {proc.returncode}:\n{log.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp:
+                    if json.load(resp).get("ok"):
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"rtc-agent serve not healthy in 90 s:\n{log.read_text()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _loadtest(url: str, prompt: Path, out: Path, calls: int, duration: float,
+              extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "rtc_agent.cli", "loadtest", "--url", url,
+           "--calls", str(calls), "--duration", str(duration), "--prompts", str(prompt),
+           "--json", str(out / "run.json"), "--plot", str(out / "run.png"), *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=150, cwd=ROOT,
+                          env=_offline_env())
+
+
+def test_loadtest_two_calls(server: str, prompt_wav: Path, tmp_path: Path) -> None:
+    proc = _loadtest(server, prompt_wav, tmp_path, calls=2, duration=4,
+                     extra=("--max-p95-ms", "10000"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "heard turn latency" in proc.stdout
+    doc = json.loads((tmp_path / "run.json").read_text())
+    summary = doc["summary"]
+    assert summary["calls"] == 2 and summary["calls_failed"] == 0 and summary["failures"] == {}
+    assert len(doc["calls"]) == 2
+    for call in doc["calls"]:
+        assert call["failures"] == []
+        assert call["call_id"]
+        assert 0 < call["connect_ms"] < 15_000
+        assert call["turns"], call
+        for turn in call["turns"]:
+            # heard the reply after the question ended, within the turn timeout
+            assert 0 < turn["latency_ms"] < 20_000
+            assert turn["user_text"] and turn["assistant_text"]
+        assert "eighty" in call["turns"][0]["assistant_text"].lower()
+        assert call["transcripts"]["user"] >= 1 and call["transcripts"]["assistant"] >= 1
+        assert call["stats"]["in_packets_received"] > 100
+        assert call["stats"]["in_jitter_ms"] is not None
+    assert summary["turn_latency_ms"]["n"] == sum(len(c["turns"]) for c in doc["calls"])
+    assert (tmp_path / "run.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_loadtest_over_capacity_fails(server: str, prompt_wav: Path, tmp_path: Path) -> None:
+    # three calls at once against --max-calls 2: one is refused with 503 at_capacity
+    proc = _loadtest(server, prompt_wav, tmp_path, calls=3, duration=1)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    doc = json.loads((tmp_path / "run.json").read_text())
+    assert doc["summary"]["failures"].get("at_capacity") == 1, doc["summary"]
+    assert doc["summary"]["calls_failed"] == 1
+    refused = [c for c in doc["calls"] if c["failures"]]
+    assert refused[0]["failures"][0]["kind"] == "at_capacity"
+    assert refused[0]["connect_ms"] is None
+    assert "at_capacity x1" in proc.stdout
+    assert (tmp_path / "run.png").exists()
