@@ -466,8 +466,8 @@
     set("rtt", fmt(s && s.rttMs, "ms"));
     set("jitter", fmt(s && s.jitterMs, "ms", 1));
     set("loss", s && s.lossPct !== null
-      ? `${s.lossPct.toFixed(1)} % received (${s.packetsLost}/${s.packetsLost + s.packetsReceived})` +
-        (s.sentLossPct !== null ? `, ${s.sentLossPct.toFixed(1)} % sent` : "")
+      ? `in ${s.lossPct.toFixed(1)} % (${s.packetsLost} of ${s.packetsLost + s.packetsReceived})` +
+        (s.sentLossPct !== null ? ` · out ${s.sentLossPct.toFixed(1)} %` : "")
       : "–");
     set("codec", (s && s.codec) || "–");
     set("playout", fmt(hook.lastPlayoutMs, "ms"));

@@ -142,7 +142,8 @@ async def test_barge_in_silences_playback_and_truncates_within_what_was_played(
         on_event = call.client._on_event
 
         def tap(event: dict[str, Any]) -> None:
-            upstream_events.append(event)
+            # Server and caller share this process, hence one monotonic clock.
+            upstream_events.append({**event, "_t": time.monotonic()})
             on_event(event)
 
         call.client._on_event = tap
@@ -153,11 +154,13 @@ async def test_barge_in_silences_playback_and_truncates_within_what_was_played(
         await asyncio.sleep(2.0)  # let it talk for a while
         n = len(caller.events)
         talk_over = caller.start_speaking(interruption)
-        barged = await caller.wait_event(
+        await caller.wait_event(
             lambda e: e["type"] == "state" and e["state"] == "user_speaking", 15, start=n)
-        silent = await caller.wait_silent(barged["_t"], 5)
+        speech_started = [e["_t"] for e in upstream_events
+                          if e["type"] == "input_audio_buffer.speech_started"][-1]
+        silent = await caller.wait_silent(speech_started, 5)
         assert silent is not None
-        stop_ms = (silent - barged["_t"]) * 1000
+        stop_ms = (silent - speech_started) * 1000
         assert stop_ms <= 100, f"reply audio went on {stop_ms:.0f} ms after speech_started"
         await talk_over
         interrupted = await caller.wait_event(
