@@ -167,6 +167,14 @@ class AgentServer:
     async def index(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(self.config.web_dir / "index.html")
 
+    async def static(self, request: web.Request) -> web.StreamResponse:
+        """A file of the web client; anything outside web/ or missing is a JSON 404."""
+        root = self.config.web_dir.resolve()
+        path = (root / request.match_info["path"]).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            return json_error(404, "not_found", "no such file")
+        return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+
     async def close_all(self) -> None:
         await asyncio.gather(*(c.close("server shutting down") for c in list(self.calls.values())))
 
@@ -177,7 +185,7 @@ async def json_errors(
 ) -> web.StreamResponse:
     """Routing errors (404, 405) and crashes answer in the same JSON shape."""
     try:
-        response = await handler(request)
+        return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -185,10 +193,6 @@ async def json_errors(
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return json_error(500, "internal_error", "internal server error")
-    if response.status >= 400 and response.content_type != "application/json":
-        # aiohttp's static handler answers some misses with a bare response.
-        return json_error(response.status, "not_found" if response.status == 404 else "error",
-                          response.reason or "error")
     return response
 
 
@@ -199,8 +203,7 @@ def create_app(server: AgentServer) -> web.Application:
     app.router.add_get("/healthz", server.healthz)
     app.router.add_get("/config", server.client_config)
     app.router.add_get("/", server.index)
-    if server.config.web_dir.is_dir():
-        app.router.add_static("/", server.config.web_dir, show_index=False)
+    app.router.add_get("/{path:.+}", server.static)
 
     async def on_shutdown(app: web.Application) -> None:
         await server.close_all()

@@ -69,5 +69,12 @@ def transcribe(pcm: bytes | np.ndarray, rate: int) -> str:
 
 
 def hears(pcm: bytes | np.ndarray, rate: int, keyword: str) -> bool:
-    """True if pocketsphinx keyword spotting finds keyword in the audio."""
-    return spot_keyword(pcm, rate, keyword)
+    """True if pocketsphinx finds keyword in the audio.
+
+    Keyword spotting first; if it misses, the full decode (whose second pass is tuned
+    for spoken arithmetic) is checked for the word. Spotting alone misses some short
+    number words in piper speech ("four", "thirteen").
+    """
+    if spot_keyword(pcm, rate, keyword):
+        return True
+    return keyword.lower() in transcribe(pcm, rate).lower().replace("-", " ").split()

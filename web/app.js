@@ -244,27 +244,31 @@
     return li;
   }
 
-  function transcriptItem(role, itemId) {
-    let item = items.get(itemId);
-    if (!item) {
-      // A typed message is shown at once; the server's user transcript of it
-      // (if it sends one) takes that bubble over instead of repeating it.
-      if (role === "user") {
-        const pending = hook.transcripts.find((t) => t.typed && !t.item_id);
-        if (pending) {
-          pending.item_id = itemId;
-          item = { entry: pending, li: pending._li };
-          items.set(itemId, item);
-          return item;
-        }
+  function transcriptItem(role, itemId, text) {
+    let item = itemId ? items.get(itemId) : undefined;
+    if (item) return item;
+    // A typed message is shown at once. The server echoes it as a user
+    // transcript (with an empty item_id, or with the typed text): that echo
+    // takes the typed bubble over instead of repeating it. Spoken transcripts
+    // (real item ids, other text) always get their own bubble.
+    if (role === "user") {
+      const pending = hook.transcripts.find(
+        (t) => t.typed && !t._claimed && (!itemId || (text !== undefined && t.text === text)),
+      );
+      if (pending) {
+        Object.defineProperty(pending, "_claimed", { value: true, enumerable: false });
+        if (itemId) pending.item_id = itemId;
+        item = { entry: pending, li: pending._li };
+        if (itemId) items.set(itemId, item);
+        return item;
       }
-      const entry = { role, item_id: itemId, text: "", final: false, interrupted: false, typed: false };
-      hook.transcripts.push(entry);
-      const li = addBubble(role, "", "partial");
-      Object.defineProperty(entry, "_li", { value: li, enumerable: false });
-      item = { entry, li };
-      items.set(itemId, item);
     }
+    const entry = { role, item_id: itemId || null, text: "", final: false, interrupted: false, typed: false };
+    hook.transcripts.push(entry);
+    const li = addBubble(role, "", "partial");
+    Object.defineProperty(entry, "_li", { value: li, enumerable: false });
+    item = { entry, li };
+    if (itemId) items.set(itemId, item);
     return item;
   }
 
@@ -277,7 +281,7 @@
   }
 
   function onTranscriptDone(m) {
-    const item = transcriptItem(m.role, m.item_id);
+    const item = transcriptItem(m.role, m.item_id, m.text);
     if (item.entry.typed && m.role === "user") {
       item.entry.final = true;
       return; // keep what the person typed

@@ -38,13 +38,14 @@ _NUMBER_WORDS = (
     "fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy "
     "eighty ninety hundred thousand"
 ).split()
-# Spoken arithmetic questions: the general language model often mishears short number
-# words ("nine plus four" -> "my post war"), so such utterances get a second pass.
+# Spoken arithmetic (questions, and answers like "six times eight is forty-eight"): the
+# general language model often mishears short number words ("nine plus four" -> "my post
+# war"), so such utterances get a second pass with this grammar.
 ARITHMETIC_JSGF = f"""#JSGF V1.0;
 grammar arithmetic;
-<num> = ({" | ".join(_NUMBER_WORDS)}) ({" | ".join(_NUMBER_WORDS)} | and)*;
+<num> = [minus] ({" | ".join(_NUMBER_WORDS)}) ({" | ".join(_NUMBER_WORDS)} | and | point)*;
 <op> = plus | minus | times | divided by | multiplied by;
-public <question> = [what is | what's | how much is] <num> <op> <num>;
+public <question> = [what is | what's | how much is] <num> <op> <num> [is <num>];
 """
 _ARITHMETIC_HINTS = set(_NUMBER_WORDS) | {
     "what", "how", "much", "times", "time", "plus", "minus", "divided", "multiplied",

@@ -212,9 +212,8 @@ class BackendSession:
                 if not self.conv.is_active(rid):
                     break
                 if isinstance(part, FunctionCall):
-                    if pending.strip():
-                        speak(pending.strip()) if audio else queue.put_nowait(
-                            ("text", pending, None))
+                    if audio and pending.strip():  # a spoken preamble before the call
+                        speak(pending.strip())
                     pending = ""
                     queue.put_nowait(("call", part, None))
                 elif audio:

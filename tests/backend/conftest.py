@@ -49,15 +49,15 @@ class RawClient:
     async def send(self, event: dict) -> None:
         await self.ws.send(json.dumps(event))
 
-    async def recv(self, timeout: float = EVENT_TIMEOUT_S) -> dict:
-        event = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+    async def recv(self, wait_s: float = EVENT_TIMEOUT_S) -> dict:
+        event = json.loads(await asyncio.wait_for(self.ws.recv(), wait_s))
         self.events.append(event)
         return event
 
-    async def until(self, type_: str, timeout: float = EVENT_TIMEOUT_S) -> list[dict]:
+    async def until(self, type_: str, wait_s: float = EVENT_TIMEOUT_S) -> list[dict]:
         """Events received up to and including the first of type_."""
         got = []
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(wait_s):
             while True:
                 event = await self.recv()
                 got.append(event)

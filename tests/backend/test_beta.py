@@ -18,8 +18,8 @@ TOOL = {"type": "function", "name": "lookup", "description": "Look things up.",
         "parameters": {"type": "object", "properties": {"topic": {"type": "string"}}}}
 
 
-async def beta_until(client: RawClient, type_: str, timeout: float = 30.0) -> list[dict]:
-    events = await client.until(type_, timeout)
+async def beta_until(client: RawClient, type_: str, wait_s: float = 30.0) -> list[dict]:
+    events = await client.until(type_, wait_s)
     for event in events:
         validate(event, beta=True)
     return events
@@ -56,14 +56,14 @@ async def test_beta_header_text_audio_and_tool_turns(server: RealtimeServer) -> 
         "modalities": ["audio", "text"], "input_audio_transcription": {"model": "whisper-1"}}})
     await beta_until(client, "session.updated")
     await client.append_pcm(speech("what is six times eight"))
-    events = await beta_until(client, "response.done", timeout=60)
+    events = await beta_until(client, "response.done", wait_s=60)
     names = types(events)
     assert names[:4] == ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
                          "input_audio_buffer.committed", "conversation.item.created"]
     assert "conversation.item.added" not in names and "conversation.item.done" not in names
     audio = audio_of(events, "response.audio.delta")
     assert hears(audio, 24000, "forty")
-    transcript = [e for e in events if e["type"] == "response.audio_transcript.done"][0]
+    transcript = next(e for e in events if e["type"] == "response.audio_transcript.done")
     assert transcript["transcript"] == "Six times eight is forty-eight."
     end = names[names.index("response.audio.done"):]
     assert end == ["response.audio.done", "response.audio_transcript.done",
@@ -77,7 +77,7 @@ async def test_beta_header_text_audio_and_tool_turns(server: RealtimeServer) -> 
         "content": [{"type": "input_text", "text": "look up the tallest mountain"}]}})
     await client.send({"type": "response.create"})
     events = await beta_until(client, "response.done")
-    done = [e for e in events if e["type"] == "response.function_call_arguments.done"][0]
+    done = next(e for e in events if e["type"] == "response.function_call_arguments.done")
     assert "name" not in done  # GA-only field
     assert json.loads(done["arguments"]) == {"topic": "the tallest mountain"}
     await client.send({"type": "conversation.item.create", "item": {
@@ -85,14 +85,15 @@ async def test_beta_header_text_audio_and_tool_turns(server: RealtimeServer) -> 
         "output": "Mount Everest is the tallest mountain. It is in Nepal."}})
     await client.send({"type": "response.create", "response": {"modalities": ["text"]}})
     events = await beta_until(client, "response.done")
-    text = [e for e in events if e["type"] == "response.text.done"][0]["text"]
+    text = next(e for e in events if e["type"] == "response.text.done")["text"]
     assert text == "Here is what I found: Mount Everest is the tallest mountain."
     await client.close()
 
 
 async def test_azure_preview_path_is_beta(server: RealtimeServer) -> None:
     client = await connect(
-        server, "/openai/realtime?api-version=2024-10-01-preview&deployment=gpt-4o-realtime-preview",
+        server,
+        "/openai/realtime?api-version=2024-10-01-preview&deployment=gpt-4o-realtime-preview",
         additional_headers={"api-key": "k"})
     session = client.events[0]["session"]
     assert session["model"] == "gpt-4o-realtime-preview" and "turn_detection" in session

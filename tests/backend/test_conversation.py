@@ -180,7 +180,7 @@ def test_vad_timeline_is_session_cumulative() -> None:
     first = append(conv, silence(500) + tone(500) + silence(600))
     second = append(conv, silence(400) + tone(500) + silence(600))
     assert "response.created" not in types(first)  # create_response: false
-    s2 = [e for e in second if e["type"] == "input_audio_buffer.speech_started"][0]
+    s2 = next(e for e in second if e["type"] == "input_audio_buffer.speech_started")
     assert 1600 + 400 - 300 - 40 <= s2["audio_start_ms"] <= 1600 + 400 - 300 + 40
     assert conv.items[0].id != conv.items[1].id
 
@@ -321,7 +321,7 @@ def test_vad_interrupts_an_active_response() -> None:
     conv.response_speech(rid, "Once upon a time.", tone(500))
     events = append(conv, silence(200) + tone(300))
     assert types(events)[0] == "input_audio_buffer.speech_started"
-    done = [e for e in events if e["type"] == "response.done"][0]
+    done = next(e for e in events if e["type"] == "response.done")
     assert done["response"]["status_details"] == {"type": "cancelled",
                                                   "reason": "turn_detected"}
     assert types(events)[:2] == ["input_audio_buffer.speech_started",

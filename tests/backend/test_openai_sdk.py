@@ -28,10 +28,10 @@ SEARCH_TOOL = {
 }
 
 
-async def collect(conn, until: str = "response.done", timeout: float = 30.0) -> list:
+async def collect(conn, until: str = "response.done", wait_s: float = 30.0) -> list:
     """Typed events from the SDK up to `until`, each checked against its SDK model."""
     got = []
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(wait_s):
         async for event in conn:
             # The SDK built a typed object for a known event (not a fallback model) ...
             assert type(event) is GA_EVENTS[event.type], type(event)
@@ -75,10 +75,10 @@ async def test_sdk_audio_turn_with_server_vad_and_transcription(server: Realtime
         await conn.session.update(session={"type": "realtime", "audio": {"input": {
             "transcription": {"model": "gpt-4o-mini-transcribe"},
             "turn_detection": {"type": "server_vad", "silence_duration_ms": 500}}}})
-        await collect(conn, "session.updated", timeout=5)
+        await collect(conn, "session.updated", wait_s=5)
         for i in range(0, len(pcm), 960):  # 20 ms chunks, as a caller's mic would send
             await conn.input_audio_buffer.append(audio=base64.b64encode(pcm[i : i + 960]).decode())
-        events = await collect(conn, "response.done", timeout=60)
+        events = await collect(conn, "response.done", wait_s=60)
         names = [e.type for e in events]
         assert names[:4] == ["input_audio_buffer.speech_started",
                              "input_audio_buffer.speech_stopped",
@@ -97,8 +97,8 @@ async def test_sdk_audio_turn_with_server_vad_and_transcription(server: Realtime
         assert hears(audio, 24000, "eighty")
         if "conversation.item.input_audio_transcription.completed" not in names:
             events += await collect(conn, "conversation.item.input_audio_transcription.completed")
-        completed = [e for e in events
-                     if e.type == "conversation.item.input_audio_transcription.completed"][0]
+        completed = next(e for e in events
+                     if e.type == "conversation.item.input_audio_transcription.completed")
         assert completed.item_id == started.item_id
         assert "seven" in completed.transcript
 
@@ -106,7 +106,7 @@ async def test_sdk_audio_turn_with_server_vad_and_transcription(server: Realtime
 async def test_sdk_tool_call_turn(server: RealtimeServer) -> None:
     async with client_for(server).realtime.connect(model="gpt-realtime") as conn:
         await conn.session.update(session={"type": "realtime", "tools": [SEARCH_TOOL]})
-        await collect(conn, "session.updated", timeout=5)
+        await collect(conn, "session.updated", wait_s=5)
         await conn.conversation.item.create(item={
             "type": "message", "role": "user", "content": [
                 {"type": "input_text", "text": "Get the latest news about solar power."}]})

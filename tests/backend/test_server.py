@@ -88,10 +88,10 @@ async def test_session_expiry_sends_error_then_closes(engines) -> None:
     srv = await start_server(engines, max_session_s=0.5)
     try:
         client = await connect(srv)
-        err = (await client.until("error", timeout=5))[-1]["error"]
+        err = (await client.until("error", wait_s=5))[-1]["error"]
         assert err["code"] == "session_expired"
         with pytest.raises(websockets.ConnectionClosed):
-            await client.recv(timeout=5)
+            await client.recv(wait_s=5)
         assert client.ws.close_reason == "invalid_request_error.session_expired"
     finally:
         await srv.stop()
@@ -102,7 +102,7 @@ async def test_idle_timeout_closes(engines) -> None:
     try:
         client = await connect(srv)
         with pytest.raises(websockets.ConnectionClosed):
-            await client.recv(timeout=5)
+            await client.recv(wait_s=5)
     finally:
         await srv.stop()
 
@@ -118,7 +118,7 @@ async def test_barge_in_cancels_a_long_reply_and_truncate_follows(server: Realti
     item_id = first[-1]["item_id"]
     # Talk over the reply while it is still streaming (it is paced near real time).
     await client.append_pcm(speech("stop please"))
-    events = await client.until("response.done", timeout=30)
+    events = await client.until("response.done", wait_s=30)
     assert time.monotonic() - t0 < 8  # cancelled long before the story's end
     done = events[-1]["response"]
     assert done["status"] == "cancelled"
@@ -132,7 +132,7 @@ async def test_barge_in_cancels_a_long_reply_and_truncate_follows(server: Realti
     truncated = (await client.until("conversation.item.truncated"))[-1]
     assert truncated["audio_end_ms"] == min(700, received_ms)
     # The user's turn still completes and gets its own response.
-    events = await client.until("response.done", timeout=30)
+    events = await client.until("response.done", wait_s=30)
     assert "input_audio_buffer.committed" in types(client.events)
     assert events[-1]["response"]["status"] == "completed"
     await client.send({"type": "conversation.item.retrieve", "item_id": item_id})
@@ -151,7 +151,7 @@ async def test_long_reply_lasts_over_eight_seconds(engines) -> None:
                 "type": "message", "role": "user",
                 "content": [{"type": "input_text", "text": prompt}]}})
             await client.send({"type": "response.create"})
-            events = await client.until("response.done", timeout=60)
+            events = await client.until("response.done", wait_s=60)
             seconds = len(audio_of(events, "response.output_audio.delta")) / 48000
             assert seconds >= 8, (prompt, seconds)
     finally:
@@ -172,7 +172,7 @@ async def test_manual_turn_with_transcription(server: RealtimeServer) -> None:
     assert "response.created" not in types(events)  # manual mode: no automatic response
     assert events[-1]["transcript"] == "what is seven minus three"
     await client.send({"type": "response.create"})
-    events = await client.until("response.done", timeout=30)
+    events = await client.until("response.done", wait_s=30)
     audio = audio_of(events, "response.output_audio.delta")
     assert hears(audio, 24000, "four")
     await client.close()
@@ -181,15 +181,15 @@ async def test_manual_turn_with_transcription(server: RealtimeServer) -> None:
 async def test_recognition_without_transcription_events(server: RealtimeServer) -> None:
     """Transcription off: no transcription events, yet the responder understood the audio."""
     client = await connect(server)
-    await client.append_pcm(speech("what is nine plus four"))
-    events = await client.until("response.done", timeout=30)
+    await client.append_pcm(speech("what is fifteen plus twenty seven"))
+    events = await client.until("response.done", wait_s=30)
     await asyncio.sleep(0.3)
     assert not any(t.startswith("conversation.item.input_audio_transcription")
                    for t in types(events))
-    transcript = [e for e in events
-                  if e["type"] == "response.output_audio_transcript.done"][0]["transcript"]
-    assert transcript == "Nine plus four is thirteen."
-    assert hears(audio_of(events, "response.output_audio.delta"), 24000, "thirteen")
+    transcript = next(e for e in events
+                  if e["type"] == "response.output_audio_transcript.done")["transcript"]
+    assert transcript == "Fifteen plus twenty-seven is forty-two."
+    assert hears(audio_of(events, "response.output_audio.delta"), 24000, "forty")
     await client.close()
 
 
@@ -207,8 +207,8 @@ async def test_espeak_engine(engines) -> None:
         await client.send({"type": "response.create"})
         events = await client.until("response.done")
         assert len(audio_of(events, "response.output_audio.delta")) > 48000 // 2
-        transcript = [e for e in events
-                      if e["type"] == "response.output_audio_transcript.done"][0]
+        transcript = next(e for e in events
+                      if e["type"] == "response.output_audio_transcript.done")
         assert transcript["transcript"] == "Hello! How can I help you today?"
     finally:
         await srv.stop()
@@ -231,7 +231,7 @@ async def test_parallel_sessions(server: RealtimeServer) -> None:
         await client.send({"type": "response.create"})
         events = await client.until("response.done")
         await client.close()
-        return [e for e in events if e["type"] == "response.output_text.done"][0]["text"]
+        return next(e for e in events if e["type"] == "response.output_text.done")["text"]
 
     answers = await asyncio.gather(*(one(p) for p in prompts))
     assert answers == list(prompts.values())

@@ -107,11 +107,19 @@ class Contract:
     async def script(self, send, text: str) -> None:  # type: ignore[no-untyped-def]
         """The fixed reply to a typed message: a tool call, then a streamed answer."""
         n = len(self.received)
+        if text.startswith("/spoken "):
+            # stands in for speech: a user transcript with its own item id
+            words = text.removeprefix("/spoken ")
+            for kind, field in (("transcript.delta", "delta"), ("transcript.done", "text")):
+                send({"type": kind, "role": "user", "item_id": f"s{n}", field: words})
+            send({"type": "state", "state": "listening"})
+            return
+        # the echo of a typed message carries an empty item_id, as rtc-agent's does
         send(
             {
                 "type": "transcript.done",
                 "role": "user",
-                "item_id": f"u{n}",
+                "item_id": "",
                 "text": text,
                 "interrupted": False,
             }

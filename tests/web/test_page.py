@@ -179,3 +179,35 @@ def test_no_microphone_message(stack_factory, browser_factory) -> None:
     page.click("#call")
     page.wait_for_selector("#notice[data-kind='no-mic']", timeout=15000)
     assert "No microphone" in page.inner_text("#notice")
+
+
+def test_typed_echoes_and_spoken_transcripts_stay_apart(stack_factory, browser_factory) -> None:
+    """The server echoes typed text with an empty item_id; each echo must merge
+    into its own typed bubble, and later speech must get a bubble of its own."""
+    stack = stack_factory("contract")
+    page = browser_factory(stack).new_page()
+    page.goto(stack.url("/"))
+    page.wait_for_selector("body[data-ready='1']")
+    page.click("#call")
+    wait_for(page, "rtcAgent.events.some(e => e.type === 'session.ready')", what="ready")
+    for text in ("first question", "second question"):
+        page.fill("#text", text)
+        page.press("#text", "Enter")
+        wait_for(page, f"rtcAgent.transcripts.some(t => t.text === 'You said: {text}')")
+    page.fill("#text", "/spoken hello there")
+    page.press("#text", "Enter")
+    wait_for(page, "rtcAgent.transcripts.some(t => t.text === 'hello there')", what="speech")
+    users = [
+        (t["text"], t["typed"])
+        for t in page.evaluate("rtcAgent.transcripts")
+        if t["role"] == "user"
+    ]
+    assert users == [
+        ("first question", True),
+        ("second question", True),
+        ("/spoken hello there", True),
+        ("hello there", False),
+    ]
+    assert page.locator("#chat .msg.user").count() == 4
+    assert page.locator("#chat .msg.user.partial").count() == 0
+    page.click("#call")

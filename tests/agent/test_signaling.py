@@ -1,0 +1,97 @@
+"""Signaling over HTTP: good offers are answered, bad ones get a JSON reason."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiortc import RTCPeerConnection
+
+from rtc_agent.ice import rtc_configuration
+from rtc_agent.server import AgentServer, running
+from tests.agent.test_call import server_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def agent() -> AsyncIterator[AgentServer]:
+    async with running(server_config(token="s3cret", max_calls=1,
+                                     allow_origins=["https://app.example"])) as server:
+        yield server
+
+
+async def offer_sdp() -> tuple[RTCPeerConnection, str]:
+    pc = RTCPeerConnection(rtc_configuration([]))
+    pc.addTransceiver("audio", direction="sendrecv")
+    pc.createDataChannel("events")
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc, pc.localDescription.sdp
+
+
+async def post(server: AgentServer, body: Any, *, raw: bytes | None = None,
+               headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any], Any]:
+    h = {"Authorization": "Bearer s3cret", **(headers or {})}
+    data = raw if raw is not None else json.dumps(body).encode()
+    async with aiohttp.ClientSession() as http, http.post(
+        f"http://127.0.0.1:{server.config.port}/offer", data=data, headers=h
+    ) as r:
+        return r.status, await r.json(), r.headers
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"{nope", 400, "invalid_json"),
+        (b"[]", 400, "invalid_offer"),
+        (json.dumps({"type": "answer", "sdp": "v=0"}).encode(), 400, "invalid_type"),
+        (json.dumps({"type": "offer"}).encode(), 400, "invalid_sdp"),
+        (json.dumps({"type": "offer", "sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"}).encode(),
+         400, "no_audio"),
+        (json.dumps({"type": "offer", "sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+                     "a=garbage\r\n"}).encode(), 400, "invalid_sdp"),
+        (b'{"type": "offer", "sdp": "' + b"a" * 70_000 + b'"}', 413, "too_large"),
+    ],
+)
+async def test_bad_offers_get_a_json_reason(agent: AgentServer, body: bytes, status: int,
+                                            code: str) -> None:
+    got, data, _ = await post(agent, None, raw=body)
+    assert (got, data["error"]["code"]) == (status, code)
+    assert data["error"]["message"]
+    assert agent.calls == {} and agent.pending == 0
+
+
+async def test_token_origin_capacity_and_hangup(agent: AgentServer) -> None:
+    pc, sdp = await offer_sdp()
+    offer = {"type": "offer", "sdp": sdp}
+    status, data, _ = await post(agent, offer, headers={"Authorization": "Bearer wrong"})
+    assert (status, data["error"]["code"]) == (401, "unauthorized")
+    status, data, _ = await post(agent, offer, headers={"Origin": "https://evil.example"})
+    assert (status, data["error"]["code"]) == (403, "origin_not_allowed")
+    status, data, _ = await post(agent, offer, headers={"Origin": "https://app.example"})
+    assert status == 200 and data["type"] == "answer" and "a=candidate" in data["sdp"]
+    call_id = data["call_id"]
+    pc2, sdp2 = await offer_sdp()
+    status, data, headers = await post(agent, {"type": "offer", "sdp": sdp2})
+    assert (status, data["error"]["code"]) == (503, "at_capacity")
+    assert int(headers["Retry-After"]) > 0
+    base = f"http://127.0.0.1:{agent.config.port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.delete(f"{base}/calls/{call_id}") as r:
+            assert r.status == 401
+        async with http.delete(f"{base}/calls/{call_id}",
+                               headers={"Authorization": "Bearer s3cret"}) as r:
+            assert r.status == 200
+        async with http.get(f"{base}/healthz") as r:
+            health = await r.json()
+        assert health["calls"] == 0 and health["backend"] == "offline"
+        async with http.get(f"{base}/config") as r:
+            cfg = await r.json()
+        assert cfg == {"iceServers": [], "tokenRequired": True}
+        async with http.get(f"{base}/no/such/page") as r:
+            assert r.status == 404 and (await r.json())["error"]["code"]
+    await pc.close()
+    await pc2.close()

@@ -1,0 +1,133 @@
+"""The rule responder, number words, sentence splitting and the chat-completions responder."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from aiohttp import web
+
+from rtc_agent.backend.conversation import ResponderInput, Turn
+from rtc_agent.backend.responder import (
+    ChatCompletionsResponder,
+    FunctionCall,
+    RuleResponder,
+    arithmetic,
+    number_to_words,
+)
+from rtc_agent.backend.session import split_sentences
+
+TOOL = {"type": "function", "name": "web_search", "parameters": {
+    "type": "object", "properties": {"limit": {"type": "integer"}, "q": {"type": "string"}}}}
+
+
+def ask(text: str, tools: list | None = None, tool_choice: str = "auto") -> list:
+    request = ResponderInput("", tools or [], tool_choice, ["audio"],
+                             [Turn("user", "message", text=text)])
+    fixed = dt.datetime(2026, 3, 5, 14, 7)
+    return RuleResponder(now=lambda: fixed).decide(request)
+
+
+@pytest.mark.parametrize(("n", "words"), [
+    (0, "zero"), (13, "thirteen"), (40, "forty"), (84, "eighty-four"),
+    (100, "one hundred"), (105, "one hundred and five"), (1999, "one thousand nine hundred "
+                                                         "and ninety-nine"),
+    (-7, "minus seven"), (2_000_000, "two million"),
+])
+def test_number_to_words(n: int, words: str) -> None:
+    assert number_to_words(n) == words
+
+
+@pytest.mark.parametrize(("question", "answer"), [
+    ("what is twelve times seven", "twelve times seven is eighty-four."),
+    ("What's 12 * 7?", "twelve times seven is eighty-four."),
+    ("what is nine plus four", "nine plus four is thirteen."),
+    ("what is three minus ten", "three minus ten is minus seven."),
+    ("what is one hundred divided by eight", "one hundred divided by eight is twelve point five."),
+    ("how much is twenty one multiplied by two", "twenty-one multiplied by two is forty-two."),
+    ("what is five divided by zero", "five divided by zero is not defined."),
+])
+def test_arithmetic(question: str, answer: str) -> None:
+    assert arithmetic(question) == answer
+
+
+def test_rules() -> None:
+    assert ask("what is twelve times seven") == ["Twelve times seven is eighty-four."]
+    assert ask("what time is it") == ["It is two oh seven in the afternoon."]
+    assert ask("what is the date today") == ["Today is Thursday, March 5, 2026."]
+    assert ask("good morning") == ["Hello! How can I help you today?"]
+    assert ask("the sky is blue") == ["I heard: the sky is blue."]
+    assert ask("") == ["Sorry, I did not catch that."]
+    (count,) = ask("count to twenty")
+    assert count.startswith("One, two, three") and count.endswith("nineteen, twenty.")
+    (story,) = ask("tell me a story")
+    assert len(story.split()) > 60  # > 8 s of speech
+
+
+def test_tool_call_rules() -> None:
+    (call,) = ask("search for the best pizza in Naples", [TOOL])
+    assert call == FunctionCall("web_search", json.dumps({"q": "the best pizza in Naples"}))
+    (call,) = ask("Get the latest news about the Mars rover.", [TOOL])
+    assert json.loads(call.arguments) == {"q": "the Mars rover"}
+    # No tools, or tool_choice none: the rules answer in words instead.
+    assert ask("search for cats") == ["I heard: search for cats."]
+    assert ask("search for cats", [TOOL], "none") == ["I heard: search for cats."]
+
+
+def test_answer_from_tool_output() -> None:
+    turns = [Turn("user", "message", text="look up Rome"),
+             Turn("assistant", "function_call", name="web_search", call_id="c", arguments="{}"),
+             Turn("tool", "function_call_output", call_id="c",
+                  text=json.dumps({"results": [{"title": "x", "content":
+                                                "Rome is the capital of Italy. It is old."}]}))]
+    out = RuleResponder().decide(ResponderInput("", [TOOL], "auto", ["audio"], turns))
+    assert out == ["Here is what I found: Rome is the capital of Italy."]
+
+
+def test_split_sentences_keeps_the_unfinished_rest() -> None:
+    assert split_sentences("Hello there. How are") == (["Hello there."], "How are")
+    assert split_sentences("One. Two! Three? ") == (["One.", "Two!", "Three?"], "")
+    assert split_sentences("It costs 2.") == ([], "It costs 2.")  # might continue: "2.5"
+
+
+async def test_chat_completions_responder_streams_text_and_tool_calls() -> None:
+    seen: list[dict] = []
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        seen.append(body)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        if body.get("tools"):
+            chunks = [{"tool_calls": [{"index": 0, "id": "call_9", "function": {
+                "name": "web_search", "arguments": '{"q": '}}]},
+                {"tool_calls": [{"index": 0, "function": {"arguments": '"cats"}'}}]}]
+        else:
+            chunks = [{"content": "Hello"}, {"content": " world."}]
+        for delta in chunks:
+            await resp.write(f"data: {json.dumps({'choices': [{'delta': delta}]})}\n\n".encode())
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        llm = ChatCompletionsResponder(f"http://127.0.0.1:{port}/v1", model="m")
+        turns = [Turn("user", "message", text="hi")]
+        parts = [p async for p in llm.reply(ResponderInput("Be nice.", [], "auto", ["audio"],
+                                                            turns))]
+        assert "".join(parts) == "Hello world."
+        assert seen[0]["messages"][0] == {"role": "system", "content": "Be nice."}
+        assert seen[0]["stream"] is True and seen[0]["model"] == "m"
+        parts = [p async for p in llm.reply(ResponderInput("", [TOOL], "auto", ["audio"],
+                                                            turns))]
+        assert parts == [FunctionCall("web_search", '{"q": "cats"}', "call_9")]
+        assert seen[1]["tools"][0]["function"]["name"] == "web_search"
+    finally:
+        await runner.cleanup()
