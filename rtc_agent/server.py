@@ -193,7 +193,6 @@ async def json_errors(
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return json_error(500, "internal_error", "internal server error")
-    return response
 
 
 def create_app(server: AgentServer) -> web.Application:
