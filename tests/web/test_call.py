@@ -151,18 +151,18 @@ def test_token_required(stack_factory, browser_factory, question_wav: Path) -> N
 def test_https_from_a_lan_address(stack_factory, browser_factory, question_wav: Path) -> None:
     """The phone case: the page at https://<LAN address> is a secure context and calls.
 
-    curl checks the chain and the IP name against the local CA; Chromium is told
+    Python's ssl checks the chain and the IP name against the local CA; Chromium is told
     to accept the certificate (it has no access to a trust store we could edit).
     """
     stack = stack_factory("rtc-agent", https=True)
     lan = stack.url("/healthz", host=stack.ns.server_ip)
-    status, body = stack.ns.curl("GET", lan, cacert=stack.certs.ca_cert)
+    status, body = stack.ns.http("GET", lan, cacert=stack.certs.ca_cert)
     assert status == 200 and '"ok": true' in body.replace('":true', '": true')
     other_ca = stack.certs.dir.parent / "other-ca.pem"
     from rtc_agent.certs import create_ca, serialization
 
     other_ca.write_bytes(create_ca("stranger")[0].public_bytes(serialization.Encoding.PEM))
-    assert stack.ns.curl("GET", lan, cacert=other_ca)[0] == 0  # untrusted chain refused
+    assert stack.ns.http("GET", lan, cacert=other_ca)[0] == 0  # untrusted chain refused
 
     browser = browser_factory(stack, audio=question_wav)
     page = browser.new_context(ignore_https_errors=True).new_page()
