@@ -137,6 +137,7 @@ class Conversation:
         detector: SpeechDetector | None = None,
         max_buffer_ms: int = 60_000,
         clock: Callable[[], float] = time.time,
+        max_stored_audio_ms: int = 10 * 60_000,
     ) -> None:
         self.dialect = dialect
         self.session = default_session(model)
@@ -145,6 +146,9 @@ class Conversation:
         self.expires_at = int(clock()) + dialect.max_session_s
         self.detector = detector
         self.max_buffer_ms = max_buffer_ms
+        # Items keep their audio for retrieve/truncate; past this total the oldest items'
+        # audio is forgotten, so an hour-long session does not hold an hour of pcm.
+        self.max_stored_audio_ms = max_stored_audio_ms
         self.items: list[Item] = []
         self.responses: dict[str, Response] = {}
         self.active_response_id: str | None = None
@@ -328,6 +332,17 @@ class Conversation:
             events += self._start_response(self.dialect.parse_response_options(None, self.session))
         return events
 
+    def _bound_stored_audio(self) -> None:
+        total = sum(len(i.audio) for i in self.items if i.audio is not None)
+        limit = self.max_stored_audio_ms * BYTES_PER_MS
+        for item in self.items:
+            if total <= limit:
+                break
+            if item.audio is not None and item.heard is not None \
+                    and self._response_of(item) is None:
+                total -= len(item.audio)
+                item.audio = None
+
     def _drop_before(self, ms: int) -> None:
         """Forget buffered audio before ms on the session timeline."""
         if ms <= self.buffer_start_ms:
@@ -352,6 +367,7 @@ class Conversation:
         )
         self.items.append(item)
         self._actions.append(Recognize(item_id, audio, self.transcription_on))
+        self._bound_stored_audio()
         return [self._event("input_audio_buffer.committed", item_id=item_id,
                             previous_item_id=previous),
                 *self.dialect.item_created_events(item.data, previous)]
@@ -848,6 +864,7 @@ class Conversation:
         out = [self._event("response.done", response=self._response_out(resp)),
                self._event("rate_limits.updated", rate_limits=self.dialect.rate_limits())]
         resp.context = []  # finished responses keep no references to audio
+        self._bound_stored_audio()
         # Keep a bounded history of finished responses (ids only matter while active).
         if len(self.responses) > 64:
             for rid in [r for r, v in self.responses.items() if v.status != "in_progress"][:32]:

@@ -91,6 +91,14 @@ async def test_token_origin_capacity_and_hangup(agent: AgentServer) -> None:
         async with http.get(f"{base}/config") as r:
             cfg = await r.json()
         assert cfg == {"iceServers": [], "tokenRequired": True}
+        async with http.options(f"{base}/offer", headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "POST"}) as r:
+            assert r.status == 204
+            assert r.headers["Access-Control-Allow-Origin"] == "https://app.example"
+            assert "Authorization" in r.headers["Access-Control-Allow-Headers"]
+        async with http.get(f"{base}/healthz", headers={"Origin": "https://evil.example"}) as r:
+            assert "Access-Control-Allow-Origin" not in r.headers
         async with http.get(f"{base}/no/such/page") as r:
             assert r.status == 404 and (await r.json())["error"]["code"]
     await pc.close()

@@ -433,3 +433,17 @@ def test_real_engines_drive_the_state_machine(engines) -> None:
     action = conv.take_actions()[0]
     text = engines.recognizer.transcribe(action.audio, 24000)
     assert "seven" in text
+
+
+def test_stored_audio_is_bounded() -> None:
+    conv = Conversation(GA, detector=EnergyDetector(), max_stored_audio_ms=1500)
+    conv.handle({"type": "session.update", "session": {"type": "realtime", "audio": {
+        "input": {"turn_detection": {"type": "server_vad", "create_response": False}}}}})
+    for _ in range(3):
+        append(conv, silence(300) + tone(600) + silence(400))
+        for action in conv.take_actions():
+            conv.transcription_done(action.item_id, "x", emit=False)
+    assert len(conv.items) == 3
+    kept = [i.audio is not None for i in conv.items]
+    assert kept[-1] and not kept[0]  # the oldest audio went first
+    assert sum(len(i.audio) for i in conv.items if i.audio) <= 1500 * BYTES_PER_MS

@@ -91,8 +91,8 @@ def test_split_sentences_keeps_the_unfinished_rest() -> None:
     assert split_sentences("It costs 2.") == ([], "It costs 2.")  # might continue: "2.5"
 
 
-async def test_chat_completions_responder_streams_text_and_tool_calls() -> None:
-    seen: list[dict] = []
+async def fake_llm(seen: list[dict]) -> tuple[web.AppRunner, int]:
+    """A tiny OpenAI-compatible chat-completions server that streams fixed replies."""
 
     async def completions(request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -116,7 +116,12 @@ async def test_chat_completions_responder_streams_text_and_tool_calls() -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
+async def test_chat_completions_responder_streams_text_and_tool_calls() -> None:
+    seen: list[dict] = []
+    runner, port = await fake_llm(seen)
     try:
         llm = ChatCompletionsResponder(f"http://127.0.0.1:{port}/v1", model="m")
         turns = [Turn("user", "message", text="hi")]
@@ -130,4 +135,37 @@ async def test_chat_completions_responder_streams_text_and_tool_calls() -> None:
         assert parts == [FunctionCall("web_search", '{"q": "cats"}', "call_9")]
         assert seen[1]["tools"][0]["function"]["name"] == "web_search"
     finally:
+        await runner.cleanup()
+
+
+async def test_llm_url_end_to_end(engines) -> None:
+    """`--llm-url`: the server's replies and tool calls come from the endpoint."""
+    from dataclasses import replace
+
+    from tests.backend.conftest import connect, start_server
+
+    seen: list[dict] = []
+    runner, port = await fake_llm(seen)
+    llm = ChatCompletionsResponder(f"http://127.0.0.1:{port}/v1")
+    srv = await start_server(replace(engines, responder=llm))
+    try:
+        client = await connect(srv)
+        await client.send({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text",
+                                                            "text": "hi"}]}})
+        await client.send({"type": "response.create"})
+        events = await client.until("response.done")
+        done = next(e for e in events if e["type"] == "response.output_audio_transcript.done")
+        assert done["transcript"] == "Hello world."
+        assert seen[-1]["messages"][-1] == {"role": "user", "content": "hi"}
+        await client.send({"type": "session.update", "session": {"type": "realtime",
+                                                                 "tools": [TOOL]}})
+        await client.send({"type": "response.create"})
+        events = await client.until("response.done")
+        call = events[-1]["response"]["output"][0]
+        assert call["type"] == "function_call" and call["call_id"] == "call_9"
+        assert call["arguments"] == '{"q": "cats"}'
+        await client.close()
+    finally:
+        await srv.stop()
         await runner.cleanup()
