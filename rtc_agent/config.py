@@ -82,6 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--vad-prefix-ms", type=int)
     a("--vad-silence-ms", type=int)
     a("--no-vad", action="store_true", default=None, help="turn server VAD off")
+    a("--no-barge-in", action="store_true", default=None,
+      help="the caller's voice does not interrupt the agent (interrupt_response off)")
     a("--no-transcription", action="store_true", default=None,
       help="turn input transcription off")
     a("--tool-choice", choices=["auto", "none", "required"])
@@ -141,6 +143,9 @@ def from_args(args: argparse.Namespace) -> ServerConfig:
                                     "vad_prefix_ms", td_defaults.prefix_padding_ms, int)),
         silence_duration_ms=int(_pick(args.vad_silence_ms, "vad_silence_ms", file,
                                       "vad_silence_ms", td_defaults.silence_duration_ms, int)),
+        create_response=bool(file.get("create_response", td_defaults.create_response)),
+        interrupt_response=not _pick(args.no_barge_in, "no_barge_in", file, "no_barge_in",
+                                     not file.get("interrupt_response", True), bool),
     )
     no_transcription = _pick(args.no_transcription, "no_transcription", file,
                              "no_transcription", False, bool)

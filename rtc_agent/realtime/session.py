@@ -190,7 +190,9 @@ class RealtimeSession:
         return handler(self, event)
 
     def _on_speech_started(self, event: dict[str, Any]) -> list[Effect]:
-        effects = self._interrupt()
+        td = self.settings.turn_detection
+        # interrupt_response off: the caller's voice does not cut the agent short.
+        effects = self._interrupt() if td is None or td.interrupt_response else []
         effects.extend(self._set_state("user_speaking"))
         return effects
 

@@ -69,3 +69,6 @@ def test_flags_env_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert cfg.session.transcription_model is None
     assert cfg.max_calls == 7 and cfg.ice_addresses == ["127.0.0.1"]
     assert parse("--voice", "ash").session.voice == "ash"
+    td = parse("--no-barge-in").session.turn_detection
+    assert td is not None and td.interrupt_response is False
+    assert parse("--no-vad").session.turn_detection is None

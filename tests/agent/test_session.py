@@ -128,6 +128,18 @@ def test_barge_in_cancels_flushes_and_truncates_at_what_was_heard() -> None:
     assert late == []
 
 
+def test_no_barge_in_when_interrupt_response_is_off() -> None:
+    from rtc_agent.realtime.dialect import TurnDetection
+
+    s = RealtimeSession(Dialect.GA, SessionSettings(
+        turn_detection=TurnDetection(interrupt_response=False)))
+    playing_reply(s)
+    out = s.handle_upstream({"type": "input_audio_buffer.speech_started"})
+    assert upstream(out) == [] and not any(isinstance(e, FlushPlayout) for e in out)
+    # A typed message still interrupts: it is an explicit request.
+    assert any(isinstance(e, FlushPlayout) for e in s.on_text("wait"))
+
+
 def test_truncate_is_clamped_to_received_audio() -> None:
     s = RealtimeSession(Dialect.GA, SessionSettings())
     playing_reply(s, ms=500)
