@@ -51,6 +51,7 @@ class ServerConfig:
     https: bool = False
     cert: Path | None = None
     key: Path | None = None
+    cert_dir: Path = Path("certs")
     turn_urls: list[str] = field(default_factory=list)
     turn_secret: str | None = None
     tts: str = "piper"
@@ -96,6 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="serve HTTPS with the certificate in certs/ (see `rtc-agent certs`)")
     a("--cert", type=Path, help="TLS certificate (PEM)")
     a("--key", type=Path, help="TLS private key (PEM)")
+    a("--cert-dir", type=Path, help="where --https keeps the local CA (default ./certs)")
     a("--turn-url", action="append", dest="turn_urls", metavar="URL",
       help="TURN URL handed to callers with short-lived credentials (repeatable)")
     a("--turn-secret", help="coturn static-auth-secret for TURN REST credentials")
@@ -182,6 +184,7 @@ def from_args(args: argparse.Namespace) -> ServerConfig:
         https=bool(_pick(args.https, "https", {}, "", False, bool)),
         cert=_pick(args.cert, "cert", {}, "", None, Path),
         key=_pick(args.key, "key", {}, "", None, Path),
+        cert_dir=Path(_pick(args.cert_dir, "cert_dir", {}, "", "certs")),
         turn_urls=args.turn_urls or _env_list("turn_urls"),
         turn_secret=_pick(args.turn_secret, "turn_secret", {}, "", None),
         tts=_pick(args.tts, "tts", {}, "", "piper"),

@@ -18,6 +18,7 @@ import secrets
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -58,6 +59,7 @@ class AgentServer:
     tools: ToolRegistry
     calls: dict[str, Call] = field(default_factory=dict)
     scheme: str = "http"
+    ca_cert: Path | None = None  # the local CA, offered at /ca.pem for phones to trust
     pending: int = 0  # offers being answered, counted against --max-calls
     calls_total: int = 0
 
@@ -167,6 +169,13 @@ class AgentServer:
     async def index(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(self.config.web_dir / "index.html")
 
+    async def ca_pem(self, request: web.Request) -> web.StreamResponse:
+        """The local CA certificate (public), so a phone on the LAN can install it."""
+        if self.ca_cert is None or not self.ca_cert.is_file():
+            return json_error(404, "not_found", "no local CA in use (see `rtc-agent certs`)")
+        return web.FileResponse(self.ca_cert,
+                                headers={"Content-Type": "application/x-x509-ca-cert"})
+
     async def static(self, request: web.Request) -> web.StreamResponse:
         """A file of the web client; anything outside web/ or missing is a JSON 404."""
         root = self.config.web_dir.resolve()
@@ -229,6 +238,7 @@ def create_app(server: AgentServer) -> web.Application:
     app.router.add_get("/healthz", server.healthz)
     app.router.add_get("/config", server.client_config)
     app.router.add_get("/", server.index)
+    app.router.add_get("/ca.pem", server.ca_pem)
     app.router.add_get("/{path:.+}", server.static)
 
     async def on_shutdown(app: web.Application) -> None:
@@ -263,10 +273,12 @@ async def running(cfg: ServerConfig) -> AsyncIterator[AgentServer]:
         server = AgentServer(cfg, backend, build_tools(cfg))
         ssl_context = None
         if cfg.https or cfg.cert:
-            from rtc_agent.certs import https_context
+            from rtc_agent.certs import ensure_certs, https_context
 
             ssl_context = https_context(str(cfg.cert) if cfg.cert else None,
-                                        str(cfg.key) if cfg.key else None)
+                                        str(cfg.key) if cfg.key else None, str(cfg.cert_dir))
+            if cfg.cert is None:
+                server.ca_cert = ensure_certs(cfg.cert_dir).ca_cert
         runner = web.AppRunner(create_app(server), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ssl_context)

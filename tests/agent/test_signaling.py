@@ -103,3 +103,21 @@ async def test_token_origin_capacity_and_hangup(agent: AgentServer) -> None:
             assert r.status == 404 and (await r.json())["error"]["code"]
     await pc.close()
     await pc2.close()
+
+
+async def test_https_serves_the_local_ca_for_phones(tmp_path) -> None:
+    import ssl
+
+    async with running(server_config(https=True, cert_dir=tmp_path)) as server:
+        assert server.scheme == "https"
+        ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+        async with aiohttp.ClientSession() as http:
+            base = f"https://127.0.0.1:{server.config.port}"
+            async with http.get(f"{base}/ca.pem", ssl=ctx) as r:
+                assert r.status == 200
+                assert r.headers["Content-Type"] == "application/x-x509-ca-cert"
+                pem = await r.read()
+            assert pem == (tmp_path / "ca.pem").read_bytes()
+            assert b"PRIVATE" not in pem
+            async with http.get(f"{base}/healthz", ssl=ctx) as r:
+                assert (await r.json())["ok"] is True
