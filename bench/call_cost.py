@@ -68,6 +68,30 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def thread_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(main thread, all other threads) CPU seconds: the event loop holds the GIL on the
+    main thread; aiortc's Opus encoder pool and decoder threads are the others."""
+    main = other = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        secs = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        if task.name == str(pid):
+            main += secs
+        else:
+            other += secs
+    return main, other
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy (not idle/iowait) since boot."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v) - v[3] - v[4]) / CLK_TCK
+
+
 def healthz(url: str) -> dict[str, Any] | None:
     try:
         with urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp:
@@ -133,8 +157,9 @@ class LoadRun:
     exit_status: int
 
     def holds(self) -> bool:
+        """Media kept up (50 frames/s, < 100 ms lag) for every call, whatever the replies."""
         calls = self.doc["calls"]
-        if self.doc["summary"]["calls_failed"] or len(calls) != self.n:
+        if len(calls) != self.n or any(c["connect_ms"] is None for c in calls):
             return False
         fps = [c["rx_fps"] or 0 for c in calls]
         lags = [c["rx_lag_ms_p95"] if c["rx_lag_ms_p95"] is not None else 1e9 for c in calls]
@@ -155,6 +180,7 @@ class LoadRun:
             "max_rx_lag_p95_ms": max(lags, default=None),
             "caller_send_lag_max_ms": max(send_lag, default=None),
             "failures": s["failures"],
+            "answered": not s["calls_failed"],
             "turn_latency_ms": s["turn_latency_ms"],
             "holds": self.holds(),
         }
@@ -175,7 +201,9 @@ def run_load(url: str, n: int, duration: float, prompt: Path, tmp: Path, server_
     deadline = time.monotonic() + duration + ramp + 120
     while proc.poll() is None and time.monotonic() < deadline:
         h = healthz(url) or {}
-        other = {}
+        other: dict[str, float] = {"machine": machine_busy_seconds()}
+        main, threads = thread_cpu_seconds(server_pid)
+        other["server_main_thread"], other["server_other_threads"] = main, threads
         for name, pid in {**others, "callers": proc.pid}.items():
             with contextlib.suppress(OSError):
                 other[name] = cpu_seconds(pid)
@@ -195,6 +223,10 @@ def run_load(url: str, n: int, duration: float, prompt: Path, tmp: Path, server_
         for name in b[2]:
             if name in a[2]:
                 other_pct[name] = 100 * (b[2][name] - a[2][name]) / window
+        # whatever else ran on the machine meanwhile (other people's jobs skew a run)
+        ours = cpu + sum(v for k, v in other_pct.items()
+                         if k not in ("machine", "server_main_thread", "server_other_threads"))
+        other_pct["rest_of_machine"] = other_pct.pop("machine") - ours
     doc = json.loads(out.read_text()) if out.exists() else {
         "summary": {"calls_failed": n, "failures": {"no_json": 1}, "turn_latency_ms": {}},
         "calls": []}
@@ -217,14 +249,19 @@ BUCKETS: list[tuple[str, tuple[str, ...]]] = [
     ("data channel / SCTP", ("rtcsctptransport.py",)),
     ("WebSocket to backend + JSON/base64", ("websockets/", "json/", "base64")),
     ("numpy", ("numpy/",)),
-    ("rtc_agent code", ("rtc_agent/",)),
+    ("rtc_agent media path (playout, inbound)", ("rtc_agent/media/",)),
+    ("rtc_agent other (call, session, data channel)", ("rtc_agent/",)),
+    ("echo track (bench/echo_server.py)", ("echo_server.py",)),
+    ("aiortc RTP sender loop", ("rtcrtpsender.py",)),
+    ("aiortc RTP receiver", ("rtcrtpreceiver.py",)),
     ("aiortc other", ("aiortc/",)),
     ("asyncio event loop", ("asyncio/",)),
 ]
 
 
 def profile_summary(raw: Path) -> list[tuple[str, float]]:
-    """Share of non-idle samples per bucket, by the innermost matching frame."""
+    """Share of samples per bucket, by the innermost matching frame (py-spy --gil:
+    only samples of the thread holding the GIL, i.e. what caps one process)."""
     counts: dict[str, int] = {}
     total = 0
     for line in raw.read_text(errors="replace").splitlines():
@@ -245,7 +282,8 @@ def profile_summary(raw: Path) -> list[tuple[str, float]]:
     return sorted(((k, 100 * v / busy_total) for k, v in busy.items()), key=lambda kv: -kv[1])
 
 
-async def direct_turns(ws_url: str, pcm24: np.ndarray, turns: int, pause: float) -> list[float]:
+async def direct_turns(ws_url: str, pcm24: np.ndarray, turns: int,
+                       pause: float) -> list[dict[str, float]]:
     """Heard latency of the same prompt streamed straight to the backend over a WebSocket.
 
     The prompt (and then silence, as a microphone would) is sent in 20 ms chunks
@@ -257,12 +295,12 @@ async def direct_turns(ws_url: str, pcm24: np.ndarray, turns: int, pause: float)
     frames = [pcm24[i:i + chunk] for i in range(0, len(pcm24) - chunk + 1, chunk)]
     loud = [i for i, f in enumerate(frames) if frame_dbfs(f) > THRESHOLD_DBFS]
     last_loud = loud[-1] if loud else len(frames) - 1
-    latencies: list[float] = []
+    latencies: list[dict[str, float]] = []
     async with websockets.connect(ws_url, max_size=None) as ws:
         await ws.send(json.dumps(session_update(Dialect.GA, SessionSettings(), [])))
         start = time.monotonic()
         state: dict[str, Any] = {"first_delta_t": None, "samples": 0, "heard": None,
-                                 "done": False}
+                                 "done": False, "stopped": None}
 
         async def reader() -> None:
             async for message in ws:
@@ -282,11 +320,14 @@ async def direct_turns(ws_url: str, pcm24: np.ndarray, turns: int, pause: float)
                     state["samples"] += len(pcm)
                 elif t == "response.done":
                     state["done"] = True
+                elif t == "input_audio_buffer.speech_stopped" and state["stopped"] is None:
+                    state["stopped"] = time.monotonic()
 
         task = asyncio.create_task(reader())
         try:
             for _ in range(turns):
-                state.update(first_delta_t=None, samples=0, heard=None, done=False)
+                state.update(first_delta_t=None, samples=0, heard=None, done=False,
+                             stopped=None)
                 speech_end = None
                 for i, f in enumerate(frames):
                     await _paced(start)
@@ -302,7 +343,11 @@ async def direct_turns(ws_url: str, pcm24: np.ndarray, turns: int, pause: float)
                                               "audio": silence}))
                     start += 0.02
                 if state["heard"] is not None and speech_end is not None:
-                    latencies.append((state["heard"] - speech_end) * 1000)
+                    latencies.append({
+                        "latency_ms": (state["heard"] - speech_end) * 1000,
+                        "stopped_ms": _ms_after(state["stopped"], speech_end),
+                        "first_delta_ms": _ms_after(state["first_delta_t"], speech_end),
+                    })
                 # let the reply "play" (its length in real time) and pause, sending silence
                 until = time.monotonic() + state["samples"] / 24000 + pause
                 while time.monotonic() < until:
@@ -315,6 +360,10 @@ async def direct_turns(ws_url: str, pcm24: np.ndarray, turns: int, pause: float)
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     return latencies
+
+
+def _ms_after(t: float | None, t0: float) -> float | None:
+    return None if t is None else (t - t0) * 1000
 
 
 async def _paced(due: float) -> None:
@@ -331,7 +380,9 @@ def main() -> int:
     ap.add_argument("--sweep-b", type=int, nargs="*", default=[30],
                     help="extra N for rtc-agent's capacity")
     ap.add_argument("--duration", type=float, default=25.0)
-    ap.add_argument("--pause", type=float, default=2.0, help="seconds between turns")
+    ap.add_argument("--pause", type=float, default=5.0,
+                    help="seconds between a reply and the next prompt (the offline backend's "
+                         "speech recognition shares core 1 with the callers)")
     ap.add_argument("--latency-turns", type=int, default=8)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--profile-dir", type=Path, default=None,
@@ -392,14 +443,23 @@ def main() -> int:
                 asyncio.run(direct_turns(ws_url, pcm24, 1, 0.5))
                 one = run_load(url, 1, args.latency_turns * 6.0, prompt48, tmp, srv.pid,
                                {"backend": backend.pid}, args.pause)
-                webrtc = [t["latency_ms"] for c in one.doc["calls"] for t in c["turns"]
+                wturns = [t for c in one.doc["calls"] for t in c["turns"]
                           if t["latency_ms"] is not None]
-                direct = asyncio.run(direct_turns(ws_url, pcm24, args.latency_turns, args.pause))
+                webrtc = [t["latency_ms"] for t in wturns]
+                dturns = asyncio.run(direct_turns(ws_url, pcm24, args.latency_turns, args.pause))
+                direct = [t["latency_ms"] for t in dturns]
                 results["bridge"] = {
                     "webrtc_ms": summarize(webrtc), "direct_ms": summarize(direct),
                     "overhead_p50_ms": _diff(percentile(webrtc, 50), percentile(direct, 50)),
                     "overhead_p95_ms": _diff(percentile(webrtc, 95), percentile(direct, 95)),
-                    "webrtc_samples": webrtc, "direct_samples": direct,
+                    # where it goes: end-of-turn detection seen by the caller (state
+                    # thinking) vs the backend's speech_stopped; reply start (state
+                    # speaking) vs the first audio delta on the direct socket
+                    "webrtc_thinking_ms": summarize(t["thinking_ms"] for t in wturns),
+                    "webrtc_speaking_ms": summarize(t["speaking_ms"] for t in wturns),
+                    "direct_stopped_ms": summarize(t["stopped_ms"] for t in dturns),
+                    "direct_first_delta_ms": summarize(t["first_delta_ms"] for t in dturns),
+                    "webrtc_samples": wturns, "direct_samples": dturns,
                 }
                 print("bridge", json.dumps({k: v for k, v in results["bridge"].items()
                                             if not k.endswith("samples")}), flush=True)
@@ -435,7 +495,7 @@ class _profile_later:
         self.proc = subprocess.Popen(
             ["bash", "-c", f"sleep {min(8.0, duration * 0.3):.1f}; exec {exe} record "
              f"--pid {pid} --duration {secs} --rate 200 --format raw --output {out} "
-             "--nonblocking"],
+             "--nonblocking --gil"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) if exe.exists() else None
 
     def wait(self) -> None:
@@ -460,19 +520,29 @@ def _table(results: dict[str, Any]) -> str:
 
     a = {r["n"]: r for r in results["a"]}
     b = {r["n"]: r for r in results["b"]}
-    lines = ["| N | (a) echo CPU/call % | (b) rtc-agent CPU/call % | (b)/(a) | (a) holds | "
-             "(b) holds | (b) backend CPU % | callers CPU % (a / b) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| N | (a) echo CPU/call % | (b) rtc-agent CPU/call % | (b)/(a) | "
+             "server main thread / other threads % (a; b) | (a) media holds | "
+             "(b) media holds | (b) replies ok | (b) backend CPU % | callers CPU % (a; b) | "
+             "rest of machine % (a; b) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def o(r: dict[str, Any], k: str) -> float | None:
+        return r.get("other_cpu_pct", {}).get(k)
+
     for n in sorted(set(a) | set(b)):
         ra, rb = a.get(n, {}), b.get(n, {})
         ca, cb = ra.get("cpu_per_call_pct"), rb.get("cpu_per_call_pct")
         ratio = cb / ca if ca and cb else None
+        threads = "; ".join(
+            f"{fmt(o(r, 'server_main_thread'), 0)} / {fmt(o(r, 'server_other_threads'), 0)}"
+            for r in (ra, rb))
         lines.append(
-            f"| {n} | {fmt(ca, 2)} | {fmt(cb, 2)} | {fmt(ratio, 2)} | "
+            f"| {n} | {fmt(ca, 2)} | {fmt(cb, 2)} | {fmt(ratio, 2)} | {threads} | "
             f"{_holds(ra)} | {_holds(rb)} | "
-            f"{fmt(rb.get('other_cpu_pct', {}).get('backend'))} | "
-            f"{fmt(ra.get('other_cpu_pct', {}).get('callers'), 0)} / "
-            f"{fmt(rb.get('other_cpu_pct', {}).get('callers'), 0)} |")
+            f"{'-' if not rb else ('yes' if rb['answered'] else rb['failures'])} | "
+            f"{fmt(o(rb, 'backend'), 0)} | "
+            f"{fmt(o(ra, 'callers'), 0)}; {fmt(o(rb, 'callers'), 0)} | "
+            f"{fmt(o(ra, 'rest_of_machine'), 0)}; {fmt(o(rb, 'rest_of_machine'), 0)} |")
     for key, label in (("a", "(a) echo"), ("b", "(b) rtc-agent")):
         held = [r["n"] for r in results[key] if r["holds"]]
         lines.append(f"\n{label}: highest N held = {max(held) if held else 'none'} "
@@ -485,8 +555,14 @@ def _table(results: dict[str, Any]) -> str:
             f"{fmt(br['direct_ms']['p50'], 0)} / p95 {fmt(br['direct_ms']['p95'], 0)} ms; "
             f"bridge overhead p50 {fmt(br['overhead_p50_ms'], 0)} / "
             f"p95 {fmt(br['overhead_p95_ms'], 0)} ms")
+        lines.append(
+            f"  end of turn detected (p50): WebRTC state thinking "
+            f"{fmt(br['webrtc_thinking_ms']['p50'], 0)} ms vs direct speech_stopped "
+            f"{fmt(br['direct_stopped_ms']['p50'], 0)} ms after speech end; reply starts "
+            f"(p50): WebRTC state speaking {fmt(br['webrtc_speaking_ms']['p50'], 0)} ms vs "
+            f"direct first delta {fmt(br['direct_first_delta_ms']['p50'], 0)} ms")
     for key, prof in results.get("profiles", {}).items():
-        lines.append(f"\nprofile ({key}), share of busy samples:")
+        lines.append(f"\nprofile ({key}), py-spy --gil, share of GIL-holding samples:")
         lines += [f"  {share:5.1f} %  {name}" for name, share in prof[:12]]
     return "\n".join(lines)
 

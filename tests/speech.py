@@ -36,7 +36,8 @@ def speak_pcm(text: str, rate: int = 24000) -> np.ndarray:
 
 def speak_wav(text: str, path: Path | None = None, rate: int = 48000) -> Path:
     """Write a piper-spoken mono s16 WAV (cached by text+rate; copied to path if given)."""
-    key = hashlib.sha1(f"{rate}:{text}".encode()).hexdigest()[:16]
+    # The version tag changes whenever the voice settings do (v2: piper without noise).
+    key = hashlib.sha1(f"v2:{rate}:{text}".encode()).hexdigest()[:16]
     cached = _CACHE_DIR / f"{key}-{rate}.wav"
     if not cached.exists():
         _CACHE_DIR.mkdir(parents=True, exist_ok=True)

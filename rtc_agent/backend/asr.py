@@ -64,7 +64,7 @@ class PocketsphinxRecognizer:
     def __init__(self, pool_size: int = 2, arithmetic_pass: bool = True) -> None:
         self._pool: queue.LifoQueue = queue.LifoQueue()
         self._created = 0
-        self._pool_size = pool_size
+        self.pool_size = pool_size
         self._lock = threading.Lock()
         self.arithmetic_pass = arithmetic_pass
 
@@ -73,13 +73,19 @@ class PocketsphinxRecognizer:
             return self._pool.get_nowait()
         except queue.Empty:
             with self._lock:
-                create = self._created < self._pool_size
+                create = self._created < self.pool_size
                 self._created += create
             if create:
                 decoder = _quiet_decoder()
                 decoder.add_jsgf_string("arithmetic", ARITHMETIC_JSGF)
                 return decoder
             return self._pool.get()
+
+    def warm(self) -> None:
+        """Create every pooled decoder now (each loads the language model, ~0.5 s)."""
+        decoders = [self._borrow() for _ in range(self.pool_size)]
+        for decoder in decoders:
+            self._pool.put(decoder)
 
     @staticmethod
     def _decode(decoder, search: str, audio: bytes) -> tuple[str, float]:  # decoder: Decoder

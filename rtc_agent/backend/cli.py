@@ -38,7 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-message-bytes", type=int, default=16 * 1024 * 1024,
                    help="larger client messages get an error event")
     p.add_argument("--audio-lead-ms", type=int, default=2000,
-                   help="how far reply audio may run ahead of real time (0: unpaced)")
+                   help="reply audio sent at once before pacing starts (0: never pace)")
+    p.add_argument("--audio-speed", type=float, default=2.0,
+                   help="after the lead, send reply audio at this multiple of real time")
+    p.add_argument("--no-compression", action="store_true",
+                   help="refuse permessage-deflate (saves CPU on loopback; the cloud offers it)")
     p.add_argument("--llm-url", default=None,
                    help="OpenAI-compatible base URL for replies (e.g. http://127.0.0.1:8080/v1);"
                         " default: built-in rules")
@@ -51,8 +55,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
         host=args.host, port=args.port, api_key=args.api_key,
         limits=Limits(max_message_bytes=args.max_message_bytes, max_buffer_s=args.max_buffer_s,
-                      audio_lead_ms=args.audio_lead_ms),
+                      audio_lead_ms=args.audio_lead_ms, audio_speed=args.audio_speed),
         max_session_s=args.max_session_s, idle_timeout_s=args.idle_timeout_s,
+        compression=not args.no_compression,
     )
 
 
@@ -60,14 +65,18 @@ async def serve_forever(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     engines = await loop.run_in_executor(None, lambda: build_engines(
         args.tts, args.tts_cache, args.llm_url, args.llm_model, args.llm_api_key))
-    # Warm the engines so the first call does not pay for model loading.
-    await loop.run_in_executor(None, engines.synthesizer.synthesize, "Hello.")
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with RealtimeServer(config_from_args(args), engines) as server:
         print(f"REALTIME_URL {server.url}", flush=True)
+        # Warm the engines after announcing the URL, so a parent process is not kept
+        # waiting, yet the first turn rarely pays for model loading.
+        warm = [loop.run_in_executor(None, engines.synthesizer.synthesize, "Hello."),
+                loop.run_in_executor(None, getattr(engines.recognizer, "warm", lambda: None))]
         await stop.wait()
+        for fut in warm:
+            fut.cancel()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -48,6 +48,7 @@ CLIENT_EVENTS: dict[str, set[str]] = {
 }
 MIN_COMMIT_MS = 100
 MIN_SPEECH_WINDOWS = 2  # consecutive voiced windows before speech_started (ignores clicks)
+RECOGNITION_TAIL_MS = 96  # silence kept after the last voiced window for the recogniser
 
 
 def new_id(prefix: str) -> str:
@@ -70,11 +71,20 @@ class CancelResponse:
 
 @dataclass
 class Recognize:
-    """Action: recognise a user audio item (always, so the responder can understand it)."""
+    """Action: recognise a user audio item (always, so the responder can understand it).
+
+    With server VAD the recogniser gets the speech plus RECOGNITION_TAIL_MS of the
+    silence after it. That audio is complete long before silence_duration_ms ends the
+    turn, so a `speculative` Recognize with the same `key` is issued early; when the turn
+    is committed with that key, the I/O layer reuses the running result instead of
+    starting late (this takes recognition off the speech_stopped -> reply path).
+    """
 
     item_id: str
     audio: bytes
     emit_events: bool  # input transcription was on when the item was committed
+    key: tuple[int, int] | None = None  # (speech start ms, last voiced ms) for VAD turns
+    speculative: bool = False
 
 
 @dataclass
@@ -138,12 +148,14 @@ class Conversation:
         max_buffer_ms: int = 60_000,
         clock: Callable[[], float] = time.time,
         max_stored_audio_ms: int = 10 * 60_000,
+        max_session_s: float | None = None,
     ) -> None:
         self.dialect = dialect
         self.session = default_session(model)
         self.session_id = new_id("sess")
         self.conversation_id = new_id("conv")
-        self.expires_at = int(clock()) + dialect.max_session_s
+        self.max_session_s = max_session_s or dialect.max_session_s
+        self.expires_at = int(clock() + self.max_session_s)
         self.detector = detector
         self.max_buffer_ms = max_buffer_ms
         # Items keep their audio for retrieve/truncate; past this total the oldest items'
@@ -288,6 +300,7 @@ class Conversation:
         self._speech_start_ms = 0
         self._last_voice_ms = 0
         self._pending_item_id: str | None = None
+        self._speculated: tuple[int, int] | None = None
 
     def _vad_step(self, prob: float, t: int, td: dict) -> list[dict]:
         threshold = td.get("threshold", 0.5)
@@ -317,20 +330,32 @@ class Conversation:
         silence = td.get("silence_duration_ms")
         if silence is None:
             silence = SEMANTIC_SILENCE_MS.get(td.get("eagerness", "auto"), 500)
-        if t - self._last_voice_ms < silence:
+        quiet_ms = t - self._last_voice_ms
+        key = (self._speech_start_ms, self._last_voice_ms)
+        if RECOGNITION_TAIL_MS <= quiet_ms < silence and self._speculated != key:
+            self._speculated = key
+            self._actions.append(Recognize(
+                self._pending_item_id or "", self._slice(key[0], key[1] + RECOGNITION_TAIL_MS),
+                self.transcription_on, key, speculative=True))
+        if quiet_ms < silence:
             return events
         item_id = self._pending_item_id or new_id("item")
         self._speaking, self._voiced_run, self._pending_item_id = False, 0, None
         events.append(self._event("input_audio_buffer.speech_stopped", audio_end_ms=t,
                                   item_id=item_id))
-        lo = max(0, (self._speech_start_ms - self.buffer_start_ms) * BYTES_PER_MS)
-        hi = max(lo, (t - self.buffer_start_ms) * BYTES_PER_MS)
-        audio = bytes(self.buffer[lo:hi])
+        audio = self._slice(self._speech_start_ms, t)
+        asr_audio = self._slice(key[0], min(t, key[1] + RECOGNITION_TAIL_MS))
         self._drop_before(t)
-        events += self._commit_audio(audio, item_id)
+        events += self._commit_audio(audio, item_id, asr_audio, key)
         if td.get("create_response", True) and self.active_response_id is None:
             events += self._start_response(self.dialect.parse_response_options(None, self.session))
         return events
+
+    def _slice(self, start_ms: int, end_ms: int) -> bytes:
+        """Buffered audio between two points of the session timeline."""
+        lo = max(0, (start_ms - self.buffer_start_ms) * BYTES_PER_MS)
+        hi = max(lo, (end_ms - self.buffer_start_ms) * BYTES_PER_MS)
+        return bytes(self.buffer[lo:hi])
 
     def _bound_stored_audio(self) -> None:
         total = sum(len(i.audio) for i in self.items if i.audio is not None)
@@ -347,7 +372,8 @@ class Conversation:
         """Forget buffered audio before ms on the session timeline."""
         if ms <= self.buffer_start_ms:
             return
-        n = min(len(self.buffer), (ms - self.buffer_start_ms) * BYTES_PER_MS)
+        whole = len(self.buffer) - len(self.buffer) % BYTES_PER_MS  # keep the ms timeline exact
+        n = min(whole, (ms - self.buffer_start_ms) * BYTES_PER_MS)
         del self.buffer[:n]
         self.buffer_start_ms += n // BYTES_PER_MS
 
@@ -357,7 +383,8 @@ class Conversation:
             self._drop_before(self.buffer_start_ms + excess_ms)
             self._speech_start_ms = max(self._speech_start_ms, self.buffer_start_ms)
 
-    def _commit_audio(self, audio: bytes, item_id: str) -> list[dict]:
+    def _commit_audio(self, audio: bytes, item_id: str, asr_audio: bytes | None = None,
+                      key: tuple[int, int] | None = None) -> list[dict]:
         previous = self._last_item_id()
         item = Item(
             data={"id": item_id, "type": "message", "object": "realtime.item",
@@ -366,7 +393,8 @@ class Conversation:
             audio=bytearray(audio),
         )
         self.items.append(item)
-        self._actions.append(Recognize(item_id, audio, self.transcription_on))
+        self._actions.append(Recognize(item_id, audio if asr_audio is None else asr_audio,
+                                       self.transcription_on, key))
         self._bound_stored_audio()
         return [self._event("input_audio_buffer.committed", item_id=item_id,
                             previous_item_id=previous),
@@ -873,9 +901,10 @@ class Conversation:
 
     def expire_events(self) -> list[dict]:
         """The error sent when the session hits its maximum duration (then close)."""
-        minutes = self.dialect.max_session_s // 60
+        limit = self.max_session_s
+        span = f"{limit / 60:g} minutes" if limit >= 60 else f"{limit:g} seconds"
         return [self.error_event(ProtocolError(
-            "session_expired", f"Your session hit the maximum duration of {minutes} minutes."))]
+            "session_expired", f"Your session hit the maximum duration of {span}."))]
 
     def snapshot(self) -> dict:
         """A debugging view of the state."""

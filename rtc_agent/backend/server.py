@@ -38,6 +38,7 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     max_session_s: float | None = None  # None: the dialect's cloud value (3600 GA, 1800 beta)
     idle_timeout_s: float = 0.0  # 0: never close an idle session
+    compression: bool = True  # permessage-deflate when offered, as the cloud does
 
 
 def offered_protocols(request: Request) -> list[str]:
@@ -105,7 +106,7 @@ class RealtimeServer:
             select_subprotocol=self._select_subprotocol,
             max_size=hard_cap,  # beyond this websockets closes (1009); below, an error event
             ping_interval=20, ping_timeout=20,
-            compression="deflate",
+            compression="deflate" if self.config.compression else None,
         )
 
     async def stop(self) -> None:
@@ -143,7 +144,8 @@ class RealtimeServer:
         query = parse_qs(urlsplit(request.path).query)
         model = (query.get("model") or query.get("deployment") or ["gpt-realtime"])[0]
         conv = Conversation(dialect, model,
-                            max_buffer_ms=int(self.config.limits.max_buffer_s * 1000))
+                            max_buffer_ms=int(self.config.limits.max_buffer_s * 1000),
+                            max_session_s=self.config.max_session_s)
 
         async def send(events: list[dict]) -> None:
             with contextlib.suppress(ConnectionClosed):
@@ -154,8 +156,8 @@ class RealtimeServer:
         self.sessions.add(session)
         if self.on_session is not None:
             self.on_session(session)
-        max_s = self.config.max_session_s or dialect.max_session_s
-        expiry = asyncio.get_running_loop().create_task(self._expire(ws, session, max_s))
+        expiry = asyncio.get_running_loop().create_task(
+            self._expire(ws, session, conv.max_session_s))
         idle = self.config.idle_timeout_s or None
         try:
             await session.start()
@@ -184,6 +186,8 @@ class RealtimeServer:
 def build_engines(tts: str = "piper", tts_cache: int = 512, llm_url: str | None = None,
                   llm_model: str = "default", llm_api_key: str | None = None) -> Engines:
     """The real engines (loads the piper voice; call from a thread if the loop is running)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from rtc_agent.backend.asr import get_recognizer
     from rtc_agent.backend.responder import ChatCompletionsResponder, Responder, RuleResponder
     from rtc_agent.backend.tts import CachedSynthesizer, Synthesizer, get_synthesizer
@@ -194,5 +198,8 @@ def build_engines(tts: str = "piper", tts_cache: int = 512, llm_url: str | None 
         synth = CachedSynthesizer(synth, tts_cache)
     responder: Responder = (ChatCompletionsResponder(llm_url, llm_model, llm_api_key)
                             if llm_url else RuleResponder())
-    return Engines(synthesizer=synth, recognizer=get_recognizer(), responder=responder,
-                   detector_factory=SileroDetector)
+    # As many recognition threads as pooled decoders (each decoder holds its own models).
+    recognizer = get_recognizer()
+    return Engines(synthesizer=synth, recognizer=recognizer, responder=responder,
+                   detector_factory=SileroDetector,
+                   asr_executor=ThreadPoolExecutor(recognizer.pool_size, "asr"))

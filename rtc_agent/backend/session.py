@@ -14,6 +14,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,13 +43,20 @@ class Engines:
     recognizer: Recognizer
     responder: Responder
     detector_factory: Callable[[], SpeechDetector]
+    # Recognition gets threads of its own: a queue of slow decodes must never hold up the
+    # VAD scoring of live audio, which runs in the loop's default executor.
+    asr_executor: Executor | None = None
 
 
 @dataclass
 class Limits:
     max_message_bytes: int = 16 * 1024 * 1024
     max_buffer_s: float = 60.0
-    audio_lead_ms: int = 2000  # how far audio may run ahead of real time (0: no pacing)
+    # Reply audio is sent faster than real time, as the cloud does, but paced: at most
+    # audio_lead_ms + audio_speed x elapsed. A long reply thus stays "in progress" long
+    # enough for server-side barge-in; audio_lead_ms 0 disables pacing.
+    audio_lead_ms: int = 2000
+    audio_speed: float = 2.0
     recognition_wait_s: float = 30.0
 
 
@@ -57,6 +65,7 @@ class Stats:
     """Per-session counters the benchmark and tests read."""
 
     responses: int = 0
+    speculative_hits: int = 0  # turns whose recognition had started before the commit
     first_audio_s: list[float] = field(default_factory=list)
 
 
@@ -87,6 +96,7 @@ class BackendSession:
         self._tasks: dict[str, asyncio.Task] = {}
         self._background: set[asyncio.Task] = set()
         self._heard: dict[str, asyncio.Future[str | None]] = {}
+        self._speculative: dict[tuple[int, int], asyncio.Future] = {}
         self._detector_ready = False
         self._loop = asyncio.get_running_loop()
 
@@ -94,6 +104,8 @@ class BackendSession:
         await self.send(self.conv.created_events())
 
     async def close(self) -> None:
+        for fut in self._speculative.values():
+            fut.cancel()
         tasks = [*self._tasks.values(), *self._background]
         for task in tasks:
             task.cancel()
@@ -154,9 +166,17 @@ class BackendSession:
 
     def _run_actions(self) -> None:
         for action in self.conv.take_actions():
-            if isinstance(action, Recognize):
+            if isinstance(action, Recognize) and action.speculative:
+                assert action.key is not None
+                self._speculative[action.key] = self._loop.run_in_executor(
+                    self.engines.asr_executor, self.engines.recognizer.transcribe,
+                    action.audio, REALTIME_RATE)
+                while len(self._speculative) > 4:  # stale guesses (the user spoke on)
+                    self._speculative.pop(next(iter(self._speculative)))
+            elif isinstance(action, Recognize):
                 self._heard[action.item_id] = self._loop.create_future()
-                self._spawn(self._recognize(action))
+                early = self._speculative.pop(action.key, None) if action.key else None
+                self._spawn(self._recognize(action, early))
             elif isinstance(action, StartResponse):
                 self.stats.responses += 1
                 task = self._loop.create_task(self._generate(action.response_id))
@@ -173,12 +193,17 @@ class BackendSession:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _recognize(self, action: Recognize) -> None:
+    async def _recognize(self, action: Recognize, early: asyncio.Future | None = None) -> None:
         text: str | None
         error = None
         try:
-            text = await self._loop.run_in_executor(
-                None, self.engines.recognizer.transcribe, action.audio, REALTIME_RATE)
+            if early is not None:
+                self.stats.speculative_hits += 1
+                text = await early
+            else:
+                text = await self._loop.run_in_executor(
+                    self.engines.asr_executor, self.engines.recognizer.transcribe,
+                    action.audio, REALTIME_RATE)
         except Exception as exc:  # a recogniser failure must not end the session
             log.exception("recognition failed")
             text, error = None, str(exc)
@@ -237,7 +262,7 @@ class BackendSession:
                 sender.cancel()
 
     async def _sender(self, rid: str, queue: asyncio.Queue) -> None:
-        """Sends reply parts in order; audio is paced to at most audio_lead_ms ahead."""
+        """Sends reply parts in order, pacing audio (see Limits.audio_lead_ms)."""
         started: float | None = None
         sent_ms = 0
         first = True
@@ -261,9 +286,10 @@ class BackendSession:
                         started = time.perf_counter()
                         self.stats.first_audio_s.append(started - t0)
                     lead = self.limits.audio_lead_ms
-                    ahead = sent_ms - (time.perf_counter() - started) * 1000 - lead
-                    if lead > 0 and ahead > 0:
-                        await asyncio.sleep(ahead / 1000)
+                    allowed = lead + (time.perf_counter() - started) * 1000 \
+                        * self.limits.audio_speed
+                    if lead > 0 and sent_ms > allowed:
+                        await asyncio.sleep((sent_ms - allowed) / 1000 / self.limits.audio_speed)
                     piece = pcm[i : i + step]
                     await self._emit(self.conv.response_speech(rid, text if i == 0 else "",
                                                                piece))

@@ -569,7 +569,8 @@ class ScriptedCaller:
         index into `events`) or `after` (a monotonic time, compared with `_t`)
         also admit events already received, so a script can write
         `n = len(caller.events)` before acting and wait with `start=n` without
-        racing the server. Raises TimeoutError.
+        racing the server. Raises TimeoutError, or CallFailed("closed") when
+        the call is hung up meanwhile.
         """
         if start is not None or after is not None:
             for event in self.events[start or 0 :]:
@@ -696,7 +697,10 @@ class ScriptedCaller:
                     ):
                         pass
         for _, fut in self._waiters:
-            fut.cancel()
+            if not fut.done():
+                # waiters see a CallFailed, not a CancelledError they did not ask for
+                fut.set_exception(CallFailed("closed", "the call was hung up"))
+                fut.exception()  # retrieved: no "never retrieved" warning if nobody waits
         self._waiters = []
         self.track.stop()
         if self.pc is not None:

@@ -38,6 +38,10 @@ class TurnSample:
     latency_ms: float | None = None  # heard - speech_end: the heard turn latency
     barge_in_at_s: float | None = None  # the caller's first audible frame over the reply
     barge_in_stop_ms: float | None = None  # from barge_in_at to the reply going silent
+    # when the server's `state` went to thinking / speaking, ms after speech end
+    # (splits the latency into end-of-turn detection and the reply's way back)
+    thinking_ms: float | None = None
+    speaking_ms: float | None = None
     user_text: str | None = None
     assistant_text: str | None = None
     interrupted: bool | None = None
@@ -137,6 +141,8 @@ def aggregate(calls: Sequence[CallResult], max_p95_ms: float | None = None) -> d
         "ready_ms": summarize(c.ready_ms for c in calls),
         "turn_latency_ms": latency,
         "barge_in_stop_ms": summarize(t.barge_in_stop_ms for t in turns),
+        "thinking_ms": summarize(t.thinking_ms for t in turns),
+        "speaking_ms": summarize(t.speaking_ms for t in turns),
         "transcripts": {
             "user": sum(c.transcripts.get("user", 0) for c in calls),
             "assistant": sum(c.transcripts.get("assistant", 0) for c in calls),

@@ -16,6 +16,8 @@ METRIC_ROWS: list[tuple[str, str]] = [
     ("connect_ms", "connect (offer -> connected), ms"),
     ("ready_ms", "offer -> session.ready, ms"),
     ("turn_latency_ms", "heard turn latency, ms"),
+    ("thinking_ms", "  speech end -> state thinking, ms"),
+    ("speaking_ms", "  speech end -> state speaking, ms"),
     ("barge_in_stop_ms", "barge-in stop, ms"),
     ("in_loss_pct", "inbound packet loss, %"),
     ("in_jitter_ms", "inbound jitter, ms"),

@@ -107,6 +107,10 @@ async def _turn(
     await caller.wait_silent(last_audio, timeout=spec.turn_timeout_s,
                              min_silence_s=REPLY_END_SILENCE_S)
     for event in caller.events[n_events:]:
+        if event.get("type") == "state" and event["_t"] > t_end:
+            key = {"thinking": "thinking_ms", "speaking": "speaking_ms"}.get(event.get("state"))
+            if key and getattr(ts, key) is None:
+                setattr(ts, key, (event["_t"] - t_end) * 1000)
         if event.get("type") != "transcript.done":
             continue
         if event.get("role") == "user" and ts.user_text is None:

@@ -169,9 +169,24 @@ def test_server_vad_turn_with_timeline_and_auto_response() -> None:
                                                           "transcript": None}]
     assert abs(len(item.audio) // BYTES_PER_MS
                - (stopped["audio_end_ms"] - started["audio_start_ms"])) <= 1
-    actions = conv.take_actions()
-    assert isinstance(actions[0], Recognize) and actions[0].emit_events is False
-    assert isinstance(actions[1], StartResponse)
+    speculative, final, start = conv.take_actions()
+    # Recognition starts early on speech + a short tail; the commit reuses that key.
+    assert isinstance(speculative, Recognize) and speculative.speculative
+    assert isinstance(final, Recognize) and not final.speculative
+    assert final.key == speculative.key and final.audio == speculative.audio
+    assert final.item_id == committed["item_id"] and final.emit_events is False
+    assert isinstance(start, StartResponse)
+
+
+def test_a_pause_then_more_speech_gets_a_new_recognition_key() -> None:
+    conv = make(audio={"input": {"turn_detection": {"type": "server_vad",
+                                                    "silence_duration_ms": 600}}})
+    append(conv, silence(500) + tone(500) + silence(300) + tone(500) + silence(800))
+    actions = [a for a in conv.take_actions() if isinstance(a, Recognize)]
+    assert [a.speculative for a in actions] == [True, True, False]
+    assert actions[0].key != actions[2].key == actions[1].key
+    # The recogniser hears both phrases: speech plus the short tail after the last one.
+    assert len(actions[2].audio) // BYTES_PER_MS >= 500 + 300 + 500
 
 
 def test_vad_timeline_is_session_cumulative() -> None:
@@ -447,3 +462,43 @@ def test_stored_audio_is_bounded() -> None:
     kept = [i.audio is not None for i in conv.items]
     assert kept[-1] and not kept[0]  # the oldest audio went first
     assert sum(len(i.audio) for i in conv.items if i.audio) <= 1500 * BYTES_PER_MS
+
+
+def test_session_updates_from_common_clients_are_accepted() -> None:
+    """Payload shapes that openai-agents / Pipecat (GA) and rtclient-style beta clients send."""
+    pcm = {"type": "audio/pcm", "rate": 24000}
+    ga = {"type": "realtime", "model": "gpt-realtime", "output_modalities": ["audio"],
+          "instructions": "Be kind.", "tool_choice": "auto", "tracing": "auto",
+          "max_output_tokens": "inf", "truncation": "auto", "prompt": None,
+          "tools": [{"type": "function", "name": "get_weather", "description": "Weather.",
+                     "parameters": {"type": "object", "properties": {
+                         "city": {"type": "string"}}, "required": ["city"]}}],
+          "audio": {"input": {"format": pcm, "noise_reduction": {"type": "near_field"},
+                              "transcription": {"model": "gpt-4o-mini-transcribe",
+                                                "language": "en"},
+                              "turn_detection": {"type": "semantic_vad", "eagerness": "high",
+                                                 "create_response": True,
+                                                 "interrupt_response": True}},
+                    "output": {"format": pcm, "voice": "marin", "speed": 1.1}}}
+    out = make().handle({"type": "session.update", "session": ga})
+    assert out[0]["type"] == "session.updated", out
+    assert out[0]["session"]["audio"]["input"]["turn_detection"]["eagerness"] == "high"
+    beta = {"modalities": ["text", "audio"], "instructions": "Be kind.", "voice": "alloy",
+            "input_audio_format": "pcm16", "output_audio_format": "pcm16",
+            "input_audio_transcription": {"model": "whisper-1"},
+            "turn_detection": {"type": "server_vad", "threshold": 0.5,
+                               "prefix_padding_ms": 300, "silence_duration_ms": 500,
+                               "create_response": True, "interrupt_response": True},
+            "tools": [], "tool_choice": "auto", "temperature": 0.8,
+            "max_response_output_tokens": 4096}
+    out = make(BETA).handle({"type": "session.update", "session": beta})
+    assert out[0]["type"] == "session.updated", out
+    assert out[0]["session"]["max_response_output_tokens"] == 4096
+
+
+def test_session_expired_message_matches_the_cloud() -> None:
+    ga = Conversation(GA).expire_events()[0]["error"]
+    assert (ga["code"], ga["message"]) == (
+        "session_expired", "Your session hit the maximum duration of 60 minutes.")
+    beta = Conversation(BETA).expire_events()[0]["error"]
+    assert beta["message"] == "Your session hit the maximum duration of 30 minutes."

@@ -129,6 +129,7 @@ async def test_response_while_one_is_active(server: RealtimeServer) -> None:
     await client.send({"type": "response.cancel"})
     done = (await client.until("response.done"))[-1]["response"]
     assert done["id"] == created and done["status"] == "cancelled"
+    await client.close()
 
 
 async def test_oversized_message(engines) -> None:

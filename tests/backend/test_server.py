@@ -88,8 +88,11 @@ async def test_session_expiry_sends_error_then_closes(engines) -> None:
     srv = await start_server(engines, max_session_s=0.5)
     try:
         client = await connect(srv)
+        created = client.events[0]["session"]
+        assert created["expires_at"] - time.time() < 2
         err = (await client.until("error", wait_s=5))[-1]["error"]
         assert err["code"] == "session_expired"
+        assert err["message"] == "Your session hit the maximum duration of 0.5 seconds."
         with pytest.raises(websockets.ConnectionClosed):
             await client.recv(wait_s=5)
         assert client.ws.close_reason == "invalid_request_error.session_expired"
@@ -180,6 +183,8 @@ async def test_manual_turn_with_transcription(server: RealtimeServer) -> None:
 
 async def test_recognition_without_transcription_events(server: RealtimeServer) -> None:
     """Transcription off: no transcription events, yet the responder understood the audio."""
+    sessions = []
+    server.on_session = sessions.append
     client = await connect(server)
     await client.append_pcm(speech("what is fifteen plus twenty seven"))
     events = await client.until("response.done", wait_s=30)
@@ -190,6 +195,8 @@ async def test_recognition_without_transcription_events(server: RealtimeServer) 
                   if e["type"] == "response.output_audio_transcript.done")["transcript"]
     assert transcript == "Fifteen plus twenty-seven is forty-two."
     assert hears(audio_of(events, "response.output_audio.delta"), 24000, "forty")
+    # Recognition had started during the trailing silence, before the commit.
+    assert sessions[0].stats.speculative_hits == 1
     await client.close()
 
 
@@ -235,3 +242,24 @@ async def test_parallel_sessions(server: RealtimeServer) -> None:
 
     answers = await asyncio.gather(*(one(p) for p in prompts))
     assert answers == list(prompts.values())
+
+
+async def test_reply_audio_is_faster_than_real_time_but_paced(engines) -> None:
+    srv = await start_server(engines, limits=Limits(audio_lead_ms=500, audio_speed=8.0))
+    try:
+        client = await connect(srv)
+        await client.send({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": "count to twenty"}]}})
+        await client.send({"type": "response.create"})
+        await client.until("response.output_audio.delta")
+        t0 = time.monotonic()
+        events = await client.until("response.done", wait_s=60)
+        wall = time.monotonic() - t0
+        audio_s = len(audio_of(client.events, "response.output_audio.delta")) / 48000
+        assert audio_s > 8
+        assert wall < audio_s / 2  # faster than real time
+        assert wall > 0.6 * (audio_s - 0.5) / 8  # but paced, not one burst
+        assert events[-1]["response"]["status"] == "completed"
+    finally:
+        await srv.stop()

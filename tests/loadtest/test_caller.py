@@ -127,8 +127,14 @@ async def test_caller_against_echo_peer() -> None:
         assert st["in_packets_lost"] == 0
         assert st["out_packets_sent"] > 50
 
+        # a wait still pending at hang-up ends with CallFailed("closed")
+        pending = asyncio.ensure_future(caller.wait_event(lambda e: False, timeout=30))
+        await asyncio.sleep(0)
         call_id = caller.call_id
         await caller.hangup()
+        with pytest.raises(CallFailed) as closed:
+            await pending
+        assert closed.value.kind == "closed"
         await caller.hangup()  # idempotent
         assert peer.deleted == [call_id]
         assert caller.pc is not None and caller.pc.connectionState == "closed"
