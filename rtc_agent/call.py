@@ -21,7 +21,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from rtc_agent.datachannel import CallerMessageError, encode_server_message, parse_caller_message
 from rtc_agent.ice import rtc_configuration
-from rtc_agent.media.inbound import InboundAudio, append_event
+from rtc_agent.media.inbound import InboundAudio, append_event, decode_on_loop
 from rtc_agent.media.playout import PlayoutTrack
 from rtc_agent.realtime.backend import RealtimeBackend
 from rtc_agent.realtime.client import RealtimeClient, UpstreamFailed
@@ -55,6 +55,7 @@ class Call:
         tools: ToolRegistry,
         ice_servers: Iterable[dict[str, Any]] = (),
         connect_timeout_s: float = 30.0,
+        decode_on_loop: bool = True,
         on_closed: Callable[[Call], None] | None = None,
     ) -> None:
         self.call_id = call_id
@@ -63,6 +64,7 @@ class Call:
         self._tools = tools
         self._on_closed = on_closed
         self._connect_timeout_s = connect_timeout_s
+        self._decode_on_loop = decode_on_loop
         self.pc = RTCPeerConnection(rtc_configuration(list(ice_servers)))
         self.session = RealtimeSession(backend.dialect, settings, tools.definitions())
         self.playout = PlayoutTrack(
@@ -116,8 +118,12 @@ class Call:
     async def answer(self, offer: RTCSessionDescription) -> RTCSessionDescription:
         """Apply the caller's offer and return an answer carrying all candidates."""
         await self.pc.setRemoteDescription(offer)
-        if not any(t.kind == "audio" for t in self.pc.getTransceivers()):
+        audio = [t for t in self.pc.getTransceivers() if t.kind == "audio"]
+        if not audio:
             raise ValueError("the offer has no audio m-line")
+        for transceiver in audio:
+            if self._decode_on_loop and not decode_on_loop(transceiver.receiver):
+                log.warning("aiortc internals changed: decoding caller audio on a thread")
         self.pc.addTrack(self.playout)
         # Open the Realtime socket while ICE and DTLS proceed.
         self._spawn(self._run_upstream(), "upstream")

@@ -57,6 +57,7 @@ class ServerConfig:
     tts: str = "piper"
     backend_args: list[str] = field(default_factory=list)
     connect_timeout_s: float = 30.0
+    decode_on_loop: bool = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,6 +103,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="TURN URL handed to callers with short-lived credentials (repeatable)")
     a("--turn-secret", help="coturn static-auth-secret for TURN REST credentials")
     a("--tts", choices=["piper", "espeak"], help="offline backend voice engine")
+    a("--decode-thread", action="store_true", default=None,
+      help="decode caller audio on aiortc's per-call thread (for A/B benchmarks)")
     a("--log-level", default=os.environ.get("RTC_AGENT_LOG_LEVEL", "INFO"))
 
 
@@ -188,6 +191,7 @@ def from_args(args: argparse.Namespace) -> ServerConfig:
         turn_urls=args.turn_urls or _env_list("turn_urls"),
         turn_secret=_pick(args.turn_secret, "turn_secret", {}, "", None),
         tts=_pick(args.tts, "tts", {}, "", "piper"),
+        decode_on_loop=not _pick(args.decode_thread, "decode_thread", {}, "", False, bool),
     )
     if cfg.max_calls < 0:
         raise ValueError("--max-calls must be >= 0")

@@ -121,6 +121,7 @@ class AgentServer:
             tools=self.tools,
             ice_servers=self.ice_servers(),
             connect_timeout_s=self.config.connect_timeout_s,
+            decode_on_loop=self.config.decode_on_loop,
             on_closed=self._forget,
         )
         try:

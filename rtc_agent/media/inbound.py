@@ -1,16 +1,25 @@
-"""Caller audio in: decoded WebRTC frames -> 20 ms chunks of pcm16 24 kHz mono.
+"""Caller audio in: the caller's Opus -> 20 ms chunks of pcm16 24 kHz mono.
 
-aiortc decodes Opus on its own worker thread and hands us 48 kHz stereo s16
-frames; here they are downmixed and resampled (swresample, in C) and cut into
-the 960-byte chunks that become `input_audio_buffer.append` events.
+By default aiortc decodes on one worker thread per call at 48 kHz stereo and
+hands each frame back to the event loop through two thread hops; with many
+calls those hops and the GIL hand-offs cost more than the decoding itself.
+`decode_on_loop` makes a receiver decode on the loop instead, to mono (half
+the samples of aiortc's stereo); swresample then takes 48 kHz to 24 kHz.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
+import queue
 from collections.abc import Iterator
+from typing import Any
 
 import av
+from aiortc import RTCRtpReceiver
+
+log = logging.getLogger(__name__)
 
 RATE = 24000
 CHUNK_BYTES = 960  # 20 ms of pcm16 mono at 24 kHz
@@ -44,3 +53,54 @@ def append_event(chunk: bytes) -> str:
     serialiser pass on a path that runs 50 times a second per call.
     """
     return _APPEND_PREFIX + base64.b64encode(chunk).decode("ascii") + '"}'
+
+
+class _LoopDecoder(queue.Queue):
+    """Stands in for an RTCRtpReceiver's decoder queue and decodes as frames arrive.
+
+    aiortc's receiver calls `put((codec, encoded_frame))` from the event loop
+    for each complete frame, and `put(None)` when it stops; the latter still
+    goes through the queue so aiortc's idle worker thread ends as usual.
+    """
+
+    def __init__(self, track_queue: asyncio.Queue) -> None:
+        super().__init__()
+        self._track_queue = track_queue
+        self._codec = av.CodecContext.create("libopus", "r")
+        self._codec.format = "s16"
+        self._codec.layout = "mono"
+        self._codec.sample_rate = 48000  # FFmpeg's Opus decoders always output 48 kHz
+        self.decode_errors = 0
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if item is None:
+            super().put(None)
+            return
+        _codec_params, encoded = item
+        packet = av.Packet(encoded.data)
+        packet.pts = encoded.timestamp
+        try:
+            frames = self._codec.decode(packet)
+        except av.FFmpegError as exc:
+            # Keep the decoder's state; the next packet decodes normally.
+            self.decode_errors += 1
+            log.debug("dropping an undecodable Opus packet: %s", exc)
+            return
+        for frame in frames:
+            self._track_queue.put_nowait(frame)
+
+
+def decode_on_loop(receiver: RTCRtpReceiver) -> bool:
+    """Make an Opus receiver decode on the event loop (call before it starts).
+
+    Relies on aiortc 1.x internals (the receiver's private decoder queue); if
+    they are not as expected, the receiver is left as it is and False returned.
+    """
+    track = getattr(receiver, "_track", None)
+    attr = "_RTCRtpReceiver__decoder_queue"
+    if (track is None or not isinstance(getattr(receiver, attr, None), queue.Queue)
+            or getattr(receiver, "_RTCRtpReceiver__started", True)
+            or not isinstance(getattr(track, "_queue", None), asyncio.Queue)):
+        return False
+    setattr(receiver, attr, _LoopDecoder(track._queue))
+    return True

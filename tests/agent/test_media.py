@@ -91,3 +91,32 @@ def test_buffer_is_bounded() -> None:
     assert track.buffered_ms == pytest.approx(1000)
     assert track.dropped_ms == pytest.approx(20)
     track.stop()
+
+
+async def test_loop_decoder_yields_mono_frames_that_inbound_resamples() -> None:
+    import asyncio
+
+    from aiortc.jitterbuffer import JitterFrame
+
+    from rtc_agent.media.inbound import _LoopDecoder
+
+    track = PlayoutTrack()  # a convenient Opus source: 24 kHz tone, 20 ms packets
+    tone = (np.sin(np.arange(24000) * 2 * np.pi * 300 / 24000) * 8000).astype(np.int16)
+    track.enqueue("a", tone.tobytes())
+    packets = [await track.recv() for _ in range(50)]
+    track.stop()
+    q: asyncio.Queue = asyncio.Queue()
+    decoder = _LoopDecoder(q)
+    for p in packets:
+        decoder.put((None, JitterFrame(data=bytes(p), timestamp=p.pts)))
+    frames = [q.get_nowait() for _ in range(q.qsize())]
+    assert len(frames) == 50
+    assert all((f.sample_rate, f.layout.name, f.samples) == (48000, "mono", 960) for f in frames)
+    inbound = InboundAudio()
+    chunks = [c for f in frames for c in inbound.push(f)]
+    assert 48 <= len(chunks) <= 50
+    pcm = np.frombuffer(b"".join(chunks[5:]), np.int16).astype(float)
+    peak_hz = np.argmax(np.abs(np.fft.rfft(pcm))) * 24000 / len(pcm)
+    assert abs(peak_hz - 300) < 5
+    decoder.put((None, JitterFrame(data=b"\xff\xff\xff", timestamp=0)))  # garbage
+    assert decoder.decode_errors + q.qsize() >= 1
