@@ -11,6 +11,8 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from rtc_agent.realtime.dialect import GA_TO_BETA
+
 DEFAULT_INSTRUCTIONS = (
     "You are an offline test assistant. You do arithmetic, tell the time and date, "
     "greet people, look things up with your tools, and otherwise repeat what you heard."
@@ -269,29 +271,27 @@ class Dialect:
 
     # --- event names ----------------------------------------------------------------
 
+    def event(self, ga_name: str) -> str:
+        """This dialect's name for a server event (shared table in realtime.dialect)."""
+        return GA_TO_BETA.get(ga_name, ga_name) if self.beta else ga_name
+
     def audio_delta(self) -> str:
-        return "response.audio.delta" if self.beta else "response.output_audio.delta"
+        return self.event("response.output_audio.delta")
 
     def audio_done(self) -> str:
-        return "response.audio.done" if self.beta else "response.output_audio.done"
+        return self.event("response.output_audio.done")
 
     def transcript_delta(self) -> str:
-        return (
-            "response.audio_transcript.delta" if self.beta
-            else "response.output_audio_transcript.delta"
-        )
+        return self.event("response.output_audio_transcript.delta")
 
     def transcript_done(self) -> str:
-        return (
-            "response.audio_transcript.done" if self.beta
-            else "response.output_audio_transcript.done"
-        )
+        return self.event("response.output_audio_transcript.done")
 
     def text_delta(self) -> str:
-        return "response.text.delta" if self.beta else "response.output_text.delta"
+        return self.event("response.output_text.delta")
 
     def text_done(self) -> str:
-        return "response.text.done" if self.beta else "response.output_text.done"
+        return self.event("response.output_text.done")
 
     @property
     def max_session_s(self) -> int:

@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from ssl import SSLContext
 from typing import Any
 from urllib.parse import urlparse
 
@@ -399,6 +400,7 @@ class ScriptedCaller:
         ice_addresses: Sequence[str] | None = None,
         keep_audio_s: float = 30.0,
         threshold_dbfs: float = DEFAULT_THRESHOLD_DBFS,
+        ssl: SSLContext | bool = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
@@ -412,6 +414,7 @@ class ScriptedCaller:
             else (["127.0.0.1"] if _loopback(host) else None)
         )
         self.threshold_dbfs = threshold_dbfs
+        self.ssl = ssl  # for https servers: an SSLContext trusting their CA, or False
         self.call_id: str = ""
         self.connect_ms: float = math.nan  # start of connect() -> ICE+DTLS connected
         self.ready_ms: float = math.nan  # start of connect() -> session.ready received
@@ -470,7 +473,7 @@ class ScriptedCaller:
         offer = {"sdp": pc.localDescription.sdp, "type": "offer"}
         try:
             async with self._session.post(
-                f"{self.base_url}/offer", json=offer, headers=self._headers()
+                f"{self.base_url}/offer", json=offer, headers=self._headers(), ssl=self.ssl
             ) as resp:
                 body: Any
                 try:
@@ -693,7 +696,8 @@ class ScriptedCaller:
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                 async with asyncio.timeout(5):
                     async with self._session.delete(
-                        f"{self.base_url}/calls/{self.call_id}", headers=self._headers()
+                        f"{self.base_url}/calls/{self.call_id}", headers=self._headers(),
+                        ssl=self.ssl,
                     ):
                         pass
         for _, fut in self._waiters:

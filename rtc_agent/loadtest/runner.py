@@ -56,7 +56,7 @@ class RunSpec:
     @property
     def hard_end(self) -> float:
         """No call runs past this, whatever the server does."""
-        extra = self.turn_timeout_s * (3 if self.barge_in_ms else 2) + self.connect_timeout_s
+        extra = self.turn_timeout_s * (4 if self.barge_in_ms else 2) + self.connect_timeout_s
         return self.t0 + max(self.duration_s, self.ramp_s) + extra + 10
 
     def to_json(self) -> str:
@@ -142,8 +142,8 @@ async def _barge_in(
         return heard
     ts.barge_in_at_s = tb - t0
     ended = caller.silent_from(heard, min_silence_s=BARGE_STOP_SILENCE_S)
-    if ended is not None and ended <= tb:
-        # The reply was over before the caller talked: nothing to interrupt.
+    if (ended is not None and ended <= tb) or not _audible_within(caller, tb - 0.1, tb):
+        # The reply was over (or in a pause) when the caller talked: no stop to time.
         await done
         return tb
     stop = await caller.wait_silent(tb, timeout=spec.turn_timeout_s,
@@ -161,6 +161,17 @@ async def _barge_in(
     # The agent answers what was said over it: wait for that reply to start.
     again = await caller.wait_audible(end, timeout=spec.turn_timeout_s)
     return again if again is not None else end
+
+
+def _audible_within(caller: ScriptedCaller, start: float, end: float) -> bool:
+    """Whether a received frame in (start, end] was audible."""
+    audio = caller.audio
+    for t, level in zip(reversed(audio.times), reversed(audio.levels), strict=True):
+        if t <= start:
+            return False
+        if t <= end and level > caller.threshold_dbfs:
+            return True
+    return False
 
 
 async def _call(ctx: _Ctx, index: int) -> CallResult:

@@ -18,7 +18,8 @@ class Dialect(StrEnum):
 
 
 # beta server event name -> GA name. Events absent here are named alike in both.
-_BETA_TO_GA: dict[str, str] = {
+# The offline backend (rtc_agent.backend.dialect) names its events from this table too.
+BETA_TO_GA: dict[str, str] = {
     "response.audio.delta": "response.output_audio.delta",
     "response.audio.done": "response.output_audio.done",
     "response.audio_transcript.delta": "response.output_audio_transcript.delta",
@@ -27,12 +28,13 @@ _BETA_TO_GA: dict[str, str] = {
     "response.text.done": "response.output_text.done",
     "conversation.item.created": "conversation.item.added",
 }
+GA_TO_BETA: dict[str, str] = {ga: beta for beta, ga in BETA_TO_GA.items()}
 
 
 def normalize_event(dialect: Dialect, event: dict[str, Any]) -> dict[str, Any]:
     """Rename a beta server event to its GA name (in place); GA passes through."""
     if dialect is Dialect.BETA:
-        renamed = _BETA_TO_GA.get(event.get("type", ""))
+        renamed = BETA_TO_GA.get(event.get("type", ""))
         if renamed is not None:
             event["type"] = renamed
     return event

@@ -123,3 +123,16 @@ def test_loadtest_over_capacity_fails(server: str, prompt_wav: Path, tmp_path: P
     assert refused[0]["connect_ms"] is None
     assert "at_capacity x1" in proc.stdout
     assert (tmp_path / "run.png").exists()
+
+
+def test_loadtest_barge_in(server: str, prompt_wav: Path, tmp_path: Path) -> None:
+    # talk over the reply 300 ms after it becomes audible: the reply must stop
+    proc = _loadtest(server, prompt_wav, tmp_path, calls=1, duration=2,
+                     extra=("--barge-in-ms", "300"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads((tmp_path / "run.json").read_text())
+    turn = doc["calls"][0]["turns"][0]
+    assert turn["barge_in_at_s"] > turn["heard_s"] + 0.25
+    assert 0 < turn["barge_in_stop_ms"] < 2000
+    assert turn["interrupted"] is True
+    assert doc["summary"]["barge_in_stop_ms"]["n"] == 1
