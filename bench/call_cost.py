@@ -187,14 +187,14 @@ class LoadRun:
 
 
 def run_load(url: str, n: int, duration: float, prompt: Path, tmp: Path, server_pid: int,
-             others: dict[str, int], pause: float) -> LoadRun:
+             others: dict[str, int], pause: float, extra: tuple[str, ...] = ()) -> LoadRun:
     """`rtc-agent loadtest` on core 1 while sampling the server's CPU."""
     out = tmp / f"load-{n}-{time.monotonic_ns()}.json"
     ramp = min(5.0, n * 0.15)
     cmd = ["taskset", "-c", "1", PY, "-m", "rtc_agent.cli", "loadtest", "--url", url,
            "--calls", str(n), "--ramp", str(ramp), "--duration", str(duration),
            "--prompts", str(prompt), "--json", str(out), "--pause", str(pause),
-           "--turn-timeout", "15"]
+           "--turn-timeout", "15", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=offline_env(), cwd=ROOT)
     samples: list[tuple[float, float, dict[str, float], int]] = []
@@ -374,7 +374,7 @@ async def _paced(due: float) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ns", type=int, nargs="+", default=[10, 20])
+    ap.add_argument("--ns", type=int, nargs="*", default=[10, 20])
     ap.add_argument("--sweep-a", type=int, nargs="*", default=[30, 40],
                     help="extra N for the echo server's capacity")
     ap.add_argument("--sweep-b", type=int, nargs="*", default=[30],
@@ -399,7 +399,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="call-cost-"))
     results: dict[str, Any] = {"prompt": PROMPT_TEXT, "duration_s": args.duration,
                                "pause_s": args.pause, "a": [], "b": [], "profiles": {}}
-    prof_n = max(args.ns)
+    prof_n = max(args.ns, default=0)
 
     if not args.skip_a:
         port = free_port()
@@ -446,12 +446,24 @@ def main() -> int:
                 wturns = [t for c in one.doc["calls"] for t in c["turns"]
                           if t["latency_ms"] is not None]
                 webrtc = [t["latency_ms"] for t in wturns]
+                # the same with the caller's jitter buffer at 0 prefetch instead of aiortc's
+                # 4 frames: closer to a browser, and shows what the caller itself adds
+                one0 = run_load(url, 1, args.latency_turns * 6.0, prompt48, tmp, srv.pid,
+                                {"backend": backend.pid}, args.pause,
+                                ("--jitter-prefetch", "0"))
+                webrtc0 = [t["latency_ms"] for c in one0.doc["calls"] for t in c["turns"]
+                           if t["latency_ms"] is not None]
                 dturns = asyncio.run(direct_turns(ws_url, pcm24, args.latency_turns, args.pause))
                 direct = [t["latency_ms"] for t in dturns]
                 results["bridge"] = {
                     "webrtc_ms": summarize(webrtc), "direct_ms": summarize(direct),
                     "overhead_p50_ms": _diff(percentile(webrtc, 50), percentile(direct, 50)),
                     "overhead_p95_ms": _diff(percentile(webrtc, 95), percentile(direct, 95)),
+                    "webrtc_prefetch0_ms": summarize(webrtc0),
+                    "overhead_prefetch0_p50_ms": _diff(percentile(webrtc0, 50),
+                                                       percentile(direct, 50)),
+                    "overhead_prefetch0_p95_ms": _diff(percentile(webrtc0, 95),
+                                                       percentile(direct, 95)),
                     # where it goes: end-of-turn detection seen by the caller (state
                     # thinking) vs the backend's speech_stopped; reply start (state
                     # speaking) vs the first audio delta on the direct socket
@@ -555,6 +567,12 @@ def _table(results: dict[str, Any]) -> str:
             f"{fmt(br['direct_ms']['p50'], 0)} / p95 {fmt(br['direct_ms']['p95'], 0)} ms; "
             f"bridge overhead p50 {fmt(br['overhead_p50_ms'], 0)} / "
             f"p95 {fmt(br['overhead_p95_ms'], 0)} ms")
+        lines.append(
+            f"  caller jitter buffer at 0 prefetch: WebRTC p50 "
+            f"{fmt(br['webrtc_prefetch0_ms']['p50'], 0)} / p95 "
+            f"{fmt(br['webrtc_prefetch0_ms']['p95'], 0)} ms; bridge overhead p50 "
+            f"{fmt(br['overhead_prefetch0_p50_ms'], 0)} / p95 "
+            f"{fmt(br['overhead_prefetch0_p95_ms'], 0)} ms")
         lines.append(
             f"  end of turn detected (p50): WebRTC state thinking "
             f"{fmt(br['webrtc_thinking_ms']['p50'], 0)} ms vs direct speech_stopped "

@@ -68,10 +68,8 @@ class Call:
         self.pc = RTCPeerConnection(rtc_configuration(list(ice_servers)))
         self.session = RealtimeSession(backend.dialect, settings, tools.definitions())
         self.playout = PlayoutTrack(
-            on_item_started=lambda item_id: self._apply(self.session.on_item_started(item_id)),
-            on_item_finished=lambda item_id, ms: self._apply(
-                self.session.on_item_finished(item_id, ms)
-            ),
+            on_item_started=self._on_item_started,
+            on_item_finished=self._on_item_finished,
         )
         self.client = RealtimeClient(
             backend,
@@ -143,6 +141,20 @@ class Call:
             await self.close("ICE did not connect in time")
 
     # ------------------------------------------------------------ media
+
+    def _on_item_started(self, item_id: str) -> None:
+        # Called from the playout track's recv(): an exception here would stop
+        # the sender, so it is logged instead.
+        try:
+            self._apply(self.session.on_item_started(item_id))
+        except Exception:
+            log.exception("call %s: item start", self.call_id)
+
+    def _on_item_finished(self, item_id: str, sent_ms: float) -> None:
+        try:
+            self._apply(self.session.on_item_finished(item_id, sent_ms))
+        except Exception:
+            log.exception("call %s: item end", self.call_id)
 
     async def _pump_inbound(self, track: MediaStreamTrack) -> None:
         inbound = InboundAudio()
@@ -224,7 +236,10 @@ class Call:
         for data in encode_server_message(message):
             channel = self._channel
             if channel is not None and channel.readyState == "open":
-                channel.send(data)
+                try:
+                    channel.send(data)
+                except Exception as exc:  # the channel closed under us: the call is ending
+                    log.debug("call %s: data channel send failed: %s", self.call_id, exc)
             elif not self._closing:
                 self._early.append(data)
 

@@ -30,6 +30,7 @@ import aiohttp
 import av
 import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
 from av.packet import Packet
 
@@ -401,6 +402,7 @@ class ScriptedCaller:
         keep_audio_s: float = 30.0,
         threshold_dbfs: float = DEFAULT_THRESHOLD_DBFS,
         ssl: SSLContext | bool = True,
+        jitter_prefetch: int | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
@@ -415,6 +417,10 @@ class ScriptedCaller:
         )
         self.threshold_dbfs = threshold_dbfs
         self.ssl = ssl  # for https servers: an SSLContext trusting their CA, or False
+        # aiortc holds 4 frames (~80 ms) in its audio jitter buffer; a browser's
+        # adaptive buffer on a clean network holds far less. 0 releases each frame
+        # as soon as the next one arrives (~20 ms). None keeps aiortc's default.
+        self.jitter_prefetch = jitter_prefetch
         self.call_id: str = ""
         self.connect_ms: float = math.nan  # start of connect() -> ICE+DTLS connected
         self.ready_ms: float = math.nan  # start of connect() -> session.ready received
@@ -464,7 +470,9 @@ class ScriptedCaller:
         channel = pc.createDataChannel("events")
         self._channel = channel
         channel.on("message", self._on_message)
-        pc.addTransceiver(self.track, direction="sendrecv")
+        transceiver = pc.addTransceiver(self.track, direction="sendrecv")
+        if self.jitter_prefetch is not None:
+            _set_jitter_prefetch(transceiver.receiver, self.jitter_prefetch)
         pc.on("track", self._on_track)
         pc.on("connectionstatechange", self._state_changed.set)
         ready = self._future(lambda e: e.get("type") == "session.ready")
@@ -721,6 +729,16 @@ class ScriptedCaller:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.hangup()
+
+
+def _set_jitter_prefetch(receiver: Any, prefetch: int) -> None:
+    """Swap an audio receiver's jitter buffer for one with `prefetch` frames (aiortc 1.x
+    keeps it in a private attribute; if that changes, fail loudly rather than mismeasure)."""
+    attr = "_RTCRtpReceiver__jitter_buffer"
+    old = getattr(receiver, attr, None)
+    if not isinstance(old, JitterBuffer):
+        raise RuntimeError("aiortc internals changed: cannot set the jitter buffer prefetch")
+    setattr(receiver, attr, JitterBuffer(capacity=old.capacity, prefetch=prefetch))
 
 
 def _http_failure(status: int, body: Any, retry_after: str | None) -> CallFailed:

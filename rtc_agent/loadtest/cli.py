@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--connect-timeout", type=float, default=15.0, metavar="SECONDS")
     parser.add_argument("--pause", type=float, default=0.3, metavar="SECONDS",
                         help="silence between the end of a reply and the next prompt")
+    parser.add_argument("--jitter-prefetch", type=int, default=None, metavar="FRAMES",
+                        help="callers' jitter buffer depth (default aiortc's 4 = ~80 ms; 0 "
+                             "is closer to a browser on a clean network)")
 
 
 class Progress:
@@ -132,6 +135,7 @@ async def _run(args: argparse.Namespace, console: Console, err: Console) -> int:
         indices=[], t0=t0, duration_s=args.duration, ramp_s=args.ramp, token=args.token,
         barge_in_ms=args.barge_in_ms, turn_timeout_s=args.turn_timeout,
         connect_timeout_s=args.connect_timeout, pause_s=args.pause,
+        jitter_prefetch=args.jitter_prefetch,
     )
     specs = [replace(base, proc=i, indices=list(range(i, args.calls, procs)))
              for i in range(procs)]

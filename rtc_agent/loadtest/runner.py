@@ -46,6 +46,7 @@ class RunSpec:
     proc: int = 0
     keep_audio_s: float = 0.0  # received samples are not needed: levels suffice
     pause_s: float = PAUSE_BETWEEN_TURNS_S  # silence between a reply's end and the next turn
+    jitter_prefetch: int | None = None  # callers' jitter buffer depth (None: aiortc's 4)
 
     def start_at(self, index: int) -> float:
         """Calls start evenly over the ramp."""
@@ -182,7 +183,8 @@ async def _call(ctx: _Ctx, index: int) -> CallResult:
     res.start_s = time.monotonic() - t0
     ctx.emit({"ev": "start", "index": index})
     caller = ScriptedCaller(spec.url, token=spec.token, session=ctx.session,
-                            keep_audio_s=spec.keep_audio_s)
+                            keep_audio_s=spec.keep_audio_s,
+                            jitter_prefetch=spec.jitter_prefetch)
     try:
         async with asyncio.timeout(max(0.0, spec.hard_end - time.monotonic())):
             try:

@@ -148,7 +148,11 @@ class RealtimeClient:
                     log.warning("non-JSON frame from the Realtime service")
                     continue
                 if isinstance(event, dict):
-                    self._on_event(normalize_event(self.backend.dialect, event))
+                    try:
+                        self._on_event(normalize_event(self.backend.dialect, event))
+                    except Exception:
+                        # One bad event must not end the call's upstream.
+                        log.exception("error handling %s", event.get("type"))
             return f"closed ({ws.close_code})"
         except ConnectionClosed as exc:
             return f"connection lost ({exc.rcvd.code if exc.rcvd else 'no close frame'})"

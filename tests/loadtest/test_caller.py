@@ -163,3 +163,20 @@ async def test_connect_failures() -> None:
     with pytest.raises(CallFailed) as info:
         await caller.connect(timeout=5)
     assert info.value.kind == "http_error"
+
+
+async def test_jitter_prefetch_shortens_the_echo() -> None:
+    """aiortc's audio jitter buffer holds 4 frames; prefetch 0 hears the echo ~60 ms sooner."""
+    delays = {}
+    async with run_echo_peer() as (url, _):
+        for prefetch in (None, 0):
+            async with ScriptedCaller(url, jitter_prefetch=prefetch) as caller:
+                await caller.connect(timeout=10)
+                prompt = Prompt.from_pcm(tone(0.3))
+                t0 = time.monotonic()
+                await caller.speak(prompt)
+                heard = await caller.wait_audible(t0, timeout=5)
+                assert heard is not None
+                # the tone starts after 0.2 s of lead silence
+                delays[prefetch] = heard - t0 - 0.2
+    assert delays[0] < delays[None] - 0.03, delays
