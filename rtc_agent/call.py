@@ -172,7 +172,9 @@ class Call:
     async def _run_upstream(self) -> None:
         try:
             await self.client.run()
-        except UpstreamFailed as exc:
+        except Exception as exc:
+            if not isinstance(exc, UpstreamFailed):
+                log.exception("call %s: upstream crashed", self.call_id)
             log.warning("call %s: upstream failed: %s", self.call_id, exc)
             self._to_caller({"type": "error", "code": "upstream_failed",
                              "message": f"The agent's service is unavailable: {exc}"})
