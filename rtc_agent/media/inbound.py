@@ -5,6 +5,12 @@ hands each frame back to the event loop through two thread hops; with many
 calls those hops and the GIL hand-offs cost more than the decoding itself.
 `decode_on_loop` makes a receiver decode on the loop instead, to mono (half
 the samples of aiortc's stereo); swresample then takes 48 kHz to 24 kHz.
+
+It also replaces aiortc's audio jitter buffer, which holds four packets (80 ms)
+before releasing one and stalls on a lost packet until 16 have piled up. Here
+nothing plays the caller's audio out in real time (the Realtime service
+buffers it anyway), so packets only need to be in order: `InOrderPackets`
+passes each one on as it arrives and drops the rare late one.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from typing import Any
 
 import av
 from aiortc import RTCRtpReceiver
+from aiortc.jitterbuffer import JitterFrame
+from aiortc.rtp import RtpPacket
 
 log = logging.getLogger(__name__)
 
@@ -90,17 +98,44 @@ class _LoopDecoder(queue.Queue):
             self._track_queue.put_nowait(frame)
 
 
-def decode_on_loop(receiver: RTCRtpReceiver) -> bool:
-    """Make an Opus receiver decode on the event loop (call before it starts).
+class InOrderPackets:
+    """An audio 'jitter buffer' that adds no delay: one packet is one Opus frame.
 
-    Relies on aiortc 1.x internals (the receiver's private decoder queue); if
-    they are not as expected, the receiver is left as it is and False returned.
+    Stands in for aiortc's JitterBuffer (same `add` contract): a packet newer
+    than the last one passed on is passed on at once, a gap is simply loss,
+    and a packet older than what was already passed on is dropped.
+    """
+
+    def __init__(self) -> None:
+        self._last: int | None = None
+        self.late = 0
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        seq = packet.sequence_number
+        if self._last is not None:
+            ahead = (seq - self._last) & 0xFFFF
+            if ahead == 0 or ahead > 0x8000:  # a duplicate, or behind us
+                self.late += 1
+                return False, None
+        self._last = seq
+        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
+
+
+def decode_on_loop(receiver: RTCRtpReceiver) -> bool:
+    """Make an audio receiver pass packets on at once and decode on the event loop.
+
+    Call before the receiver starts. Relies on aiortc 1.x internals (private
+    attributes of RTCRtpReceiver); if they are not as expected, the receiver is
+    left as it is and False returned.
     """
     track = getattr(receiver, "_track", None)
-    attr = "_RTCRtpReceiver__decoder_queue"
-    if (track is None or not isinstance(getattr(receiver, attr, None), queue.Queue)
+    queue_attr = "_RTCRtpReceiver__decoder_queue"
+    buffer_attr = "_RTCRtpReceiver__jitter_buffer"
+    if (track is None or not isinstance(getattr(receiver, queue_attr, None), queue.Queue)
+            or not hasattr(receiver, buffer_attr)
             or getattr(receiver, "_RTCRtpReceiver__started", True)
             or not isinstance(getattr(track, "_queue", None), asyncio.Queue)):
         return False
-    setattr(receiver, attr, _LoopDecoder(track._queue))
+    setattr(receiver, queue_attr, _LoopDecoder(track._queue))
+    setattr(receiver, buffer_attr, InOrderPackets())
     return True

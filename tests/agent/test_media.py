@@ -120,3 +120,20 @@ async def test_loop_decoder_yields_mono_frames_that_inbound_resamples() -> None:
     assert abs(peak_hz - 300) < 5
     decoder.put((None, JitterFrame(data=b"\xff\xff\xff", timestamp=0)))  # garbage
     assert decoder.decode_errors + q.qsize() >= 1
+
+
+def test_in_order_packets_pass_at_once_and_drop_late_ones() -> None:
+    from aiortc.rtp import RtpPacket
+
+    from rtc_agent.media.inbound import InOrderPackets
+
+    def packet(seq: int) -> RtpPacket:
+        p = RtpPacket(payload_type=111, sequence_number=seq, timestamp=seq * 960)
+        p._data = bytes([seq % 256])
+        return p
+
+    buf = InOrderPackets()
+    out = [buf.add(packet(s))[1] for s in (65534, 65535, 0, 2, 1, 2, 3)]
+    # In order across the wrap, a gap passes straight on, late and duplicate are dropped.
+    assert [f.data[0] if f else None for f in out] == [254, 255, 0, 2, None, None, 3]
+    assert buf.late == 2
