@@ -235,7 +235,8 @@ def run_load(url: str, n: int, duration: float, prompt: Path, tmp: Path, server_
 
 # Buckets for the profile summary: the first frame (leaf -> root) matching wins.
 BUCKETS: list[tuple[str, tuple[str, ...]]] = [
-    ("idle (epoll/select wait, thread waits)", ("select (selectors.py", "poll (selectors.py",
+    ("idle (epoll/select wait, thread waits)", ("idle", "select (selectors.py",
+                                                 "poll (selectors.py",
                                                  "Condition.wait (threading.py",
                                                  "Event.wait (threading.py",
                                                  "Queue.get (queue.py",
@@ -265,7 +266,8 @@ def profile_summary(raw: Path) -> list[tuple[str, float]]:
     """Share of busy samples per bucket, by the innermost matching frame.
 
     py-spy's own idle detection does not work in this VM, so samples whose
-    innermost frame is a known wait (epoll, a lock or queue wait) are dropped.
+    innermost frame is a known wait (epoll, a lock or queue wait) are dropped; with
+    uvloop a bare `Runner.run` (the loop in C, mostly its epoll wait) is dropped too.
     All threads are sampled: aiortc's encoder pool and decoder threads count.
     """
     counts: dict[str, int] = {}
@@ -276,6 +278,9 @@ def profile_summary(raw: Path) -> list[tuple[str, float]]:
             continue
         frames = stack.split(";")[::-1]  # leaf first
         bucket = "other"
+        if frames[0].startswith("Runner.run (asyncio/runners.py"):
+            # uvloop runs in C: a bare Runner.run is its epoll wait or its own internals
+            frames = ["idle"]
         for frame in frames:
             hit = next((name for name, keys in BUCKETS if any(k in frame for k in keys)), None)
             if hit:
