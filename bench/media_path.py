@@ -2,12 +2,13 @@
 
     .venv/bin/python bench/media_path.py [--frames 3000]
 
-Measures, for one 20 ms frame each way: caller frame -> append event (resample,
-chunk, base64, JSON text), reply delta -> playout (base64 decode, session
-bookkeeping), playout tick with audio (Opus encode at 24 kHz) and idle tick
-(cached silence), and, for comparison, what aiortc does by default on the
-outbound side of a plain track: 24->48 kHz resample, its audio-level loop, and
-its 48 kHz stereo Opus encode.
+For one 20 ms frame each way:
+- inbound: caller frame -> append event (resample, chunk, base64, JSON text), and
+  the same starting from an Opus packet decoded on the loop (what calls do);
+- reply: delta JSON -> playout effect (base64 decode, session bookkeeping);
+- playout tick with audio (Opus encode at 24 kHz) and idle (cached silence);
+- for comparison, aiortc's default outbound path for a plain track: 24->48 kHz
+  resample, its audio-level loop and its 48 kHz stereo Opus encode.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import av
 import numpy as np
 from aiortc import rtp
 from aiortc.codecs.opus import OpusEncoder
+from aiortc.jitterbuffer import JitterFrame
 
-from rtc_agent.media.inbound import InboundAudio, append_event
+from rtc_agent.media.inbound import InboundAudio, _LoopDecoder, append_event
 from rtc_agent.media.playout import PlayoutTrack
 from rtc_agent.realtime.dialect import Dialect, SessionSettings
 from rtc_agent.realtime.session import RealtimeSession
@@ -59,8 +61,26 @@ def main() -> None:
         frames.append(f)
     inbound = InboundAudio()
     results: dict[str, float] = {}
-    results["inbound: frame -> append event"] = cpu_us(
+    results["inbound: stereo frame -> append event"] = cpu_us(
         lambda i: [append_event(c) for c in inbound.push(frames[i])], n)
+
+    # The path calls take: Opus packet decoded on the loop to mono, then as above.
+    opus = av.CodecContext.create("libopus", "w")
+    opus.sample_rate, opus.layout, opus.format = 48000, "stereo", "s16"
+    opus.time_base = fractions.Fraction(1, 48000)
+    packets = [bytes(p) for f in frames for p in opus.encode(f)]
+    track_queue: asyncio.Queue = asyncio.Queue()
+    decoder = _LoopDecoder(track_queue)
+    inbound_mono = InboundAudio()
+
+    def decode_and_send(i: int) -> None:
+        decoder.put((None, JitterFrame(data=packets[i % len(packets)], timestamp=i * 960)))
+        while not track_queue.empty():
+            for c in inbound_mono.push(track_queue.get_nowait()):
+                append_event(c)
+
+    results["inbound: Opus packet -> mono decode on loop -> append event"] = cpu_us(
+        decode_and_send, min(n, len(packets)))
 
     reply = speechlike(480 * n, 24000).tobytes()
     deltas = [json.dumps({"type": "response.output_audio.delta", "response_id": "r",
