@@ -102,9 +102,10 @@ class RealtimeClient:
                         open_timeout=self._connect_timeout,
                         ping_interval=20,
                         ping_timeout=20,
-                        # Deflating base64 audio 50 times a second costs more CPU
-                        # than it saves on loopback; keep it for remote services.
-                        compression=None if self.backend.kind == "offline" else "deflate",
+                        # Deflating base64 audio 50 times a second was 8 % of the
+                        # server's busy time (docs/benchmarks.md) and saves little:
+                        # CPU, not bandwidth, is what limits calls per box.
+                        compression=None,
                     ),
                     self._connect_timeout + 1,
                 )
