@@ -134,6 +134,27 @@ async def test_hangup_frees_the_call(agent: AgentServer) -> None:
     assert all(t.done() for t in call._tasks)
 
 
+async def test_server_side_hangup_closes_the_server_peer(
+    agent: AgentServer,
+) -> None:
+    import aiohttp
+
+    async with ScriptedCaller(url(agent)) as caller:
+        await caller.connect(timeout=20)
+        call = agent.calls[caller.call_id]
+        (transceiver,) = call.pc.getTransceivers()
+        dtls = transceiver.receiver.transport
+        async with aiohttp.ClientSession() as http, http.delete(
+            f"{url(agent)}/calls/{caller.call_id}"
+        ) as r:
+            assert r.status == 200
+        # The server closed its side itself (the caller only learns of it after).
+        assert call.closed and agent.calls == {}
+        assert call.pc.connectionState == "closed"
+        assert dtls.state == "closed" and dtls.transport.state == "closed"
+        assert call.client._ws is None
+
+
 async def test_barge_in_silences_playback_and_truncates_within_what_was_played(
     agent: AgentServer,
 ) -> None:
@@ -186,3 +207,35 @@ async def test_barge_in_silences_playback_and_truncates_within_what_was_played(
         confirmed = [e for e in upstream_events if e["type"] == "conversation.item.truncated"]
         assert confirmed and confirmed[0]["audio_end_ms"] == truncate["audio_end_ms"]
         assert np.asarray(caller.received_audio()).size > 0
+
+
+async def test_calls_leave_no_tasks_sockets_or_threads_behind(agent: AgentServer) -> None:
+    import os
+    import threading
+
+    async def one_call() -> None:
+        async with ScriptedCaller(url(agent)) as caller:
+            await caller.connect(timeout=20)
+            n = len(caller.events)
+            caller.send({"type": "text", "text": "what is one plus one"})
+            await caller.wait_event(is_done("assistant"), 30, start=n)
+
+    def counts() -> tuple[int, int, int]:
+        return (len(asyncio.all_tasks()), len(os.listdir("/proc/self/fd")),
+                threading.active_count())
+
+    await one_call()  # warm up: imports, codec tables, the aiohttp session pool
+    await asyncio.sleep(1)
+    before = counts()
+    for _ in range(5):
+        await one_call()
+    after = counts()
+    for _ in range(50):
+        if agent.calls == {} and all(a <= b for a, b in zip(after, before, strict=True)):
+            break
+        await asyncio.sleep(0.1)
+        after = counts()
+    assert agent.calls == {}
+    assert after[0] <= before[0], f"asyncio tasks {before[0]} -> {after[0]}"
+    assert after[1] <= before[1], f"open file descriptors {before[1]} -> {after[1]}"
+    assert after[2] <= before[2], f"threads {before[2]} -> {after[2]}"
