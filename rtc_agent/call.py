@@ -19,7 +19,12 @@ from typing import Any
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from rtc_agent.datachannel import CallerMessageError, encode_server_message, parse_caller_message
+from rtc_agent.datachannel import (
+    CallerMessageError,
+    TextRateLimit,
+    encode_server_message,
+    parse_caller_message,
+)
 from rtc_agent.ice import rtc_configuration
 from rtc_agent.media.inbound import InboundAudio, append_event, decode_on_loop
 from rtc_agent.media.playout import PlayoutTrack
@@ -86,6 +91,7 @@ class Call:
         self._closing = False
         self.close_reason: str | None = None
         self.caller_errors = 0
+        self._text_limit = TextRateLimit()
         self._wire_peer()
 
     # ------------------------------------------------------------ set-up
@@ -261,6 +267,11 @@ class Call:
         elif mtype == "interrupt":
             self._apply(self.session.on_interrupt())
         elif mtype == "text":
+            if not self._text_limit.allow(time.monotonic()):
+                self.caller_errors += 1
+                self._to_caller({"type": "error", "code": "rate_limited",
+                                 "message": "too many typed messages; slow down"})
+                return
             self._apply(self.session.on_text(message["text"]))
 
     # ------------------------------------------------------------ teardown

@@ -86,3 +86,23 @@ def encode_server_message(message: dict[str, Any]) -> list[str]:
         part = dict(message, delta=delta[start : start + step])
         out.append(json.dumps(part, separators=(",", ":"), ensure_ascii=False))
     return out
+
+
+class TextRateLimit:
+    """A token bucket for typed messages: each one cancels a reply and asks for
+    another, so a flood would only churn the model. Pure; the caller passes time."""
+
+    def __init__(self, per_second: float = 2.0, burst: int = 5) -> None:
+        self._rate = per_second
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._last: float | None = None
+
+    def allow(self, now: float) -> bool:
+        if self._last is not None:
+            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False

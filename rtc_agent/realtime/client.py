@@ -3,7 +3,8 @@
 A thin I/O shell around `RealtimeSession`: it turns frames into event dicts
 (normalised to GA names) and queued events into frames. Sending never blocks
 the media path: audio goes into a small ring that drops its oldest chunk when
-the service stalls, control events into a bounded queue.
+the service stalls, control events into a bounded queue (a stalled service is found by the
+WebSocket keepalive and replaced by a reconnect).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class RealtimeClient:
         self._wake = asyncio.Event()
         self._closing = False
         self.dropped_audio_chunks = 0
+        self.dropped_control_events = 0
         self.reconnects = 0
         self.connected = False
 
@@ -73,7 +75,11 @@ class RealtimeClient:
         if not self.connected:
             return
         if len(self._control) >= MAX_CONTROL_BACKLOG:
-            raise UpstreamFailed("control backlog full: the Realtime service is not reading")
+            # The service stopped reading; its keepalive will time out and the
+            # reconnect replays state, so dropping here loses nothing for good.
+            self.dropped_control_events += 1
+            log.warning("Realtime control backlog full; dropping %s", event.get("type"))
+            return
         self._control.append(json.dumps(event, separators=(",", ":")))
         self._wake.set()
 

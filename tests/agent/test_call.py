@@ -112,6 +112,14 @@ async def test_bad_data_channel_messages_get_errors_and_the_call_goes_on(
         caller.send({"type": "ping", "t": 42})
         pong = await caller.wait_event(lambda e: e["type"] == "pong", 10, start=n)
         assert pong["t"] == 42
+        n = len(caller.events)
+        for i in range(8):  # a flood of typed messages: a burst passes, the rest is refused
+            caller.send({"type": "text", "text": f"what is {i} plus one"})
+        limited = await caller.wait_event(lambda e: e.get("code") == "rate_limited", 10,
+                                          start=n)
+        assert limited["type"] == "error"
+        reply = await caller.wait_event(is_done("assistant"), 30, start=n)
+        assert reply["text"]
 
 
 async def test_hangup_frees_the_call(agent: AgentServer) -> None:

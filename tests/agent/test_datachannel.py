@@ -51,3 +51,12 @@ def test_long_transcript_deltas_are_split_and_lose_nothing() -> None:
     assert len(parts) > 1
     assert all(len(p.encode()) <= 1100 for p in parts)
     assert "".join(json.loads(p)["delta"] for p in parts) == delta
+
+
+def test_text_rate_limit_allows_a_burst_then_refills() -> None:
+    from rtc_agent.datachannel import TextRateLimit
+
+    limit = TextRateLimit(per_second=2, burst=3)
+    assert [limit.allow(10.0) for _ in range(4)] == [True, True, True, False]
+    assert limit.allow(10.2) is False  # 0.4 of a token
+    assert limit.allow(10.6) is True  # refilled at 2 per second
