@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,6 +20,7 @@ from rtc_agent.loadtest.caller import CallFailed, Prompt, ScriptedCaller
 from rtc_agent.realtime.dialect import Dialect
 from rtc_agent.server import AgentServer, running
 from tests.agent.test_call import is_done, server_config, url
+from tests.ports import loopback_port
 from tests.speech import speak_wav
 
 pytestmark = pytest.mark.slow
@@ -154,14 +154,8 @@ async def test_upstream_drop_reconnects_and_replays(protocol_server: str,
             await typed_turn(caller, "what is three plus three", "six")
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def test_dead_upstream_gives_up_and_hangs_up() -> None:
-    cfg = server_config(realtime_url=f"ws://127.0.0.1:{closed_port()}/v1/realtime")
+    cfg = server_config(realtime_url=f"ws://127.0.0.1:{loopback_port()}/v1/realtime")
     async with running(cfg) as server:
         caller = ScriptedCaller(url(server))
         with pytest.raises(CallFailed):

@@ -18,14 +18,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .test_loadtest_cli import ROOT, _free_port, _offline_env
+from tests.ports import loopback_port
+
+from .test_loadtest_cli import ROOT, _offline_env
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def echo_server(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
+    port = loopback_port()
     log = tmp_path / "echo.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
