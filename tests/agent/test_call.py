@@ -126,10 +126,11 @@ async def test_hangup_frees_the_call(agent: AgentServer) -> None:
     caller = ScriptedCaller(url(agent))
     await caller.connect(timeout=20)
     call = agent.calls[caller.call_id]
-    from rtc_agent.media.inbound import _LoopDecoder
+    from rtc_agent.media.inbound import InOrderPackets, _LoopDecoder
 
     (transceiver,) = call.pc.getTransceivers()
     assert isinstance(transceiver.receiver._RTCRtpReceiver__decoder_queue, _LoopDecoder)
+    assert isinstance(transceiver.receiver._RTCRtpReceiver__jitter_buffer, InOrderPackets)
     await caller.hangup()
     for _ in range(50):
         if not agent.calls:
