@@ -118,9 +118,6 @@ class PlayoutTrack(MediaStreamTrack):
     def current_item(self) -> str | None:
         return self._current
 
-    def sent_ms(self, item_id: str) -> float:
-        return self._sent_bytes / 48 if item_id == self._current else 0.0
-
     def enqueue(self, item_id: str, pcm: bytes) -> None:
         """Queue audio of an assistant item; beyond the bound it is dropped, counted."""
         if self._buffered + len(pcm) > self._max_bytes:

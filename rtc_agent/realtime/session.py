@@ -97,7 +97,6 @@ class AssistantItem:
     has_audio: bool = False
     audio_done: bool = False
     transcript_done: bool = False
-    playing: bool = False
     played_out: bool = False
     finalized: bool = False
     interrupted: bool = False
@@ -140,7 +139,6 @@ class RealtimeSession:
         self._tool_calls: dict[str, ToolCall] = {}
         self._response_done: set[str] = set()
         self._create_after_active = False
-        self._user_text: dict[str, list[str]] = {}
         self._history: list[HistoryEntry] = []
         self._history_index: dict[str, int] = {}
         self.truncations: list[dict[str, Any]] = []  # what was sent, for inspection
@@ -218,21 +216,18 @@ class RealtimeSession:
         delta = event.get("delta") or ""
         if not delta:
             return []
-        self._user_text.setdefault(item_id, []).append(delta)
         return [SendCaller({"type": "transcript.delta", "role": "user", "item_id": item_id,
                             "delta": delta})]
 
     def _on_transcription_completed(self, event: dict[str, Any]) -> list[Effect]:
         item_id = event.get("item_id", "")
         text = (event.get("transcript") or "").strip()
-        self._user_text.pop(item_id, None)
         self._remember(item_id, "user", text)
         return [SendCaller({"type": "transcript.done", "role": "user", "item_id": item_id,
                             "text": text, "interrupted": False})]
 
     def _on_transcription_failed(self, event: dict[str, Any]) -> list[Effect]:
         item_id = event.get("item_id", "")
-        self._user_text.pop(item_id, None)
         return [SendCaller({"type": "transcript.done", "role": "user", "item_id": item_id,
                             "text": "", "interrupted": False})]
 
@@ -418,7 +413,6 @@ class RealtimeSession:
         item = self._items.get(item_id)
         if item is None:
             return []
-        item.playing = True
         return self._set_state("speaking")
 
     def on_item_finished(self, item_id: str, sent_ms: float) -> list[Effect]:
@@ -426,7 +420,6 @@ class RealtimeSession:
         item = self._items.get(item_id)
         if item is None:
             return []
-        item.playing = False
         item.played_out = True
         item.sent_ms = sent_ms
         effects: list[Effect] = []
@@ -445,7 +438,6 @@ class RealtimeSession:
         effects: list[Effect] = []
         item = self._items.get(item_id) if item_id else None
         if item is not None and not item.played_out:
-            item.playing = False
             item.sent_ms = sent_ms
             heard = min(sent_ms - self.playout_delay_ms, item.received_ms)
             if heard > 0:
@@ -551,10 +543,6 @@ class RealtimeSession:
             return []
         self.state = state
         return [SendCaller({"type": "state", "state": state})]
-
-    @property
-    def history(self) -> list[HistoryEntry]:
-        return list(self._history)
 
 
 _UPSTREAM_HANDLERS = {
