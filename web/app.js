@@ -126,7 +126,8 @@
 
   async function loadConfig() {
     try {
-      const res = await fetch("config", { cache: "no-store" });
+      // Never wait forever: without the settings the page still shows why.
+      const res = await fetch("config", { cache: "no-store", signal: AbortSignal.timeout(10000) });
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       hook.config = await res.json();
     } catch (err) {

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.web.conftest import Stack, artifact_path
-from tests.web.test_page import wait_for
+from tests.web.test_page import wait_for, wait_ready
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -38,7 +38,7 @@ def place_call(stack: Stack, browser_factory, audio: Path, query: str = "?raw=1"
     page = browser_factory(stack, audio=audio).new_page()
     page.on("console", lambda m: print("console:", m.text) if m.type == "error" else None)
     page.goto(stack.url("/" + query))
-    page.wait_for_selector("body[data-ready='1']")
+    wait_ready(page)
     page.click("#call")
     try:
         wait_for(page, "rtcAgent.connectionState === 'connected'", 30, "connected")
@@ -105,7 +105,7 @@ def test_server_at_capacity(stack_factory, browser_factory, question_wav: Path) 
     stack = stack_factory("rtc-agent", max_calls=0)
     page = browser_factory(stack, audio=question_wav).new_page()
     page.goto(stack.url("/"))
-    page.wait_for_selector("body[data-ready='1']")
+    wait_ready(page)
     page.click("#call")
     page.wait_for_selector("#notice[data-kind='capacity']", timeout=20000)
     assert "busy" in page.inner_text("#notice")
@@ -119,7 +119,7 @@ def test_full_server_turns_the_second_caller_away(
     first = place_call(stack, browser_factory, question_wav)
     second = first.context.browser.new_page()
     second.goto(stack.url("/"))
-    second.wait_for_selector("body[data-ready='1']")
+    wait_ready(second)
     second.click("#call")
     second.wait_for_selector("#notice[data-kind='capacity']", timeout=20000)
     first.click("#call")
@@ -133,7 +133,7 @@ def test_token_required(stack_factory, browser_factory, question_wav: Path) -> N
     browser = browser_factory(stack, audio=question_wav)
     page = browser.new_page()
     page.goto(stack.url("/"))
-    page.wait_for_selector("body[data-ready='1']")
+    wait_ready(page)
     assert page.is_visible("#token")
     page.fill("#token", "wrong")
     page.click("#call")
@@ -167,7 +167,7 @@ def test_https_from_a_lan_address(stack_factory, browser_factory, question_wav: 
     browser = browser_factory(stack, audio=question_wav)
     page = browser.new_context(ignore_https_errors=True).new_page()
     page.goto(stack.url("/?raw=1", host=stack.ns.server_ip))
-    page.wait_for_selector("body[data-ready='1']")
+    wait_ready(page)
     assert page.evaluate("window.isSecureContext") is True
     assert page.get_attribute("#notice", "hidden") is not None
     page.click("#call")

@@ -29,11 +29,27 @@ def wait_for(page, expr: str, timeout_s: float = 20.0, what: str = ""):  # type:
     raise AssertionError(f"timed out waiting for {what or expr}: {state}")
 
 
+def wait_ready(page, timeout_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    """Wait for the page's set-up to finish; on a timeout, say how far it got."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_selector("body[data-ready='1']", timeout=timeout_s * 1000)
+    except PlaywrightTimeout:
+        state = page.evaluate(
+            "JSON.stringify({readyState: document.readyState, hook: typeof window.rtcAgent,"
+            " notice: document.querySelector('#notice')?.innerText,"
+            " resources: performance.getEntriesByType('resource').map("
+            "r => [r.name, Math.round(r.duration), r.responseStatus])})"
+        )
+        raise AssertionError(f"page set-up did not finish in {timeout_s:g} s: {state}") from None
+
+
 def test_call_renders_script_and_reports_playout(stack_factory, browser_factory) -> None:
     stack = stack_factory("contract")
     page = browser_factory(stack).new_page()
     page.goto(stack.url("/"))
-    page.wait_for_selector("body[data-ready='1']")
+    wait_ready(page)
     assert page.is_enabled("#call")
     page.click("#call")
     wait_for(page, "rtcAgent.connectionState === 'connected'", what="connected")
@@ -108,7 +124,7 @@ def test_capacity_message(stack_factory, browser_factory) -> None:
     stack = stack_factory("contract", max_calls=0)
     page = browser_factory(stack).new_page()
     page.goto(stack.url("/"))
-    page.wait_for_selector("body[data-ready='1']")
+    wait_ready(page)
     page.click("#call")
     page.wait_for_selector("#notice[data-kind='capacity']", timeout=15000)
     text = page.inner_text("#notice")
@@ -122,7 +138,7 @@ def test_insecure_origin_message(stack_factory, browser_factory) -> None:
     stack = stack_factory("contract")
     page = browser_factory(stack).new_page()
     page.goto(stack.url("/", host=stack.ns.server_ip))
-    page.wait_for_selector("body[data-ready='1']")
+    wait_ready(page)
     assert page.evaluate("window.isSecureContext") is False
     assert page.get_attribute("#notice", "data-kind") == "insecure"
     assert "HTTPS" in page.inner_text("#notice")
@@ -137,7 +153,7 @@ def test_relay_only_call_through_coturn(stack_factory, browser_factory) -> None:
     assert turn and turn[0]["urls"] == [stack.turn_url]
     page = browser_factory(stack).new_page()
     page.goto(stack.url("/?relay=1"))
-    page.wait_for_selector("body[data-ready='1']")
+    wait_ready(page)
     page.click("#call")
     wait_for(page, "rtcAgent.connectionState === 'connected'", timeout_s=30, what="connected")
     stats = page.evaluate("rtcAgent.stats()")
@@ -155,7 +171,7 @@ def test_denied_microphone_message(stack_factory, browser_factory) -> None:
     stack = stack_factory("contract")
     page = browser_factory(stack, fake_ui=False).new_page()
     page.goto(stack.url("/"))
-    page.wait_for_selector("body[data-ready='1']")
+    wait_ready(page)
     page.click("#call")
     page.wait_for_selector("#notice[data-kind='mic-denied']", timeout=15000)
     assert "denied" in page.inner_text("#notice")
@@ -169,7 +185,7 @@ def test_no_microphone_message(stack_factory, browser_factory) -> None:
     stack = stack_factory("contract")
     page = browser_factory(stack, fake_device=False).new_page()
     page.goto(stack.url("/"))
-    page.wait_for_selector("body[data-ready='1']")
+    wait_ready(page)
     has_input = page.evaluate(
         "navigator.mediaDevices.enumerateDevices()"
         ".then(ds => ds.some(d => d.kind === 'audioinput'))"
@@ -187,7 +203,7 @@ def test_typed_echoes_and_spoken_transcripts_stay_apart(stack_factory, browser_f
     stack = stack_factory("contract")
     page = browser_factory(stack).new_page()
     page.goto(stack.url("/"))
-    page.wait_for_selector("body[data-ready='1']")
+    wait_ready(page)
     page.click("#call")
     wait_for(page, "rtcAgent.events.some(e => e.type === 'session.ready')", what="ready")
     for text in ("first question", "second question"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.web.conftest import artifact_path
-from tests.web.test_page import wait_for
+from tests.web.test_page import wait_for, wait_ready
 
 pytestmark = [pytest.mark.browser]
 
@@ -62,7 +62,7 @@ def test_phone_layout_in_a_call(stack_factory, browser_factory, width: int, heig
     browser = browser_factory(stack)
     page = phone_context(browser, width, height).new_page()
     page.goto(stack.url("/"))
-    page.wait_for_selector("body[data-ready='1']")
+    wait_ready(page)
     check_layout(page)
     page.screenshot(path=str(artifact_path(f"phone-{width}x{height}-idle.png")))
 
@@ -84,7 +84,7 @@ def test_desktop_layout(stack_factory, browser_factory) -> None:
     stack = stack_factory("contract")
     page = browser_factory(stack).new_page(viewport={"width": 1280, "height": 800})
     page.goto(stack.url("/"))
-    page.wait_for_selector("body[data-ready='1']")
+    wait_ready(page)
     layout = page.evaluate(LAYOUT_JS)
     assert layout["scrollWidth"] <= layout["innerWidth"]
     assert layout["call"]["bottom"] <= layout["innerHeight"]
