@@ -63,6 +63,7 @@ class RealtimeClient:
         self._control: deque[str] = deque()
         self._wake = asyncio.Event()
         self._closing = False
+        self._expired = False
         self.dropped_audio_chunks = 0
         self.dropped_control_events = 0
         self.reconnects = 0
@@ -137,13 +138,15 @@ class RealtimeClient:
             if self._closing:
                 return
             code = ws.close_code
-            if code in FATAL_CLOSE_CODES:
+            # A session that hit its length cap is replaced, whatever the close code.
+            if code in FATAL_CLOSE_CODES and not self._expired:
                 raise UpstreamFailed(f"closed by the service ({code}): {ws.close_reason}")
             failures = 1
             self._on_disconnected(reason)
             await asyncio.sleep(self._backoff[0])
 
     async def _serve(self, ws: ClientConnection) -> str:
+        self._expired = False
         writer = asyncio.create_task(self._write(ws))
         try:
             async for frame in ws:
@@ -155,6 +158,10 @@ class RealtimeClient:
                     log.warning("non-JSON frame from the Realtime service")
                     continue
                 if isinstance(event, dict):
+                    if event.get("type") == "error" and (
+                        (event.get("error") or {}).get("code") == "session_expired"
+                    ):
+                        self._expired = True
                     try:
                         self._on_event(normalize_event(self.backend.dialect, event))
                     except Exception:

@@ -154,6 +154,23 @@ async def test_upstream_drop_reconnects_and_replays(protocol_server: str,
             await typed_turn(caller, "what is three plus three", "six")
 
 
+async def test_session_length_cap_is_crossed_by_a_new_session() -> None:
+    """The service ends sessions at a maximum length (60 min on OpenAI GA); the call
+    must outlive it: a new session, the conversation replayed, the caller told."""
+    cfg = server_config(backend_args=["--max-session-s", "4"])
+    async with running(cfg) as server:
+        async with ScriptedCaller(url(server)) as caller:
+            await caller.connect(timeout=20)
+            await typed_turn(caller, "what is two plus two", "four")
+            n = len(caller.events)
+            lost = await caller.wait_event(lambda e: e.get("state") == "reconnecting", 15,
+                                           start=n)
+            await caller.wait_event(lambda e: e.get("state") == "listening", 10,
+                                    after=lost["_t"])
+            assert server.calls[caller.call_id].client.reconnects == 1
+            await typed_turn(caller, "what is three plus three", "six")
+
+
 async def test_dead_upstream_gives_up_and_hangs_up() -> None:
     cfg = server_config(realtime_url=f"ws://127.0.0.1:{loopback_port()}/v1/realtime")
     async with running(cfg) as server:

@@ -1,0 +1,65 @@
+"""The Realtime WebSocket client against a scripted server that closes as OpenAI does.
+
+OpenAI ends a session with an `error` event and then a close whose code says
+why (3000 auth, 4000 request shape). The cloud is out of reach here, so a tiny
+server on loopback replays those endings over a real WebSocket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+
+from rtc_agent.realtime.backend import RealtimeBackend
+from rtc_agent.realtime.client import RealtimeClient, UpstreamFailed
+from rtc_agent.realtime.dialect import Dialect
+
+
+def ending(code: str, close_code: int) -> Any:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(json.dumps({"type": "session.created", "event_id": "e1",
+                                  "session": {"id": "sess_1"}}))
+        await ws.send(json.dumps({"type": "error", "event_id": "e2", "error": {
+            "type": "invalid_request_error", "code": code, "message": code}}))
+        await ws.close(close_code, f"invalid_request_error.{code}")
+    return handler
+
+
+async def run_client(handler: Any, seconds: float) -> tuple[RealtimeClient, Exception | None,
+                                                             list[str]]:
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        seen: list[str] = []
+        client = RealtimeClient(
+            RealtimeBackend("custom", f"ws://127.0.0.1:{port}/v1/realtime", Dialect.GA),
+            on_event=lambda e: seen.append(e["type"]),
+            on_connected=lambda again: None,
+            on_disconnected=lambda reason: None,
+            backoff_s=(0.05,),
+        )
+        task = asyncio.create_task(client.run())
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+        error = task.exception() if done else None
+        if not done:
+            await client.close()
+            task.cancel()
+        return client, error, seen
+
+
+async def test_auth_close_is_final() -> None:
+    client, error, seen = await run_client(ending("invalid_api_key", 3000), 5)
+    assert isinstance(error, UpstreamFailed) and "3000" in str(error)
+    assert seen == ["session.created", "error"]
+    assert client.reconnects == 0
+
+
+@pytest.mark.parametrize("close_code", [4000, 1000])
+async def test_session_expiry_is_crossed_whatever_the_close_code(close_code: int) -> None:
+    client, error, seen = await run_client(ending("session_expired", close_code), 1.0)
+    assert error is None
+    assert client.reconnects >= 2
+    assert seen.count("session.created") == client.reconnects + 1
