@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rtc_agent.backend.asr import Recognizer
-from rtc_agent.backend.audio import BYTES_PER_MS, REALTIME_RATE
 from rtc_agent.backend.conversation import (
     CancelResponse,
     Conversation,
@@ -30,6 +29,11 @@ from rtc_agent.backend.dialect import ProtocolError
 from rtc_agent.backend.responder import FunctionCall, Responder
 from rtc_agent.backend.tts import Synthesizer
 from rtc_agent.backend.vad import SpeechDetector
+from rtc_agent.media.pcm import BYTES_PER_MS, REALTIME_RATE
+
+# Appends up to this size run VAD on the loop (measured: 50 us of CPU per 20 ms
+# chunk inline, 139 us through the default executor); larger ones use a thread.
+INLINE_VAD_BYTES = 200 * BYTES_PER_MS
 
 log = logging.getLogger(__name__)
 _SENTENCE_END = re.compile(r"(.+?[.!?;:])(\s+|$)", re.S)
@@ -158,8 +162,12 @@ class BackendSession:
                     None, self.engines.detector_factory)
                 self.conv._reset_vad()  # align the detector with the current timeline
                 self._detector_ready = True
-            probs = await self._loop.run_in_executor(None, self.conv.detector.probabilities,
-                                                     pcm)
+            if len(pcm) <= INLINE_VAD_BYTES:
+                # A 20 ms chunk costs silero ~50 us; a thread hop would cost ~90 us more.
+                probs = self.conv.detector.probabilities(pcm)
+            else:
+                probs = await self._loop.run_in_executor(
+                    None, self.conv.detector.probabilities, pcm)
         await self._emit(self.conv.feed_audio(pcm, probs))
 
     # --- actions -----------------------------------------------------------------------
