@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from rtc_agent.backend.asr import get_recognizer, spot_keyword
-from rtc_agent.backend.audio import resample
 from rtc_agent.backend.tts import PiperSynthesizer, get_synthesizer
+from rtc_agent.media.pcm import resample
 
 __all__ = ["hears", "read_wav", "speak_pcm", "speak_wav", "transcribe"]
 

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from rtc_agent.backend.audio import as_int16, resample
+from rtc_agent.media.pcm import as_int16, resample
 
 ASR_RATE = 16000
 

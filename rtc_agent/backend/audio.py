@@ -1,38 +1,13 @@
-"""PCM helpers: resampling, base64 framing and durations for pcm16 mono audio."""
+"""The backend's framing of reply audio: base64, durations and delta chunks.
+
+The format's facts and resampling live in rtc_agent.media.pcm.
+"""
 
 from __future__ import annotations
 
 import base64
 
-import av
-import numpy as np
-
-REALTIME_RATE = 24000
-BYTES_PER_MS = REALTIME_RATE * 2 // 1000  # pcm16 mono at 24 kHz: 48 bytes per ms
-
-
-def as_int16(pcm: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
-    """View bytes (little-endian s16) or an array as a 1-D int16 array."""
-    if isinstance(pcm, np.ndarray):
-        return pcm.astype(np.int16, copy=False).reshape(-1)
-    return np.frombuffer(bytes(pcm), dtype="<i2")
-
-
-def resample(pcm: bytes | np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
-    """Resample a whole mono s16 signal with libswresample (good quality, no state kept).
-
-    Used for utterances and synthesized sentences; a fresh resampler per call keeps
-    it thread-safe, and flushing returns the tail so no samples are lost.
-    """
-    samples = as_int16(pcm)
-    if src_rate == dst_rate or samples.size == 0:
-        return samples.copy()
-    frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-    frame.sample_rate = src_rate
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=dst_rate)
-    parts = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-    parts += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
-    return np.concatenate(parts).astype(np.int16) if parts else np.zeros(0, np.int16)
+from rtc_agent.media.pcm import BYTES_PER_MS
 
 
 def duration_ms(pcm24: bytes | bytearray) -> int:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rtc_agent.backend.audio import BYTES_PER_MS, b64encode, chunks, duration_ms
+from rtc_agent.backend.audio import b64encode, chunks, duration_ms
 from rtc_agent.backend.dialect import (
     GA,
     SEMANTIC_SILENCE_MS,
@@ -32,6 +32,7 @@ from rtc_agent.backend.dialect import (
     unknown,
 )
 from rtc_agent.backend.vad import SpeechDetector
+from rtc_agent.media.pcm import BYTES_PER_MS
 
 CLIENT_EVENTS: dict[str, set[str]] = {
     # type -> allowed fields besides type and event_id

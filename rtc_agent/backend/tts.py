@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from rtc_agent.backend.audio import REALTIME_RATE, resample
+from rtc_agent.media.pcm import REALTIME_RATE, resample
 
 
 class Synthesizer(Protocol):

@@ -35,6 +35,9 @@ from aiortc.mediastreams import MediaStreamError
 from av.packet import Packet
 
 from rtc_agent.ice import restrict_host_addresses, rtc_configuration
+from rtc_agent.media import opus
+from rtc_agent.media.opus import silence_packet
+from rtc_agent.media.pcm import resample
 
 SAMPLE_RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms at 48 kHz
@@ -72,13 +75,7 @@ def _encode_opus(pcm: np.ndarray) -> list[bytes]:
     One packet per 20 ms frame. The encoder delays by its lookahead, so the
     caller pads the input with silence; packets are re-timed by the track.
     """
-    codec = av.CodecContext.create("libopus", "w")
-    codec.bit_rate = 64000
-    codec.format = "s16"
-    codec.layout = "mono"
-    codec.sample_rate = SAMPLE_RATE
-    codec.time_base = TIME_BASE
-    codec.options = {"application": "voip"}
+    codec = opus.encoder(SAMPLE_RATE, 64000)
     out: list[bytes] = []
     for i in range(0, len(pcm), FRAME_SAMPLES):
         frame = av.AudioFrame.from_ndarray(
@@ -92,17 +89,6 @@ def _encode_opus(pcm: np.ndarray) -> list[bytes]:
     return out
 
 
-_SILENCE_PACKET: bytes | None = None
-
-
-def silence_packet() -> bytes:
-    """One Opus packet of digital silence, encoded once per process."""
-    global _SILENCE_PACKET
-    if _SILENCE_PACKET is None:
-        _SILENCE_PACKET = _encode_opus(np.zeros(FRAME_SAMPLES * 10, dtype=np.int16))[5]
-    return _SILENCE_PACKET
-
-
 def _read_wav_48k_mono(path: str | Path) -> np.ndarray:
     """Read a PCM WAV as mono int16 at 48 kHz (resampling with libswresample if needed)."""
     with wave.open(str(path), "rb") as w:
@@ -112,14 +98,7 @@ def _read_wav_48k_mono(path: str | Path) -> np.ndarray:
         raise ValueError(f"{path}: only 16-bit PCM WAV is supported (got {8 * width}-bit)")
     data = np.frombuffer(raw, dtype=np.int16).reshape(-1, channels)
     mono = data.mean(axis=1).astype(np.int16) if channels > 1 else data[:, 0].copy()
-    if rate == SAMPLE_RATE:
-        return mono
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-    frame = av.AudioFrame.from_ndarray(mono.reshape(1, -1), format="s16", layout="mono")
-    frame.sample_rate = rate
-    parts = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-    parts += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
-    return np.concatenate(parts).astype(np.int16) if parts else np.zeros(0, np.int16)
+    return resample(mono, rate, SAMPLE_RATE)
 
 
 @dataclass

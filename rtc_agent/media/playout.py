@@ -23,7 +23,11 @@ from dataclasses import dataclass
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-RATE = 24000
+from rtc_agent.media import opus
+from rtc_agent.media.opus import silence_packet
+from rtc_agent.media.pcm import BYTES_PER_MS, REALTIME_RATE
+
+RATE = REALTIME_RATE
 FRAME_SAMPLES = 480  # 20 ms at 24 kHz
 FRAME_BYTES = FRAME_SAMPLES * 2
 FRAME_S = 0.020
@@ -41,34 +45,6 @@ class Flushed:
     sent_ms: float
 
 
-def _new_encoder() -> av.CodecContext:
-    codec = av.CodecContext.create("libopus", "w")
-    codec.sample_rate = RATE
-    codec.layout = "mono"
-    codec.format = "s16"
-    codec.bit_rate = 32000
-    codec.options = {"application": "voip"}
-    codec.time_base = fractions.Fraction(1, RATE)
-    codec.open()
-    return codec
-
-
-def _silence_packet() -> bytes:
-    codec = _new_encoder()
-    frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
-    frame.sample_rate = RATE
-    frame.planes[0].update(bytes(FRAME_BYTES))
-    payload = b""
-    for i in range(10):
-        frame.pts = i * FRAME_SAMPLES
-        for packet in codec.encode(frame):
-            payload = bytes(packet)
-    return payload
-
-
-_SILENCE: bytes | None = None
-
-
 class PlayoutTrack(MediaStreamTrack):
     """An audio track fed with pcm16 24 kHz chunks, paced at 20 ms frames."""
 
@@ -83,17 +59,14 @@ class PlayoutTrack(MediaStreamTrack):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
-        global _SILENCE
-        if _SILENCE is None:
-            _SILENCE = _silence_packet()
-        self._silence = _SILENCE
-        self._encoder = _new_encoder()
+        self._silence = silence_packet()
+        self._encoder = opus.encoder(RATE, 32000)
         self._frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
         self._frame.sample_rate = RATE
         self._scratch = bytearray(FRAME_BYTES)
         self._segments: deque[list] = deque()  # [item_id, bytes, offset]
         self._buffered = 0
-        self._max_bytes = max_buffer_ms * RATE * 2 // 1000
+        self._max_bytes = max_buffer_ms * BYTES_PER_MS
         self._complete: set[str] = set()
         self._current: str | None = None
         self._sent_bytes = 0
@@ -112,7 +85,7 @@ class PlayoutTrack(MediaStreamTrack):
 
     @property
     def buffered_ms(self) -> float:
-        return self._buffered / (RATE * 2 / 1000)
+        return self._buffered / BYTES_PER_MS
 
     @property
     def current_item(self) -> str | None:
@@ -121,7 +94,7 @@ class PlayoutTrack(MediaStreamTrack):
     def enqueue(self, item_id: str, pcm: bytes) -> None:
         """Queue audio of an assistant item; beyond the bound it is dropped, counted."""
         if self._buffered + len(pcm) > self._max_bytes:
-            self.dropped_ms += len(pcm) / 48
+            self.dropped_ms += len(pcm) / BYTES_PER_MS
             return
         self._segments.append([item_id, pcm, 0])
         self._buffered += len(pcm)
@@ -134,7 +107,7 @@ class PlayoutTrack(MediaStreamTrack):
 
     def flush(self) -> Flushed:
         """Drop everything queued; the next frame is silence. Report what was on air."""
-        flushed = Flushed(self._current, self._sent_bytes / 48)
+        flushed = Flushed(self._current, self._sent_bytes / BYTES_PER_MS)
         self._segments.clear()
         self._buffered = 0
         self._current = None
@@ -145,7 +118,7 @@ class PlayoutTrack(MediaStreamTrack):
     # ------------------------------------------------------------ sending
 
     def _finish_current(self) -> None:
-        item_id, sent = self._current, self._sent_bytes / 48
+        item_id, sent = self._current, self._sent_bytes / BYTES_PER_MS
         self._current = None
         self._sent_bytes = 0
         if item_id is not None:

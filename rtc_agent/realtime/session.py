@@ -17,9 +17,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from rtc_agent.media.pcm import BYTES_PER_MS
 from rtc_agent.realtime.dialect import Dialect, SessionSettings, session_update, text_item
-
-BYTES_PER_MS = 48  # pcm16 mono at 24 kHz
 
 # Errors that are races of a healthy conversation, not faults (see the protocol
 # reference, 6.2): reported to logs, never to the caller.

@@ -7,7 +7,6 @@ import base64
 import numpy as np
 import pytest
 
-from rtc_agent.backend.audio import BYTES_PER_MS
 from rtc_agent.backend.conversation import (
     CancelResponse,
     Conversation,
@@ -16,6 +15,7 @@ from rtc_agent.backend.conversation import (
 )
 from rtc_agent.backend.dialect import BETA, GA
 from rtc_agent.backend.vad import EnergyDetector
+from rtc_agent.media.pcm import BYTES_PER_MS
 
 
 def tone(ms: int, amplitude: int = 8000) -> bytes:
