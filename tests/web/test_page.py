@@ -1,8 +1,9 @@
-"""The page's own behaviour, against the scripted contract peer (contract_server.py).
+"""The page's own behaviour.
 
-Deterministic events let these tests check rendering that a speech backend
-would only produce by chance: tool rows, an interrupted reply, playout
-reports, the capacity message, the insecure-origin message.
+Where only a scripted sequence can show it (tool rows, an interrupted reply,
+playout reports, an exact Retry-After), the scripted contract peer
+(contract_server.py) plays the server; everything else runs against the real
+`rtc-agent serve`.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ def test_capacity_message(stack_factory, browser_factory) -> None:
 
 def test_insecure_origin_message(stack_factory, browser_factory) -> None:
     """Plain http on a non-localhost address: no navigator.mediaDevices."""
-    stack = stack_factory("contract")
+    stack = stack_factory("rtc-agent")
     page = browser_factory(stack).new_page()
     page.goto(stack.url("/", host=stack.ns.server_ip))
     wait_ready(page)
@@ -168,7 +169,7 @@ def test_relay_only_call_through_coturn(stack_factory, browser_factory) -> None:
 
 def test_denied_microphone_message(stack_factory, browser_factory) -> None:
     """Without the fake-UI flag nobody grants the permission prompt: getUserMedia is refused."""
-    stack = stack_factory("contract")
+    stack = stack_factory("rtc-agent")
     page = browser_factory(stack, fake_ui=False).new_page()
     page.goto(stack.url("/"))
     wait_ready(page)
@@ -182,7 +183,7 @@ def test_denied_microphone_message(stack_factory, browser_factory) -> None:
 
 def test_no_microphone_message(stack_factory, browser_factory) -> None:
     """A machine with no audio input (no fake device here, and none on this host)."""
-    stack = stack_factory("contract")
+    stack = stack_factory("rtc-agent")
     page = browser_factory(stack, fake_device=False).new_page()
     page.goto(stack.url("/"))
     wait_ready(page)

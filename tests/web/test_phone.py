@@ -58,7 +58,7 @@ def check_layout(page) -> dict:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize(("width", "height"), [(390, 844), (320, 568)])
 def test_phone_layout_in_a_call(stack_factory, browser_factory, width: int, height: int) -> None:
-    stack = stack_factory("contract")
+    stack = stack_factory("rtc-agent")
     browser = browser_factory(stack)
     page = phone_context(browser, width, height).new_page()
     page.goto(stack.url("/"))
@@ -66,8 +66,8 @@ def test_phone_layout_in_a_call(stack_factory, browser_factory, width: int, heig
     check_layout(page)
     page.screenshot(path=str(artifact_path(f"phone-{width}x{height}-idle.png")))
 
-    # a call with a long message, a tool row and an open diagnostics panel must
-    # not widen the page either
+    # a call with a long message and an open diagnostics panel must not widen the
+    # page either
     page.tap("#call")
     wait_for(page, "rtcAgent.connectionState === 'connected'", what="connected")
     page.fill("#text", "a-very-long-word-without-spaces-" * 4 + " and what is the weather")
@@ -81,7 +81,7 @@ def test_phone_layout_in_a_call(stack_factory, browser_factory, width: int, heig
 
 
 def test_desktop_layout(stack_factory, browser_factory) -> None:
-    stack = stack_factory("contract")
+    stack = stack_factory("rtc-agent")
     page = browser_factory(stack).new_page(viewport={"width": 1280, "height": 800})
     page.goto(stack.url("/"))
     wait_ready(page)
