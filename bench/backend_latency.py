@@ -1,6 +1,6 @@
 """Latency and CPU cost of the offline Realtime backend per spoken turn.
 
-Starts `python -m rtc_agent.backend.cli --port 0` as a child process, then runs
+Starts `python -m rtc_agent.offline.command --port 0` as a child process, then runs
 spoken turns (piper speech appended in 20 ms chunks at real-time pace, server VAD,
 transcription on) from one or more concurrent sessions. Reports, per turn:
 
@@ -109,7 +109,7 @@ def main() -> int:
     p.add_argument("--tts-cache", type=int, default=512)
     p.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     args = p.parse_args()
-    cmd = [sys.executable, "-m", "rtc_agent.backend.cli", "--port", "0",
+    cmd = [sys.executable, "-m", "rtc_agent.offline.command", "--port", "0",
            "--tts", args.tts, "--tts-cache", str(args.tts_cache)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

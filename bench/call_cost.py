@@ -46,7 +46,9 @@ import websockets
 
 from rtc_agent.loadtest.caller import frame_dbfs
 from rtc_agent.loadtest.metrics import percentile, summarize
-from rtc_agent.realtime.dialect import Dialect, SessionSettings, session_update
+from rtc_agent.protocol import Dialect
+from rtc_agent.realtime.dialect import session_update
+from rtc_agent.realtime.settings import SessionSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable

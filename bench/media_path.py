@@ -29,8 +29,9 @@ from aiortc.jitterbuffer import JitterFrame
 
 from rtc_agent.media.inbound import InboundAudio, _LoopDecoder, append_event
 from rtc_agent.media.playout import PlayoutTrack
-from rtc_agent.realtime.dialect import Dialect, SessionSettings
+from rtc_agent.protocol import Dialect
 from rtc_agent.realtime.session import RealtimeSession
+from rtc_agent.realtime.settings import SessionSettings
 
 
 def cpu_us(fn: Callable[[int], object], n: int) -> float:

@@ -28,9 +28,8 @@ from rtc_agent.datachannel import (
 from rtc_agent.ice import rtc_configuration
 from rtc_agent.media.inbound import InboundAudio, append_event, decode_on_loop
 from rtc_agent.media.playout import PlayoutTrack
-from rtc_agent.realtime.backend import RealtimeBackend
 from rtc_agent.realtime.client import RealtimeClient, UpstreamFailed
-from rtc_agent.realtime.dialect import SessionSettings
+from rtc_agent.realtime.service import RealtimeService
 from rtc_agent.realtime.session import (
     Effect,
     EndItemAudio,
@@ -41,6 +40,7 @@ from rtc_agent.realtime.session import (
     SendCaller,
     SendUpstream,
 )
+from rtc_agent.realtime.settings import SessionSettings
 from rtc_agent.tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class Call:
         self,
         call_id: str,
         *,
-        backend: RealtimeBackend,
+        service: RealtimeService,
         settings: SessionSettings,
         tools: ToolRegistry,
         ice_servers: Iterable[dict[str, Any]] = (),
@@ -64,20 +64,20 @@ class Call:
         on_closed: Callable[[Call], None] | None = None,
     ) -> None:
         self.call_id = call_id
-        self.backend = backend
+        self.service = service
         self.created = time.monotonic()
         self._tools = tools
         self._on_closed = on_closed
         self._connect_timeout_s = connect_timeout_s
         self._decode_on_loop = decode_on_loop
         self.pc = RTCPeerConnection(rtc_configuration(list(ice_servers)))
-        self.session = RealtimeSession(backend.dialect, settings, tools.definitions())
+        self.session = RealtimeSession(service.dialect, settings, tools.definitions())
         self.playout = PlayoutTrack(
             on_item_started=self._on_item_started,
             on_item_finished=self._on_item_finished,
         )
         self.client = RealtimeClient(
-            backend,
+            service,
             on_event=self._on_upstream_event,
             on_connected=self._on_upstream_connected,
             on_disconnected=self._on_upstream_disconnected,
@@ -211,7 +211,7 @@ class Call:
             return
         self._ready_sent = True
         self._to_caller({"type": "session.ready", "call_id": self.call_id,
-                         "backend": self.backend.kind})
+                         "backend": self.service.kind})
         self._to_caller({"type": "state", "state": self.session.state})
 
     # ------------------------------------------------------------ effects

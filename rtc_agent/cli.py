@@ -8,10 +8,10 @@ import sys
 
 # subcommand -> module exposing add_arguments(parser) and run(args) -> int
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("rtc_agent.server", "run the signaling and media server"),
-    "realtime-server": ("rtc_agent.backend.cli", "run the offline Realtime backend alone"),
-    "loadtest": ("rtc_agent.loadtest.cli", "place scripted calls and report latency"),
-    "certs": ("rtc_agent.certs", "create a local CA and a server certificate for HTTPS"),
+    "serve": ("rtc_agent.serve", "run the signaling and media server"),
+    "realtime-server": ("rtc_agent.offline.command", "run the offline Realtime backend alone"),
+    "loadtest": ("rtc_agent.loadtest.command", "place scripted calls and report latency"),
+    "certs": ("rtc_agent.signaling.certs", "create a local CA and a server certificate for HTTPS"),
 }
 
 

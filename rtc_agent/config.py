@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rtc_agent.realtime.dialect import SessionSettings, TurnDetection
+from rtc_agent.realtime.settings import SessionSettings, TurnDetection
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WEB_DIR = PROJECT_ROOT / "web"
@@ -33,7 +33,7 @@ def _env_list(name: str) -> list[str]:
 
 
 @dataclass
-class ServerConfig:
+class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     max_calls: int = 20
@@ -55,7 +55,7 @@ class ServerConfig:
     turn_urls: list[str] = field(default_factory=list)
     turn_secret: str | None = None
     tts: str = "piper"
-    backend_args: list[str] = field(default_factory=list)
+    offline_args: list[str] = field(default_factory=list)
     connect_timeout_s: float = 30.0
     decode_on_loop: bool = True
 
@@ -136,7 +136,7 @@ def _tokens(value: Any) -> int | str:
     return int(value)
 
 
-def from_args(args: argparse.Namespace) -> ServerConfig:
+def from_args(args: argparse.Namespace) -> ServeConfig:
     file = _file_settings(getattr(args, "config", None))
     defaults = SessionSettings()
     td_defaults = TurnDetection()
@@ -169,7 +169,7 @@ def from_args(args: argparse.Namespace) -> ServerConfig:
         max_output_tokens=_tokens(_pick(args.max_output_tokens, "max_output_tokens", file,
                                         "max_output_tokens", defaults.max_output_tokens)),
     )
-    cfg = ServerConfig(
+    cfg = ServeConfig(
         host=_pick(args.host, "host", {}, "", "127.0.0.1"),
         port=int(_pick(args.port, "port", {}, "", 8080, int)),
         max_calls=int(_pick(args.max_calls, "max_calls", {}, "", 20, int)),

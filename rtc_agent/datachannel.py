@@ -1,19 +1,93 @@
-"""The `events` data channel's wire format: parse what the caller sends.
+"""The caller protocol: the `events` data channel's messages, both ways.
 
-Schema: docs/data-channel.md. Parsing is pure so that every bad input has a
-unit test; a bad message becomes a `CallerMessageError`, which the call turns
-into an `error` message while the call goes on.
+Schema: docs/data-channel.md. Everything here is pure. Inbound, every bad input
+becomes a `CallerMessageError`, which the call turns into an `error` message
+while the call goes on. Outbound, each message type has one constructor, so the
+session and the call cannot drift from the schema; `web/` reads the same names
+(a test compares them).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from enum import StrEnum
+from typing import Any, Literal
 
 MAX_MESSAGE_BYTES = 16 * 1024
 MAX_TEXT_CHARS = 4000
 MAX_PLAYOUT_DELAY_MS = 5000
 CALLER_TYPES = ("text", "interrupt", "playout", "ping")
+SERVER_TYPES = (
+    "session.ready", "state", "transcript.delta", "transcript.done",
+    "tool.started", "tool.finished", "error", "pong",
+)
+
+ServerMessage = dict[str, Any]
+Role = Literal["user", "assistant"]
+
+
+class CallState(StrEnum):
+    """The agent's turn state, as the caller's page shows it."""
+
+    LISTENING = "listening"
+    USER_SPEAKING = "user_speaking"
+    THINKING = "thinking"
+    SPEAKING = "speaking"
+    RECONNECTING = "reconnecting"
+
+
+# ---------------------------------------------------------------- server -> caller
+
+
+def session_ready(call_id: str, backend: str) -> ServerMessage:
+    return {"type": "session.ready", "call_id": call_id, "backend": backend}
+
+
+def state_changed(state: CallState) -> ServerMessage:
+    return {"type": "state", "state": str(state)}
+
+
+def transcript_delta(role: Role, item_id: str, delta: str) -> ServerMessage:
+    return {"type": "transcript.delta", "role": role, "item_id": item_id, "delta": delta}
+
+
+def transcript_done(
+    role: Role,
+    item_id: str,
+    text: str,
+    *,
+    interrupted: bool = False,
+    heard_ms: int | None = None,
+    audio_ms: int | None = None,
+) -> ServerMessage:
+    """A final transcript; spoken assistant replies also say how much was heard."""
+    message: ServerMessage = {"type": "transcript.done", "role": role, "item_id": item_id,
+                              "text": text, "interrupted": interrupted}
+    if heard_ms is not None:
+        message["heard_ms"] = heard_ms
+    if audio_ms is not None:
+        message["audio_ms"] = audio_ms
+    return message
+
+
+def tool_started(call_id: str, name: str, arguments: dict[str, Any]) -> ServerMessage:
+    return {"type": "tool.started", "call_id": call_id, "name": name, "arguments": arguments}
+
+
+def tool_finished(call_id: str, name: str, ok: bool, duration_ms: int) -> ServerMessage:
+    return {"type": "tool.finished", "call_id": call_id, "name": name, "ok": ok,
+            "duration_ms": duration_ms}
+
+
+def error(code: str, message: str) -> ServerMessage:
+    return {"type": "error", "code": code, "message": message}
+
+
+def pong(t: Any, server_t: int) -> ServerMessage:
+    return {"type": "pong", "t": t, "server_t": server_t}
+
+
+# ---------------------------------------------------------------- caller -> server
 
 
 class CallerMessageError(Exception):
@@ -24,8 +98,8 @@ class CallerMessageError(Exception):
         self.code = code
         self.message = message
 
-    def as_event(self) -> dict[str, Any]:
-        return {"type": "error", "code": self.code, "message": self.message}
+    def as_event(self) -> ServerMessage:
+        return error(self.code, self.message)
 
 
 def parse_caller_message(raw: str | bytes) -> dict[str, Any]:
@@ -70,7 +144,7 @@ def parse_caller_message(raw: str | bytes) -> dict[str, Any]:
     return message
 
 
-def encode_server_message(message: dict[str, Any]) -> list[str]:
+def encode_server_message(message: ServerMessage) -> list[str]:
     """Serialise a server message, splitting long transcript deltas.
 
     aiortc's SCTP does no path-MTU discovery, so the server keeps messages small:

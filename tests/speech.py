@@ -1,6 +1,6 @@
 """Shared speech helpers for tests: piper-spoken WAVs and pocketsphinx checks.
 
-Built on the backend's own engines (rtc_agent.backend.tts / asr) so there is one
+Built on the backend's own engines (rtc_agent.offline.tts / asr) so there is one
 speech code path. Everything is offline; WAVs are cached by text and rate.
 """
 
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rtc_agent.backend.asr import get_recognizer, spot_keyword
-from rtc_agent.backend.tts import PiperSynthesizer, get_synthesizer
 from rtc_agent.media.pcm import resample
+from rtc_agent.offline.asr import get_recognizer, spot_keyword
+from rtc_agent.offline.tts import PiperSynthesizer, get_synthesizer
 
 __all__ = ["hears", "read_wav", "speak_pcm", "speak_wav", "transcribe"]
 

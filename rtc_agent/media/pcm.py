@@ -1,16 +1,13 @@
-"""pcm16 mono: the Realtime services' audio format, and whole-signal resampling.
+"""pcm16 mono arrays and whole-signal resampling (PyAV's libswresample).
 
-Shared by the agent's media path, the offline backend and the load tester, so
-the facts of the format (24 kHz, 48 bytes per ms) are stated once.
+Shared by the agent's media path, the offline backend and the load tester. The
+format's facts (24 kHz, 48 bytes per ms) live in `rtc_agent.protocol`.
 """
 
 from __future__ import annotations
 
 import av
 import numpy as np
-
-REALTIME_RATE = 24000
-BYTES_PER_MS = REALTIME_RATE * 2 // 1000  # pcm16 mono at 24 kHz: 48 bytes per ms
 
 
 def as_int16(pcm: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from rtc_agent.media import opus
 from rtc_agent.media.opus import silence_packet
-from rtc_agent.media.pcm import BYTES_PER_MS, REALTIME_RATE
+from rtc_agent.protocol import BYTES_PER_MS, REALTIME_RATE
 
 RATE = REALTIME_RATE
 FRAME_SAMPLES = 480  # 20 ms at 24 kHz

@@ -20,8 +20,8 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from rtc_agent.realtime.backend import RealtimeBackend
 from rtc_agent.realtime.dialect import normalize_event
+from rtc_agent.realtime.service import RealtimeService
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class RealtimeClient:
 
     def __init__(
         self,
-        backend: RealtimeBackend,
+        service: RealtimeService,
         *,
         on_event: Callable[[dict[str, Any]], None],
         on_connected: Callable[[bool], None],
@@ -50,7 +50,7 @@ class RealtimeClient:
         connect_timeout_s: float = 10.0,
         connector: Callable[..., Awaitable[ClientConnection]] | None = None,
     ) -> None:
-        self.backend = backend
+        self.service = service
         self._on_event = on_event
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
@@ -103,8 +103,8 @@ class RealtimeClient:
             try:
                 ws = await asyncio.wait_for(
                     self._connector(
-                        self.backend.url,
-                        additional_headers=dict(self.backend.headers),
+                        self.service.url,
+                        additional_headers=dict(self.service.headers),
                         max_size=16 * 1024 * 1024,
                         open_timeout=self._connect_timeout,
                         ping_interval=20,
@@ -163,7 +163,7 @@ class RealtimeClient:
                     ):
                         self._expired = True
                     try:
-                        self._on_event(normalize_event(self.backend.dialect, event))
+                        self._on_event(normalize_event(self.service.dialect, event))
                     except Exception:
                         # One bad event must not end the call's upstream.
                         log.exception("error handling %s", event.get("type"))

@@ -7,28 +7,10 @@ items) are built here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
-
-class Dialect(StrEnum):
-    GA = "ga"
-    BETA = "beta"
-
-
-# beta server event name -> GA name. Events absent here are named alike in both.
-# The offline backend (rtc_agent.backend.dialect) names its events from this table too.
-BETA_TO_GA: dict[str, str] = {
-    "response.audio.delta": "response.output_audio.delta",
-    "response.audio.done": "response.output_audio.done",
-    "response.audio_transcript.delta": "response.output_audio_transcript.delta",
-    "response.audio_transcript.done": "response.output_audio_transcript.done",
-    "response.text.delta": "response.output_text.delta",
-    "response.text.done": "response.output_text.done",
-    "conversation.item.created": "conversation.item.added",
-}
-GA_TO_BETA: dict[str, str] = {ga: beta for beta, ga in BETA_TO_GA.items()}
+from rtc_agent.protocol import BETA_TO_GA, Dialect
+from rtc_agent.realtime.settings import SessionSettings
 
 
 def normalize_event(dialect: Dialect, event: dict[str, Any]) -> dict[str, Any]:
@@ -38,44 +20,6 @@ def normalize_event(dialect: Dialect, event: dict[str, Any]) -> dict[str, Any]:
         if renamed is not None:
             event["type"] = renamed
     return event
-
-
-@dataclass(frozen=True)
-class TurnDetection:
-    """Server VAD settings; the defaults are the original sample's."""
-
-    threshold: float = 0.5
-    prefix_padding_ms: int = 300
-    silence_duration_ms: int = 500
-    create_response: bool = True
-    interrupt_response: bool = True
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "type": "server_vad",
-            "threshold": self.threshold,
-            "prefix_padding_ms": self.prefix_padding_ms,
-            "silence_duration_ms": self.silence_duration_ms,
-            "create_response": self.create_response,
-            "interrupt_response": self.interrupt_response,
-        }
-
-
-@dataclass(frozen=True)
-class SessionSettings:
-    """What the agent asks of a Realtime session, independent of dialect."""
-
-    instructions: str = (
-        "You are a helpful voice assistant on a phone call. Answer briefly and "
-        "speak naturally. Use the search tool for anything current."
-    )
-    voice: str = "alloy"
-    turn_detection: TurnDetection | None = TurnDetection()
-    transcription_model: str | None = "whisper-1"
-    tool_choice: str = "auto"
-    temperature: float | None = 0.8
-    max_output_tokens: int | str = "inf"
-    text_only: bool = False
 
 
 def session_update(

@@ -17,8 +17,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from rtc_agent.media.pcm import BYTES_PER_MS
-from rtc_agent.realtime.dialect import Dialect, SessionSettings, session_update, text_item
+from rtc_agent.protocol import BYTES_PER_MS, Dialect
+from rtc_agent.realtime.dialect import session_update, text_item
+from rtc_agent.realtime.settings import SessionSettings
 
 # Errors that are races of a healthy conversation, not faults (see the protocol
 # reference, 6.2): reported to logs, never to the caller.

@@ -20,13 +20,14 @@ import pytest
 
 from rtc_agent import config
 from rtc_agent.loadtest.caller import Prompt, ScriptedCaller
-from rtc_agent.server import AgentServer, running
+from rtc_agent.serve import running
+from rtc_agent.signaling.app import SignalingServer
 from tests.speech import hears, speak_wav
 
 pytestmark = pytest.mark.slow
 
 
-def server_config(**overrides: Any) -> config.ServerConfig:
+def server_config(**overrides: Any) -> config.ServeConfig:
     parser = argparse.ArgumentParser()
     config.add_arguments(parser)
     cfg = config.from_args(parser.parse_args(["--port", "0", "--ice-address", "127.0.0.1"]))
@@ -36,7 +37,7 @@ def server_config(**overrides: Any) -> config.ServerConfig:
 
 
 @pytest.fixture
-async def agent(tmp_path: Path) -> AsyncIterator[AgentServer]:
+async def agent(tmp_path: Path) -> AsyncIterator[SignalingServer]:
     (tmp_path / "turn.md").write_text(
         "coturn is a TURN relay server. It checks short-lived credentials with "
         "use-auth-secret.\n")
@@ -45,7 +46,7 @@ async def agent(tmp_path: Path) -> AsyncIterator[AgentServer]:
         yield server
 
 
-def url(server: AgentServer) -> str:
+def url(server: SignalingServer) -> str:
     return f"http://127.0.0.1:{server.config.port}"
 
 
@@ -53,7 +54,7 @@ def is_done(role: str) -> Any:
     return lambda e: e["type"] == "transcript.done" and e["role"] == role
 
 
-async def test_spoken_question_gets_spoken_answer(agent: AgentServer) -> None:
+async def test_spoken_question_gets_spoken_answer(agent: SignalingServer) -> None:
     prompt = Prompt.from_wav(speak_wav("what is twelve times seven"))
     async with ScriptedCaller(url(agent)) as caller:
         await caller.connect(timeout=20)
@@ -77,7 +78,7 @@ async def test_spoken_question_gets_spoken_answer(agent: AgentServer) -> None:
         assert agent.calls[caller.call_id].caller_errors == 0
 
 
-async def test_typed_message_and_tool_turn(agent: AgentServer) -> None:
+async def test_typed_message_and_tool_turn(agent: SignalingServer) -> None:
     async with ScriptedCaller(url(agent)) as caller:
         await caller.connect(timeout=20)
         n = len(caller.events)
@@ -95,7 +96,7 @@ async def test_typed_message_and_tool_turn(agent: AgentServer) -> None:
 
 
 async def test_bad_data_channel_messages_get_errors_and_the_call_goes_on(
-    agent: AgentServer,
+    agent: SignalingServer,
 ) -> None:
     async with ScriptedCaller(url(agent)) as caller:
         await caller.connect(timeout=20)
@@ -122,7 +123,7 @@ async def test_bad_data_channel_messages_get_errors_and_the_call_goes_on(
         assert reply["text"]
 
 
-async def test_hangup_frees_the_call(agent: AgentServer) -> None:
+async def test_hangup_frees_the_call(agent: SignalingServer) -> None:
     caller = ScriptedCaller(url(agent))
     await caller.connect(timeout=20)
     call = agent.calls[caller.call_id]
@@ -144,7 +145,7 @@ async def test_hangup_frees_the_call(agent: AgentServer) -> None:
 
 
 async def test_server_side_hangup_closes_the_server_peer(
-    agent: AgentServer,
+    agent: SignalingServer,
 ) -> None:
     import aiohttp
 
@@ -165,7 +166,7 @@ async def test_server_side_hangup_closes_the_server_peer(
 
 
 async def test_barge_in_silences_playback_and_truncates_within_what_was_played(
-    agent: AgentServer,
+    agent: SignalingServer,
 ) -> None:
     story = Prompt.from_wav(speak_wav("tell me a story"))
     interruption = Prompt.from_wav(speak_wav("stop please"))
@@ -218,7 +219,7 @@ async def test_barge_in_silences_playback_and_truncates_within_what_was_played(
         assert np.asarray(caller.received_audio()).size > 0
 
 
-async def test_calls_leave_no_tasks_sockets_or_threads_behind(agent: AgentServer) -> None:
+async def test_calls_leave_no_tasks_sockets_or_threads_behind(agent: SignalingServer) -> None:
     import os
     import threading
 

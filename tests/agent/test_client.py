@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from rtc_agent.realtime.backend import RealtimeBackend
+from rtc_agent.protocol import Dialect
 from rtc_agent.realtime.client import RealtimeClient, UpstreamFailed
-from rtc_agent.realtime.dialect import Dialect
+from rtc_agent.realtime.service import RealtimeService
 
 
 def ending(code: str, close_code: int) -> Any:
@@ -35,7 +35,7 @@ async def run_client(handler: Any, seconds: float) -> tuple[RealtimeClient, Exce
         port = server.sockets[0].getsockname()[1]
         seen: list[str] = []
         client = RealtimeClient(
-            RealtimeBackend("custom", f"ws://127.0.0.1:{port}/v1/realtime", Dialect.GA),
+            RealtimeService("custom", f"ws://127.0.0.1:{port}/v1/realtime", Dialect.GA),
             on_event=lambda e: seen.append(e["type"]),
             on_connected=lambda again: None,
             on_disconnected=lambda reason: None,

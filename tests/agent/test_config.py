@@ -8,22 +8,22 @@ from pathlib import Path
 import pytest
 
 from rtc_agent import config
-from rtc_agent.realtime.backend import backend_from_settings
-from rtc_agent.realtime.dialect import Dialect
+from rtc_agent.protocol import Dialect
+from rtc_agent.realtime.service import service_from_settings
 
 
-def parse(*argv: str) -> config.ServerConfig:
+def parse(*argv: str) -> config.ServeConfig:
     parser = argparse.ArgumentParser()
     config.add_arguments(parser)
     return config.from_args(parser.parse_args(list(argv)))
 
 
 def test_no_key_means_offline() -> None:
-    assert backend_from_settings({}) is None
+    assert service_from_settings({}) is None
 
 
 def test_openai_ga_has_no_beta_header() -> None:
-    b = backend_from_settings({"OPENAI_API_KEY": "sk-x"})
+    b = service_from_settings({"OPENAI_API_KEY": "sk-x"})
     assert b is not None and b.kind == "openai" and b.dialect is Dialect.GA
     assert b.url == "wss://api.openai.com/v1/realtime?model=gpt-realtime"
     assert b.headers == {"Authorization": "Bearer sk-x"}
@@ -33,18 +33,18 @@ def test_openai_ga_has_no_beta_header() -> None:
 def test_azure_ga_and_preview() -> None:
     env = {"AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com/",
            "AZURE_OPENAI_API_KEY": "k", "AZURE_OPENAI_DEPLOYMENT": "dep"}
-    ga = backend_from_settings(env)
+    ga = service_from_settings(env)
     assert ga is not None and ga.kind == "azure" and ga.dialect is Dialect.GA
     assert ga.url == "wss://res.openai.azure.com/openai/v1/realtime?model=dep"
     assert "api-version" not in ga.url and ga.headers == {"api-key": "k"}
-    preview = backend_from_settings({**env, "AZURE_OPENAI_API_VERSION": "2025-04-01-preview"})
+    preview = service_from_settings({**env, "AZURE_OPENAI_API_VERSION": "2025-04-01-preview"})
     assert preview is not None and preview.dialect is Dialect.BETA
     assert preview.url == ("wss://res.openai.azure.com/openai/realtime?"
                            "api-version=2025-04-01-preview&deployment=dep")
 
 
 def test_custom_url_wins() -> None:
-    b = backend_from_settings({"OPENAI_API_KEY": "sk"}, realtime_url="ws://127.0.0.1:9/v1/realtime",
+    b = service_from_settings({"OPENAI_API_KEY": "sk"}, realtime_url="ws://127.0.0.1:9/v1/realtime",
                               beta=True)
     assert b is not None and b.kind == "custom" and b.dialect is Dialect.BETA
     assert b.headers["OpenAI-Beta"] == "realtime=v1"

@@ -6,7 +6,8 @@ import base64
 import json
 from typing import Any
 
-from rtc_agent.realtime.dialect import Dialect, SessionSettings, normalize_event
+from rtc_agent.protocol import Dialect
+from rtc_agent.realtime.dialect import normalize_event
 from rtc_agent.realtime.session import (
     EndItemAudio,
     FlushPlayout,
@@ -16,6 +17,7 @@ from rtc_agent.realtime.session import (
     SendCaller,
     SendUpstream,
 )
+from rtc_agent.realtime.settings import SessionSettings
 
 SEARCH = {"type": "function", "name": "search", "description": "d",
           "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}
@@ -129,7 +131,7 @@ def test_barge_in_cancels_flushes_and_truncates_at_what_was_heard() -> None:
 
 
 def test_no_barge_in_when_interrupt_response_is_off() -> None:
-    from rtc_agent.realtime.dialect import TurnDetection
+    from rtc_agent.realtime.settings import TurnDetection
 
     s = RealtimeSession(Dialect.GA, SessionSettings(
         turn_detection=TurnDetection(interrupt_response=False)))

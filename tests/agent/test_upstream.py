@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
-from rtc_agent.backend_process import OfflineBackendProcess
 from rtc_agent.loadtest.caller import CallFailed, Prompt, ScriptedCaller
-from rtc_agent.realtime.dialect import Dialect
-from rtc_agent.server import AgentServer, running
+from rtc_agent.offline.process import OfflineProcess
+from rtc_agent.protocol import Dialect
+from rtc_agent.serve import running
+from rtc_agent.signaling.app import SignalingServer
 from tests.agent.test_call import is_done, server_config, url
 from tests.ports import loopback_port
 from tests.speech import speak_wav
@@ -33,7 +34,7 @@ CLOUD_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT",
 @pytest.fixture
 async def protocol_server() -> AsyncIterator[str]:
     """The offline backend alone, requiring SECRET like a cloud service would."""
-    child = OfflineBackendProcess(["--api-key", SECRET])
+    child = OfflineProcess(["--api-key", SECRET])
     realtime_url = await child.start()
     try:
         yield realtime_url.split("/v1/realtime")[0].replace("ws://", "http://")
@@ -47,7 +48,7 @@ def no_cloud_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def tap_upstream(server: AgentServer, call_id: str) -> list[dict[str, Any]]:
+def tap_upstream(server: SignalingServer, call_id: str) -> list[dict[str, Any]]:
     call = server.calls[call_id]
     seen: list[dict[str, Any]] = []
     on_event = call.client._on_event
@@ -68,7 +69,7 @@ async def typed_turn(caller: ScriptedCaller, text: str, expect: str) -> dict[str
     return reply
 
 
-def assert_no_secret(server: AgentServer, caller: ScriptedCaller) -> None:
+def assert_no_secret(server: SignalingServer, caller: ScriptedCaller) -> None:
     sent = json.dumps([{k: v for k, v in e.items() if k != "_t"} for e in caller.events])
     assert SECRET not in sent
     assert SECRET not in json.dumps(server.ice_servers())
@@ -90,7 +91,7 @@ async def test_cloud_shaped_backends(protocol_server: str, monkeypatch: pytest.M
     for name, value in env.items():
         monkeypatch.setenv(name, value.format(base=protocol_server))
     async with running(server_config()) as server:
-        assert (server.backend.kind, server.backend.dialect) == (kind, dialect)
+        assert (server.service.kind, server.service.dialect) == (kind, dialect)
         async with ScriptedCaller(url(server)) as caller:
             await caller.connect(timeout=20)
             ready = next(e for e in caller.events if e["type"] == "session.ready")
@@ -157,7 +158,7 @@ async def test_upstream_drop_reconnects_and_replays(protocol_server: str,
 async def test_session_length_cap_is_crossed_by_a_new_session() -> None:
     """The service ends sessions at a maximum length (60 min on OpenAI GA); the call
     must outlive it: a new session, the conversation replayed, the caller told."""
-    cfg = server_config(backend_args=["--max-session-s", "4"])
+    cfg = server_config(offline_args=["--max-session-s", "4"])
     async with running(cfg) as server:
         async with ScriptedCaller(url(server)) as caller:
             await caller.connect(timeout=20)

@@ -51,7 +51,7 @@ class Stack:
     turn_url: str | None = None
     turn_secret: str | None = None
     turn_log: Path | None = None
-    certs: Any = None  # rtc_agent.certs.CertPaths when serving HTTPS
+    certs: Any = None  # rtc_agent.signaling.certs.CertPaths when serving HTTPS
     extra: dict = field(default_factory=dict)
 
     def url(self, path: str = "/", host: str = "127.0.0.1") -> str:
@@ -162,7 +162,7 @@ def stack_factory(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
             cmd += ["--turn-url", turn_url, "--turn-secret", str(turn_secret)]
         cert_paths = None
         if https:
-            from rtc_agent.certs import generate
+            from rtc_agent.signaling.certs import generate
 
             # like `rtc-agent certs --ip <veth address>`: the namespace's
             # address is not one of this machine's, so it is added by hand

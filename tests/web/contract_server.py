@@ -23,7 +23,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 
 from rtc_agent.ice import restrict_host_addresses, rtc_configuration
-from rtc_agent.turn import ice_servers
+from rtc_agent.signaling.turn import ice_servers
 
 WEB = Path(__file__).resolve().parents[2] / "web"
 

@@ -159,7 +159,7 @@ def test_https_from_a_lan_address(stack_factory, browser_factory, question_wav: 
     status, body = stack.ns.http("GET", lan, cacert=stack.certs.ca_cert)
     assert status == 200 and '"ok": true' in body.replace('":true', '": true')
     other_ca = stack.certs.dir.parent / "other-ca.pem"
-    from rtc_agent.certs import create_ca, serialization
+    from rtc_agent.signaling.certs import create_ca, serialization
 
     other_ca.write_bytes(create_ca("stranger")[0].public_bytes(serialization.Encoding.PEM))
     assert stack.ns.http("GET", lan, cacert=other_ca)[0] == 0  # untrusted chain refused

@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-from rtc_agent.media.pcm import BYTES_PER_MS
+from rtc_agent.protocol import BYTES_PER_MS
 
 
 class SpeechDetector(Protocol):

@@ -14,8 +14,8 @@ import logging
 import signal
 import sys
 
-from rtc_agent.backend.server import RealtimeServer, ServerConfig, build_engines
-from rtc_agent.backend.session import Limits
+from rtc_agent.offline.driver import Limits
+from rtc_agent.offline.server import OfflineServerConfig, RealtimeServer, build_engines
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,8 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="WARNING")
 
 
-def config_from_args(args: argparse.Namespace) -> ServerConfig:
-    return ServerConfig(
+def config_from_args(args: argparse.Namespace) -> OfflineServerConfig:
+    return OfflineServerConfig(
         host=args.host, port=args.port, api_key=args.api_key,
         limits=Limits(max_message_bytes=args.max_message_bytes, max_buffer_s=args.max_buffer_s,
                       audio_lead_ms=args.audio_lead_ms, audio_speed=args.audio_speed),

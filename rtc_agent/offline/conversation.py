@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rtc_agent.backend.audio import b64encode, chunks, duration_ms
-from rtc_agent.backend.dialect import (
+from rtc_agent.offline.audio import b64encode, chunks, duration_ms
+from rtc_agent.offline.dialect import (
     GA,
     SEMANTIC_SILENCE_MS,
     Dialect,
@@ -31,8 +31,8 @@ from rtc_agent.backend.dialect import (
     missing,
     unknown,
 )
-from rtc_agent.backend.vad import SpeechDetector
-from rtc_agent.media.pcm import BYTES_PER_MS
+from rtc_agent.offline.vad import SpeechDetector
+from rtc_agent.protocol import BYTES_PER_MS
 
 CLIENT_EVENTS: dict[str, set[str]] = {
     # type -> allowed fields besides type and event_id

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from rtc_agent.turn import ice_servers, turn_credentials
+from rtc_agent.signaling.turn import ice_servers, turn_credentials
 
 
 def openssl_hmac_sha1_b64(secret: str, message: str) -> str:

@@ -11,14 +11,15 @@ import pytest
 from aiortc import RTCPeerConnection
 
 from rtc_agent.ice import rtc_configuration
-from rtc_agent.server import AgentServer, running
+from rtc_agent.serve import running
+from rtc_agent.signaling.app import SignalingServer
 from tests.agent.test_call import server_config
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-async def agent() -> AsyncIterator[AgentServer]:
+async def agent() -> AsyncIterator[SignalingServer]:
     async with running(server_config(token="s3cret", max_calls=1,
                                      allow_origins=["https://app.example"])) as server:
         yield server
@@ -32,7 +33,7 @@ async def offer_sdp() -> tuple[RTCPeerConnection, str]:
     return pc, pc.localDescription.sdp
 
 
-async def post(server: AgentServer, body: Any, *, raw: bytes | None = None,
+async def post(server: SignalingServer, body: Any, *, raw: bytes | None = None,
                headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any], Any]:
     h = {"Authorization": "Bearer s3cret", **(headers or {})}
     data = raw if raw is not None else json.dumps(body).encode()
@@ -56,7 +57,7 @@ async def post(server: AgentServer, body: Any, *, raw: bytes | None = None,
         (b'{"type": "offer", "sdp": "' + b"a" * 70_000 + b'"}', 413, "too_large"),
     ],
 )
-async def test_bad_offers_get_a_json_reason(agent: AgentServer, body: bytes, status: int,
+async def test_bad_offers_get_a_json_reason(agent: SignalingServer, body: bytes, status: int,
                                             code: str) -> None:
     got, data, _ = await post(agent, None, raw=body)
     assert (got, data["error"]["code"]) == (status, code)
@@ -64,7 +65,7 @@ async def test_bad_offers_get_a_json_reason(agent: AgentServer, body: bytes, sta
     assert agent.calls == {} and agent.pending == 0
 
 
-async def test_token_origin_capacity_and_hangup(agent: AgentServer) -> None:
+async def test_token_origin_capacity_and_hangup(agent: SignalingServer) -> None:
     pc, sdp = await offer_sdp()
     offer = {"type": "offer", "sdp": sdp}
     status, data, _ = await post(agent, offer, headers={"Authorization": "Bearer wrong"})

@@ -7,15 +7,15 @@ import base64
 import numpy as np
 import pytest
 
-from rtc_agent.backend.conversation import (
+from rtc_agent.offline.conversation import (
     CancelResponse,
     Conversation,
     Recognize,
     StartResponse,
 )
-from rtc_agent.backend.dialect import BETA, GA
-from rtc_agent.backend.vad import EnergyDetector
-from rtc_agent.media.pcm import BYTES_PER_MS
+from rtc_agent.offline.dialect import BETA, GA
+from rtc_agent.offline.vad import EnergyDetector
+from rtc_agent.protocol import BYTES_PER_MS
 
 
 def tone(ms: int, amplitude: int = 8000) -> bytes:

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 READY_PREFIX = "REALTIME_URL "
 
 
-class OfflineBackendProcess:
+class OfflineProcess:
     def __init__(self, extra_args: list[str] | None = None, start_timeout_s: float = 60.0) -> None:
         self._args = extra_args or []
         self._timeout = start_timeout_s
@@ -28,7 +28,7 @@ class OfflineBackendProcess:
 
     async def start(self) -> str:
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "rtc_agent.backend.cli",
+            sys.executable, "-m", "rtc_agent.offline.command",
             "--host", "127.0.0.1", "--port", "0", *self._args,
             stdout=asyncio.subprocess.PIPE,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

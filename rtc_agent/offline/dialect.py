@@ -11,7 +11,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from rtc_agent.realtime.dialect import GA_TO_BETA
+from rtc_agent.protocol import GA_TO_BETA
 
 DEFAULT_INSTRUCTIONS = (
     "You are an offline test assistant. You do arithmetic, tell the time and date, "

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from rtc_agent.backend.server import RealtimeServer
-from tests.backend.conftest import RawClient, audio_of, connect, speech, types
-from tests.backend.sdk_types import validate
+from rtc_agent.offline.server import RealtimeServer
+from tests.offline.conftest import RawClient, audio_of, connect, speech, types
+from tests.offline.sdk_types import validate
 from tests.speech import hears
 
 pytestmark = pytest.mark.timeout(120)

@@ -13,8 +13,8 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from rtc_agent.backend.server import RealtimeServer, ServerConfig, build_engines
-from rtc_agent.backend.session import Engines, Limits
+from rtc_agent.offline.driver import Engines, Limits
+from rtc_agent.offline.server import OfflineServerConfig, RealtimeServer, build_engines
 from tests.speech import speak_pcm
 
 EVENT_TIMEOUT_S = 20.0
@@ -28,13 +28,14 @@ def engines() -> Engines:
 
 @pytest.fixture
 async def server(engines: Engines) -> AsyncIterator[RealtimeServer]:
-    async with RealtimeServer(ServerConfig(host="127.0.0.1", port=0), engines) as srv:
+    async with RealtimeServer(OfflineServerConfig(host="127.0.0.1", port=0), engines) as srv:
         yield srv
 
 
 async def start_server(engines: Engines, **config: Any) -> RealtimeServer:
     limits = config.pop("limits", Limits())
-    srv = RealtimeServer(ServerConfig(host="127.0.0.1", port=0, limits=limits, **config), engines)
+    cfg = OfflineServerConfig(host="127.0.0.1", port=0, limits=limits, **config)
+    srv = RealtimeServer(cfg, engines)
     await srv.start()
     return srv
 

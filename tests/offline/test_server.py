@@ -15,9 +15,9 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from rtc_agent.backend.server import RealtimeServer
-from rtc_agent.backend.session import Limits
-from tests.backend.conftest import audio_of, connect, speech, start_server, types
+from rtc_agent.offline.driver import Limits
+from rtc_agent.offline.server import RealtimeServer
+from tests.offline.conftest import audio_of, connect, speech, start_server, types
 from tests.speech import hears
 
 pytestmark = pytest.mark.timeout(120)
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_cli_prints_url_serves_and_stops_on_sigterm() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rtc_agent.backend.cli", "--port", "0", "--tts", "espeak"],
+        [sys.executable, "-m", "rtc_agent.offline.command", "--port", "0", "--tts", "espeak"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -203,7 +203,7 @@ async def test_recognition_without_transcription_events(server: RealtimeServer) 
 async def test_espeak_engine(engines) -> None:
     from dataclasses import replace
 
-    from rtc_agent.backend.tts import get_synthesizer
+    from rtc_agent.offline.tts import get_synthesizer
 
     srv = await start_server(replace(engines, synthesizer=get_synthesizer("espeak")))
     try:

@@ -1,22 +1,18 @@
-"""`rtc-agent serve`: signaling over HTTP (aiohttp) and the calls it answers.
+"""Signaling over HTTP (aiohttp): the routes that place, end and report calls.
 
 Routes: POST /offer, DELETE /calls/{call_id}, GET /healthz, GET /config, and
 the web client from web/ at /. Every error is JSON: {"error": {"code", "message"}}.
-With no cloud backend configured, the offline Realtime backend is started as a
-child process.
+Started by `rtc_agent.serve`, which chooses the Realtime service and listens.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import hmac
 import json
 import logging
 import secrets
-import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,24 +20,16 @@ from typing import Any
 from aiohttp import web
 from aiortc import RTCSessionDescription
 
-from rtc_agent import config as config_module
-from rtc_agent.backend_process import OfflineBackendProcess
 from rtc_agent.call import Call
-from rtc_agent.config import ServerConfig
-from rtc_agent.ice import restrict_host_addresses
-from rtc_agent.realtime.backend import RealtimeBackend, backend_from_settings, offline_backend
+from rtc_agent.config import ServeConfig
+from rtc_agent.realtime.service import RealtimeService
+from rtc_agent.signaling.turn import ice_servers as build_ice_servers
 from rtc_agent.tools.registry import ToolRegistry
-from rtc_agent.tools.search import search_tool
-from rtc_agent.turn import ice_servers as build_ice_servers
 
 log = logging.getLogger(__name__)
 
 MAX_OFFER_BYTES = 64 * 1024
 RETRY_AFTER_S = 5
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    config_module.add_arguments(parser)
 
 
 def json_error(status: int, code: str, message: str, **headers: str) -> web.Response:
@@ -51,11 +39,11 @@ def json_error(status: int, code: str, message: str, **headers: str) -> web.Resp
 
 
 @dataclass
-class AgentServer:
-    """The state behind the HTTP routes: config, backend, calls."""
+class SignalingServer:
+    """The state behind the HTTP routes: config, Realtime service, calls."""
 
-    config: ServerConfig
-    backend: RealtimeBackend
+    config: ServeConfig
+    service: RealtimeService
     tools: ToolRegistry
     calls: dict[str, Call] = field(default_factory=dict)
     scheme: str = "http"
@@ -116,7 +104,7 @@ class AgentServer:
         call_id = secrets.token_urlsafe(9)
         call = Call(
             call_id,
-            backend=self.backend,
+            service=self.service,
             settings=self.config.session,
             tools=self.tools,
             ice_servers=self.ice_servers(),
@@ -157,7 +145,7 @@ class AgentServer:
             "calls": len(self.calls),
             "max_calls": self.config.max_calls,
             "calls_total": self.calls_total,
-            "backend": self.backend.kind,
+            "backend": self.service.kind,
         })
 
     async def client_config(self, request: web.Request) -> web.Response:
@@ -205,7 +193,7 @@ async def json_errors(
         return json_error(500, "internal_error", "internal server error")
 
 
-def cors(server: AgentServer) -> Any:
+def cors(server: SignalingServer) -> Any:
     """CORS for the origins named by --allow-origin (a page hosted elsewhere)."""
 
     @web.middleware
@@ -231,7 +219,7 @@ def cors(server: AgentServer) -> Any:
     return middleware
 
 
-def create_app(server: AgentServer) -> web.Application:
+def create_app(server: SignalingServer) -> web.Application:
     app = web.Application(middlewares=[cors(server), json_errors],
                           client_max_size=MAX_OFFER_BYTES * 2)
     app.router.add_post("/offer", server.offer)
@@ -247,80 +235,3 @@ def create_app(server: AgentServer) -> web.Application:
 
     app.on_shutdown.append(on_shutdown)
     return app
-
-
-def build_tools(cfg: ServerConfig) -> ToolRegistry:
-    tools = ToolRegistry()
-    tools.register(search_tool(cfg.search_dir, timeout_s=cfg.tool_timeout_s))
-    return tools
-
-
-@contextlib.asynccontextmanager
-async def running(cfg: ServerConfig) -> AsyncIterator[AgentServer]:
-    """Start the backend (a child process when offline) and the HTTP site; yield the server.
-
-    With `cfg.port == 0` the chosen port is written back into `cfg.port`.
-    """
-    if cfg.ice_addresses:
-        restrict_host_addresses(cfg.ice_addresses)
-    child: OfflineBackendProcess | None = None
-    backend = backend_from_settings(realtime_url=cfg.realtime_url, model=cfg.model,
-                                    beta=cfg.realtime_beta)
-    if backend is None:
-        child = OfflineBackendProcess(["--tts", cfg.tts, *cfg.backend_args])
-        backend = offline_backend(await child.start())
-    runner: web.AppRunner | None = None
-    try:
-        server = AgentServer(cfg, backend, build_tools(cfg))
-        ssl_context = None
-        if cfg.https or cfg.cert:
-            from rtc_agent.certs import ensure_certs, https_context
-
-            ssl_context = https_context(str(cfg.cert) if cfg.cert else None,
-                                        str(cfg.key) if cfg.key else None, str(cfg.cert_dir))
-            if cfg.cert is None:
-                server.ca_cert = ensure_certs(cfg.cert_dir).ca_cert
-        runner = web.AppRunner(create_app(server), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ssl_context)
-        await site.start()
-        if cfg.port == 0:
-            cfg.port = runner.addresses[0][1]
-        server.scheme = "https" if ssl_context else "http"
-        log.info("rtc-agent serving %s://%s:%s with backend %s (%s)", server.scheme, cfg.host,
-                 cfg.port, backend.kind, backend.describe())
-        yield server
-    finally:
-        if runner is not None:
-            await runner.cleanup()
-        if child is not None:
-            await child.stop()
-
-
-async def serve(cfg: ServerConfig, stop: asyncio.Event | None = None) -> None:
-    """Run until `stop` is set (or SIGINT/SIGTERM)."""
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    async with running(cfg) as server:
-        print(f"rtc-agent listening on {server.scheme}://{cfg.host}:{cfg.port} "
-              f"(backend: {server.backend.kind})", flush=True)
-        await stop.wait()
-
-
-def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=getattr(args, "log_level", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = config_module.from_args(args)
-    try:
-        # uvloop carries measurably more calls per core (see docs/benchmarks.md).
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:
-        loop_factory = None
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(serve(cfg))
-    return 0

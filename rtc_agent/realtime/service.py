@@ -13,13 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from rtc_agent.realtime.dialect import Dialect
+from rtc_agent.protocol import Dialect
 
 DEFAULT_OPENAI_MODEL = "gpt-realtime"
 
 
 @dataclass(frozen=True)
-class RealtimeBackend:
+class RealtimeService:
     kind: str  # offline | openai | azure | azure-preview | custom
     url: str
     dialect: Dialect
@@ -37,13 +37,13 @@ def _ws_base(endpoint: str) -> str:
     return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
 
-def backend_from_settings(
+def service_from_settings(
     env: Mapping[str, str] | None = None,
     *,
     realtime_url: str | None = None,
     model: str | None = None,
     beta: bool = False,
-) -> RealtimeBackend | None:
+) -> RealtimeService | None:
     """The configured cloud/custom backend, or None for the offline one."""
     env = os.environ if env is None else env
     if realtime_url:
@@ -53,7 +53,7 @@ def backend_from_settings(
             headers["Authorization"] = f"Bearer {key}"
         if beta:
             headers["OpenAI-Beta"] = "realtime=v1"
-        return RealtimeBackend(
+        return RealtimeService(
             "custom", realtime_url, Dialect.BETA if beta else Dialect.GA, headers
         )
     endpoint = env.get("AZURE_OPENAI_ENDPOINT")
@@ -64,13 +64,13 @@ def backend_from_settings(
         version = env.get("AZURE_OPENAI_API_VERSION")
         if version:
             query = urlencode({"api-version": version, "deployment": deployment})
-            return RealtimeBackend(
+            return RealtimeService(
                 "azure-preview", f"{base}/openai/realtime?{query}", Dialect.BETA,
                 {"api-key": azure_key},
             )
         # GA on Azure: no api-version (Microsoft documents a 401 with one).
         query = urlencode({"model": deployment})
-        return RealtimeBackend(
+        return RealtimeService(
             "azure", f"{base}/openai/v1/realtime?{query}", Dialect.GA, {"api-key": azure_key}
         )
     openai_key = env.get("OPENAI_API_KEY")
@@ -78,12 +78,12 @@ def backend_from_settings(
         chosen = model or env.get("OPENAI_REALTIME_MODEL") or DEFAULT_OPENAI_MODEL
         base = _ws_base(env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1")
         # No OpenAI-Beta header: since 2026-05 OpenAI closes such sockets (4000).
-        return RealtimeBackend(
+        return RealtimeService(
             "openai", f"{base}/realtime?{urlencode({'model': chosen})}", Dialect.GA,
             {"Authorization": f"Bearer {openai_key}"},
         )
     return None
 
 
-def offline_backend(url: str) -> RealtimeBackend:
-    return RealtimeBackend("offline", url, Dialect.GA, {"Authorization": "Bearer offline"})
+def offline_service(url: str) -> RealtimeService:
+    return RealtimeService("offline", url, Dialect.GA, {"Authorization": "Bearer offline"})

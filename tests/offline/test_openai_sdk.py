@@ -13,9 +13,9 @@ import json
 import pytest
 from openai import AsyncOpenAI
 
-from rtc_agent.backend.server import RealtimeServer
-from tests.backend.conftest import speech
-from tests.backend.sdk_types import GA_EVENTS, validate
+from rtc_agent.offline.server import RealtimeServer
+from tests.offline.conftest import speech
+from tests.offline.sdk_types import GA_EVENTS, validate
 from tests.speech import hears
 
 pytestmark = pytest.mark.timeout(120)

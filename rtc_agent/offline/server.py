@@ -1,6 +1,6 @@
 """The offline Realtime WebSocket endpoint: routing, auth, dialect choice, limits.
 
-Thin I/O around BackendSession/Conversation, on the `websockets` (v14+) asyncio API.
+Thin I/O around SessionDriver/Conversation, on the `websockets` (v14+) asyncio API.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from rtc_agent.backend.conversation import Conversation
-from rtc_agent.backend.dialect import BETA, GA, Dialect
-from rtc_agent.backend.session import BackendSession, Engines, Limits
+from rtc_agent.offline.conversation import Conversation
+from rtc_agent.offline.dialect import BETA, GA, Dialect
+from rtc_agent.offline.driver import Engines, Limits, SessionDriver
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ BETA_PROTOCOL = "openai-beta.realtime-v1"
 
 
 @dataclass
-class ServerConfig:
+class OfflineServerConfig:
     host: str = "127.0.0.1"
     port: int = 8765
     api_key: str | None = None
@@ -75,14 +75,14 @@ def choose_dialect(request: Request) -> Dialect:
 
 
 class RealtimeServer:
-    """Accepts Realtime WebSocket sessions and runs each with a BackendSession."""
+    """Accepts Realtime WebSocket sessions and runs each with a SessionDriver."""
 
-    def __init__(self, config: ServerConfig, engines: Engines) -> None:
+    def __init__(self, config: OfflineServerConfig, engines: Engines) -> None:
         self.config = config
         self.engines = engines
-        self.sessions: set[BackendSession] = set()
+        self.sessions: set[SessionDriver] = set()
         self._server: Server | None = None
-        self.on_session: Callable[[BackendSession], None] | None = None  # test/bench hook
+        self.on_session: Callable[[SessionDriver], None] | None = None  # test/bench hook
 
     @property
     def port(self) -> int:
@@ -152,7 +152,7 @@ class RealtimeServer:
                 for event in events:
                     await ws.send(json.dumps(event))
 
-        session = BackendSession(conv, self.engines, send, self.config.limits)
+        session = SessionDriver(conv, self.engines, send, self.config.limits)
         self.sessions.add(session)
         if self.on_session is not None:
             self.on_session(session)
@@ -176,7 +176,7 @@ class RealtimeServer:
             self.sessions.discard(session)
 
     @staticmethod
-    async def _expire(ws: ServerConnection, session: BackendSession, after_s: float) -> None:
+    async def _expire(ws: ServerConnection, session: SessionDriver, after_s: float) -> None:
         await asyncio.sleep(after_s)
         await session.close()  # stop generating before the last word
         await session.send(session.conv.expire_events())
@@ -188,10 +188,10 @@ def build_engines(tts: str = "piper", tts_cache: int = 512, llm_url: str | None 
     """The real engines (loads the piper voice; call from a thread if the loop is running)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from rtc_agent.backend.asr import get_recognizer
-    from rtc_agent.backend.responder import ChatCompletionsResponder, Responder, RuleResponder
-    from rtc_agent.backend.tts import CachedSynthesizer, Synthesizer, get_synthesizer
-    from rtc_agent.backend.vad import SileroDetector
+    from rtc_agent.offline.asr import get_recognizer
+    from rtc_agent.offline.responder import ChatCompletionsResponder, Responder, RuleResponder
+    from rtc_agent.offline.tts import CachedSynthesizer, Synthesizer, get_synthesizer
+    from rtc_agent.offline.vad import SileroDetector
 
     synth: Synthesizer = get_synthesizer(tts)
     if tts_cache > 0:

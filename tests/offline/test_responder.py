@@ -8,15 +8,15 @@ import json
 import pytest
 from aiohttp import web
 
-from rtc_agent.backend.conversation import ResponderInput, Turn
-from rtc_agent.backend.responder import (
+from rtc_agent.offline.conversation import ResponderInput, Turn
+from rtc_agent.offline.driver import split_sentences
+from rtc_agent.offline.responder import (
     ChatCompletionsResponder,
     FunctionCall,
     RuleResponder,
     arithmetic,
     number_to_words,
 )
-from rtc_agent.backend.session import split_sentences
 
 TOOL = {"type": "function", "name": "web_search", "parameters": {
     "type": "object", "properties": {"limit": {"type": "integer"}, "q": {"type": "string"}}}}
@@ -142,7 +142,7 @@ async def test_llm_url_end_to_end(engines) -> None:
     """`--llm-url`: the server's replies and tool calls come from the endpoint."""
     from dataclasses import replace
 
-    from tests.backend.conftest import connect, start_server
+    from tests.offline.conftest import connect, start_server
 
     seen: list[dict] = []
     runner, port = await fake_llm(seen)

@@ -6,7 +6,7 @@ import time
 import wave
 from pathlib import Path
 
-from rtc_agent.backend.tts import CachedSynthesizer, get_synthesizer
+from rtc_agent.offline.tts import CachedSynthesizer, get_synthesizer
 from tests.speech import hears, read_wav, speak_wav, transcribe
 
 

@@ -14,7 +14,8 @@ from typing import Protocol
 
 import numpy as np
 
-from rtc_agent.media.pcm import REALTIME_RATE, resample
+from rtc_agent.media.pcm import resample
+from rtc_agent.protocol import REALTIME_RATE
 
 
 class Synthesizer(Protocol):

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from rtc_agent.backend.server import RealtimeServer
-from rtc_agent.backend.session import Limits
-from tests.backend.conftest import RawClient, connect, start_server, types
-from tests.backend.sdk_types import validate
+from rtc_agent.offline.driver import Limits
+from rtc_agent.offline.server import RealtimeServer
+from tests.offline.conftest import RawClient, connect, start_server, types
+from tests.offline.sdk_types import validate
 
 pytestmark = pytest.mark.timeout(60)
 

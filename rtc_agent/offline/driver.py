@@ -1,6 +1,6 @@
 """Drives one Conversation with real engines and asyncio, independent of the socket.
 
-The server hands every client frame to `BackendSession.handle_frame` and gives it a
+The server hands every client frame to `SessionDriver.handle_frame` and gives it a
 `send` coroutine for server events. Heavy work (VAD scoring, recognition, synthesis,
 the responder) runs in a thread executor or its own task; conversation state is only
 touched on the event-loop thread, so it needs no locks.
@@ -18,18 +18,18 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from rtc_agent.backend.asr import Recognizer
-from rtc_agent.backend.conversation import (
+from rtc_agent.offline.asr import Recognizer
+from rtc_agent.offline.conversation import (
     CancelResponse,
     Conversation,
     Recognize,
     StartResponse,
 )
-from rtc_agent.backend.dialect import ProtocolError
-from rtc_agent.backend.responder import FunctionCall, Responder
-from rtc_agent.backend.tts import Synthesizer
-from rtc_agent.backend.vad import SpeechDetector
-from rtc_agent.media.pcm import BYTES_PER_MS, REALTIME_RATE
+from rtc_agent.offline.dialect import ProtocolError
+from rtc_agent.offline.responder import FunctionCall, Responder
+from rtc_agent.offline.tts import Synthesizer
+from rtc_agent.offline.vad import SpeechDetector
+from rtc_agent.protocol import BYTES_PER_MS, REALTIME_RATE
 
 # Appends up to this size run VAD on the loop (measured: 50 us of CPU per 20 ms
 # chunk inline, 139 us through the default executor); larger ones use a thread.
@@ -84,7 +84,7 @@ def split_sentences(text: str) -> tuple[list[str], str]:
     return sentences, text[pos:]
 
 
-class BackendSession:
+class SessionDriver:
     def __init__(
         self,
         conversation: Conversation,

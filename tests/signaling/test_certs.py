@@ -15,7 +15,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store
 
-from rtc_agent import certs
+from rtc_agent.signaling import certs
 
 
 def load_chain(path: Path) -> list[x509.Certificate]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 
-from rtc_agent.media.pcm import BYTES_PER_MS
+from rtc_agent.protocol import BYTES_PER_MS
 
 
 def duration_ms(pcm24: bytes | bytearray) -> int:
