@@ -19,8 +19,10 @@ from typing import Any
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from rtc_agent import datachannel as caller
 from rtc_agent.datachannel import (
     CallerMessageError,
+    ServerMessage,
     TextRateLimit,
     encode_server_message,
     parse_caller_message,
@@ -182,8 +184,8 @@ class Call:
             if not isinstance(exc, UpstreamFailed):
                 log.exception("call %s: upstream crashed", self.call_id)
             log.warning("call %s: upstream failed: %s", self.call_id, exc)
-            self._to_caller({"type": "error", "code": "upstream_failed",
-                             "message": f"The agent's service is unavailable: {exc}"})
+            self._to_caller(caller.error("upstream_failed",
+                                         f"The agent's service is unavailable: {exc}"))
             # Let the error reach the caller before the peer goes away.
             await asyncio.sleep(0.2)
             await self.close("upstream failed")
@@ -196,8 +198,8 @@ class Call:
 
     def _on_upstream_disconnected(self, reason: str) -> None:
         log.info("call %s: upstream disconnected (%s), reconnecting", self.call_id, reason)
-        self._to_caller({"type": "error", "code": "upstream_reconnecting",
-                         "message": "Lost the agent's service; reconnecting."})
+        self._to_caller(caller.error("upstream_reconnecting",
+                                     "Lost the agent's service; reconnecting."))
         self._apply(self.session.on_disconnected())
 
     def _on_upstream_event(self, event: dict[str, Any]) -> None:
@@ -210,9 +212,8 @@ class Call:
         if self._ready_sent or not self._session_configured or self._channel is None:
             return
         self._ready_sent = True
-        self._to_caller({"type": "session.ready", "call_id": self.call_id,
-                         "backend": self.service.kind})
-        self._to_caller({"type": "state", "state": self.session.state})
+        self._to_caller(caller.session_ready(self.call_id, self.service.kind))
+        self._to_caller(caller.state_changed(self.session.state))
 
     # ------------------------------------------------------------ effects
 
@@ -240,7 +241,7 @@ class Call:
 
     # ------------------------------------------------------------ caller
 
-    def _to_caller(self, message: dict[str, Any]) -> None:
+    def _to_caller(self, message: ServerMessage) -> None:
         for data in encode_server_message(message):
             channel = self._channel
             if channel is not None and channel.readyState == "open":
@@ -260,8 +261,7 @@ class Call:
             return
         mtype = message["type"]
         if mtype == "ping":
-            self._to_caller({"type": "pong", "t": message.get("t"),
-                             "server_t": int(time.monotonic() * 1000)})
+            self._to_caller(caller.pong(message.get("t"), int(time.monotonic() * 1000)))
         elif mtype == "playout":
             self.session.on_playout_delay(message["delay_ms"])
         elif mtype == "interrupt":
@@ -269,8 +269,8 @@ class Call:
         elif mtype == "text":
             if not self._text_limit.allow(time.monotonic()):
                 self.caller_errors += 1
-                self._to_caller({"type": "error", "code": "rate_limited",
-                                 "message": "too many typed messages; slow down"})
+                self._to_caller(caller.error("rate_limited",
+                                             "too many typed messages; slow down"))
                 return
             self._apply(self.session.on_text(message["text"]))
 

@@ -14,9 +14,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from rtc_agent import datachannel as caller
+from rtc_agent.datachannel import CallState, ServerMessage
 from rtc_agent.protocol import BYTES_PER_MS, Dialect
 from rtc_agent.realtime.dialect import session_update, text_item
 from rtc_agent.realtime.settings import SessionSettings
@@ -35,6 +38,41 @@ BENIGN_ERROR_CODES = frozenset(
 )
 
 
+# What a call keeps is bounded, however long it lasts: finished responses and
+# their items are dropped (only their ids are remembered, to ignore late events),
+# and a reconnect replays at most the last MAX_REPLAY_ENTRIES turns.
+MAX_REPLAY_ENTRIES = 100
+RECENT_RESPONSES = 64
+
+
+class RecentIds:
+    """An insertion-ordered set that forgets its oldest ids beyond `limit`."""
+
+    __slots__ = ("_ids", "_limit")
+
+    def __init__(self, limit: int) -> None:
+        self._ids: dict[str, None] = {}
+        self._limit = limit
+
+    def add(self, key: str) -> None:
+        self._ids.pop(key, None)
+        self._ids[key] = None
+        if len(self._ids) > self._limit:
+            del self._ids[next(iter(self._ids))]
+
+    def discard(self, key: str) -> None:
+        self._ids.pop(key, None)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._ids))
+
+
 # ---------------------------------------------------------------- effects
 
 
@@ -49,7 +87,7 @@ class SendUpstream:
 class SendCaller:
     """Send this message to the caller on the `events` data channel."""
 
-    message: dict[str, Any]
+    message: ServerMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +155,27 @@ class HistoryEntry:
     text: str
 
 
+class _BoundedMap:
+    """A small str -> str map that forgets its oldest entries beyond `limit`."""
+
+    __slots__ = ("_data", "_limit")
+
+    def __init__(self, limit: int) -> None:
+        self._data: dict[str, str] = {}
+        self._limit = limit
+
+    def put(self, key: str, value: str) -> None:
+        self._data[key] = value
+        if len(self._data) > self._limit:
+            del self._data[next(iter(self._data))]
+
+    def pop(self, key: str) -> str:
+        return self._data.pop(key, "")
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
 class RealtimeSession:
     """Conversation state of one call: turns, items, played audio, tool rounds."""
 
@@ -129,19 +188,21 @@ class RealtimeSession:
         self.dialect = dialect
         self.settings = settings
         self.tools = tools or []
-        self.state = "listening"
+        self.state = CallState.LISTENING
         self.playout_delay_ms = 0.0
         self.active_response_id: str | None = None
-        self._discarded_responses: set[str] = set()
+        # Responses the caller moved on from: their late output is ignored.
+        self._discarded_responses = RecentIds(RECENT_RESPONSES)
+        # Responses done with and forgotten, so a late event cannot revive their items.
+        self._retired_responses = RecentIds(RECENT_RESPONSES)
         self._items: dict[str, AssistantItem] = {}
         self._response_items: dict[str, list[str]] = {}
-        self._function_names: dict[str, str] = {}  # item_id -> tool name (beta lacks it later)
+        # item_id -> tool name, until its arguments are done (beta omits the name there).
+        self._function_names = _BoundedMap(RECENT_RESPONSES)
         self._tool_calls: dict[str, ToolCall] = {}
-        self._response_done: set[str] = set()
+        self._response_done: set[str] = set()  # done, but items still playing or tools running
         self._create_after_active = False
-        self._history: list[HistoryEntry] = []
-        self._history_index: dict[str, int] = {}
-        self.truncations: list[dict[str, Any]] = []  # what was sent, for inspection
+        self._history: dict[str, HistoryEntry] = {}  # item_id -> turn, oldest first
 
     # ------------------------------------------------------------ lifecycle
 
@@ -156,10 +217,10 @@ class RealtimeSession:
         (as heard) lets the model carry on where the dropped one stopped.
         """
         effects = self.start()
-        for entry in self._history:
+        for entry in self._history.values():
             if entry.text:
                 effects.append(SendUpstream(text_item(self.dialect, entry.role, entry.text)))
-        effects.extend(self._set_state("listening"))
+        effects.extend(self._set_state(CallState.LISTENING))
         return effects
 
     def on_disconnected(self) -> list[Effect]:
@@ -175,7 +236,7 @@ class RealtimeSession:
                 effects.extend(self._finalize(item))
         # Pending tool rounds cannot be answered on a new conversation.
         self._tool_calls.clear()
-        effects.extend(self._set_state("reconnecting"))
+        effects.extend(self._set_state(CallState.RECONNECTING))
         return effects
 
     # ------------------------------------------------------------ upstream
@@ -185,25 +246,28 @@ class RealtimeSession:
         handler = _UPSTREAM_HANDLERS.get(etype)
         if handler is None:
             return []
-        return handler(self, event)
+        effects = handler(self, event)
+        self._retire()
+        return effects
 
     def _on_speech_started(self, event: dict[str, Any]) -> list[Effect]:
         td = self.settings.turn_detection
         # interrupt_response off: the caller's voice does not cut the agent short.
         effects = self._interrupt() if td is None or td.interrupt_response else []
-        effects.extend(self._set_state("user_speaking"))
+        effects.extend(self._set_state(CallState.USER_SPEAKING))
         return effects
 
     def _on_speech_stopped(self, event: dict[str, Any]) -> list[Effect]:
         td = self.settings.turn_detection
-        return self._set_state("thinking" if td and td.create_response else "listening")
+        return self._set_state(
+            CallState.THINKING if td and td.create_response else CallState.LISTENING)
 
     def _on_user_item(self, event: dict[str, Any]) -> list[Effect]:
         item = event.get("item") or {}
         if item.get("type") != "message" or item.get("role") != "user":
             return []
         item_id = item.get("id")
-        if item_id and item_id not in self._history_index:
+        if item_id and item_id not in self._history:
             text = ""
             for part in item.get("content") or []:
                 if part.get("type") == "input_text":
@@ -216,20 +280,17 @@ class RealtimeSession:
         delta = event.get("delta") or ""
         if not delta:
             return []
-        return [SendCaller({"type": "transcript.delta", "role": "user", "item_id": item_id,
-                            "delta": delta})]
+        return [SendCaller(caller.transcript_delta("user", item_id, delta))]
 
     def _on_transcription_completed(self, event: dict[str, Any]) -> list[Effect]:
         item_id = event.get("item_id", "")
         text = (event.get("transcript") or "").strip()
         self._remember(item_id, "user", text)
-        return [SendCaller({"type": "transcript.done", "role": "user", "item_id": item_id,
-                            "text": text, "interrupted": False})]
+        return [SendCaller(caller.transcript_done("user", item_id, text))]
 
     def _on_transcription_failed(self, event: dict[str, Any]) -> list[Effect]:
         item_id = event.get("item_id", "")
-        return [SendCaller({"type": "transcript.done", "role": "user", "item_id": item_id,
-                            "text": "", "interrupted": False})]
+        return [SendCaller(caller.transcript_done("user", item_id, ""))]
 
     def _on_response_created(self, event: dict[str, Any]) -> list[Effect]:
         response = event.get("response") or {}
@@ -238,8 +299,8 @@ class RealtimeSession:
             return []
         self.active_response_id = rid
         self._response_items.setdefault(rid, [])
-        if self.state != "user_speaking":
-            return self._set_state("thinking")
+        if self.state != CallState.USER_SPEAKING:
+            return self._set_state(CallState.THINKING)
         return []
 
     def _on_output_item_added(self, event: dict[str, Any]) -> list[Effect]:
@@ -249,7 +310,9 @@ class RealtimeSession:
         if not item_id:
             return []
         if item.get("type") == "function_call":
-            self._function_names[item_id] = item.get("name") or ""
+            self._function_names.put(item_id, item.get("name") or "")
+            return []
+        if rid in self._retired_responses:
             return []
         if item.get("type") == "message":
             self._items[item_id] = AssistantItem(item_id=item_id, response_id=rid)
@@ -262,8 +325,11 @@ class RealtimeSession:
             return None
         item = self._items.get(item_id)
         if item is None:
-            # Some servers skip output_item.added; adopt the item on first sight.
+            # Some servers skip output_item.added; adopt the item on first sight,
+            # unless its response is over (a late event of a forgotten item).
             rid = event.get("response_id") or self.active_response_id or ""
+            if rid in self._retired_responses or rid in self._discarded_responses:
+                return None
             item = AssistantItem(item_id=item_id, response_id=rid)
             self._items[item_id] = item
             self._response_items.setdefault(rid, []).append(item_id)
@@ -302,8 +368,7 @@ class RealtimeSession:
         if item.response_id in self._discarded_responses:
             return []
         item.text.append(delta)
-        return [SendCaller({"type": "transcript.delta", "role": "assistant",
-                            "item_id": item.item_id, "delta": delta})]
+        return [SendCaller(caller.transcript_delta("assistant", item.item_id, delta))]
 
     def _on_text_done(self, event: dict[str, Any]) -> list[Effect]:
         item = self._assistant_item(event)
@@ -325,7 +390,7 @@ class RealtimeSession:
             return []
         if rid in self._discarded_responses:
             return []
-        name = event.get("name") or self._function_names.get(item_id, "")
+        name = event.get("name") or self._function_names.pop(item_id)
         raw = event.get("arguments") or "{}"
         call = ToolCall(call_id=call_id, name=name, response_id=rid, arguments=raw)
         self._tool_calls[call_id] = call
@@ -336,16 +401,13 @@ class RealtimeSession:
         except ValueError as exc:
             # Bad arguments from the model still get an output, so the round ends.
             call.output = json.dumps({"error": f"invalid arguments: {exc}"})
-            return [SendCaller({"type": "tool.started", "call_id": call_id, "name": name,
-                                "arguments": {}}),
-                    SendCaller({"type": "tool.finished", "call_id": call_id, "name": name,
-                                "ok": False, "duration_ms": 0})]
+            return [SendCaller(caller.tool_started(call_id, name, {})),
+                    SendCaller(caller.tool_finished(call_id, name, False, 0))]
         effects: list[Effect] = [
-            SendCaller({"type": "tool.started", "call_id": call_id, "name": name,
-                        "arguments": args}),
+            SendCaller(caller.tool_started(call_id, name, args)),
             RunTool(call_id, name, args),
         ]
-        effects.extend(self._set_state("thinking"))
+        effects.extend(self._set_state(CallState.THINKING))
         return effects
 
     def _on_response_done(self, event: dict[str, Any]) -> list[Effect]:
@@ -355,10 +417,10 @@ class RealtimeSession:
         if rid == self.active_response_id:
             self.active_response_id = None
         self._response_done.add(rid)
-        cancelled = response.get("status") in ("cancelled", "failed")
         for item_id in self._response_items.get(rid, []):
             item = self._items[item_id]
-            if cancelled and not item.finalized and not item.has_audio:
+            if not item.finalized and not item.has_audio:
+                # Text-only items are complete once their response is.
                 item.interrupted = item.interrupted or response.get("status") == "cancelled"
                 effects.extend(self._finalize(item))
             elif item.has_audio and not item.audio_done:
@@ -366,8 +428,8 @@ class RealtimeSession:
                 effects.append(EndItemAudio(item_id))
         if response.get("status") == "failed":
             details = (response.get("status_details") or {}).get("error") or {}
-            effects.append(SendCaller({"type": "error", "code": "upstream_error",
-                                       "message": details.get("message") or "response failed"}))
+            effects.append(SendCaller(caller.error(
+                "upstream_error", details.get("message") or "response failed")))
         effects.extend(self._maybe_finish_tool_round(rid))
         if self._create_after_active and self.active_response_id is None:
             self._create_after_active = False
@@ -379,13 +441,18 @@ class RealtimeSession:
         error = event.get("error") or {}
         if error.get("code") in BENIGN_ERROR_CODES:
             return []
-        return [SendCaller({"type": "error", "code": "upstream_error",
-                            "message": str(error.get("message") or error.get("code") or "error")})]
+        return [SendCaller(caller.error(
+            "upstream_error", str(error.get("message") or error.get("code") or "error")))]
 
     # ------------------------------------------------------------ caller
 
     def on_text(self, text: str) -> list[Effect]:
         """The caller typed: interrupt, add their words, ask for a reply."""
+        effects = self._on_text(text)
+        self._retire()
+        return effects
+
+    def _on_text(self, text: str) -> list[Effect]:
         effects = self._interrupt()
         effects.append(SendUpstream(text_item(self.dialect, "user", text)))
         if self.active_response_id is None:
@@ -394,14 +461,14 @@ class RealtimeSession:
             # A cancel is on its way; a create now would collide with it.
             self._create_after_active = True
         # History records the text when the service echoes the item back.
-        effects.append(SendCaller({"type": "transcript.done", "role": "user", "item_id": "",
-                                   "text": text, "interrupted": False}))
-        effects.extend(self._set_state("thinking"))
+        effects.append(SendCaller(caller.transcript_done("user", "", text)))
+        effects.extend(self._set_state(CallState.THINKING))
         return effects
 
     def on_interrupt(self) -> list[Effect]:
         effects = self._interrupt()
         effects.extend(self._maybe_listening())
+        self._retire()
         return effects
 
     def on_playout_delay(self, delay_ms: float) -> None:
@@ -413,7 +480,7 @@ class RealtimeSession:
         item = self._items.get(item_id)
         if item is None:
             return []
-        return self._set_state("speaking")
+        return self._set_state(CallState.SPEAKING)
 
     def on_item_finished(self, item_id: str, sent_ms: float) -> list[Effect]:
         """The playout sent the last frame of this item's audio."""
@@ -426,6 +493,7 @@ class RealtimeSession:
         if item.transcript_done:
             effects.extend(self._finalize(item))
         effects.extend(self._maybe_listening())
+        self._retire()
         return effects
 
     def on_playout_flushed(self, item_id: str | None, sent_ms: float) -> list[Effect]:
@@ -441,10 +509,9 @@ class RealtimeSession:
             item.sent_ms = sent_ms
             heard = min(sent_ms - self.playout_delay_ms, item.received_ms)
             if heard > 0:
-                truncate = {"type": "conversation.item.truncate", "item_id": item.item_id,
-                            "content_index": 0, "audio_end_ms": int(heard)}
-                self.truncations.append(truncate)
-                effects.append(SendUpstream(truncate))
+                effects.append(SendUpstream({
+                    "type": "conversation.item.truncate", "item_id": item.item_id,
+                    "content_index": 0, "audio_end_ms": int(heard)}))
             item.interrupted = True
             effects.extend(self._finalize(item))
         # Everything queued behind it was never heard.
@@ -452,6 +519,7 @@ class RealtimeSession:
             if other.has_audio and not other.played_out and not other.finalized:
                 other.interrupted = True
                 effects.extend(self._finalize(other))
+        self._retire()
         return effects
 
     # ------------------------------------------------------------ tools
@@ -461,10 +529,10 @@ class RealtimeSession:
         if call is None:
             return []
         call.output = output
-        effects: list[Effect] = [SendCaller({"type": "tool.finished", "call_id": call_id,
-                                             "name": call.name, "ok": ok,
-                                             "duration_ms": duration_ms})]
+        effects: list[Effect] = [
+            SendCaller(caller.tool_finished(call_id, call.name, ok, duration_ms))]
         effects.extend(self._maybe_finish_tool_round(call.response_id))
+        self._retire()
         return effects
 
     def _maybe_finish_tool_round(self, response_id: str) -> list[Effect]:
@@ -509,22 +577,40 @@ class RealtimeSession:
         item.finalized = True
         text = "".join(item.text).strip()
         self._remember(item.item_id, "assistant", text)
-        message: dict[str, Any] = {"type": "transcript.done", "role": "assistant",
-                                   "item_id": item.item_id, "text": text,
-                                   "interrupted": item.interrupted}
-        if item.has_audio:
-            message["heard_ms"] = int(max(0.0, min(item.sent_ms - self.playout_delay_ms,
-                                                   item.received_ms)))
-            message["audio_ms"] = int(item.received_ms)
-        return [SendCaller(message)]
+        if not item.has_audio:
+            return [SendCaller(caller.transcript_done(
+                "assistant", item.item_id, text, interrupted=item.interrupted))]
+        heard = max(0.0, min(item.sent_ms - self.playout_delay_ms, item.received_ms))
+        return [SendCaller(caller.transcript_done(
+            "assistant", item.item_id, text, interrupted=item.interrupted,
+            heard_ms=int(heard), audio_ms=int(item.received_ms)))]
 
     def _remember(self, item_id: str, role: str, text: str) -> None:
-        index = self._history_index.get(item_id)
-        if index is None:
-            self._history_index[item_id] = len(self._history)
-            self._history.append(HistoryEntry(role, text))
+        entry = self._history.get(item_id)
+        if entry is None:
+            self._history[item_id] = HistoryEntry(role, text)
+            if len(self._history) > MAX_REPLAY_ENTRIES:
+                del self._history[next(iter(self._history))]
         elif text:
-            self._history[index].text = text
+            entry.text = text
+
+    def _retire(self) -> None:
+        """Forget responses that are done, whose items are final and tools answered.
+
+        Runs after each entry point (never inside a loop over the items), so what
+        the session holds, and the per-event scans over it, stay bounded.
+        """
+        for rid in list(self._response_done):
+            item_ids = self._response_items.get(rid, [])
+            if any(not self._items[i].finalized for i in item_ids):
+                continue
+            if any(c.response_id == rid for c in self._tool_calls.values()):
+                continue
+            for item_id in item_ids:
+                del self._items[item_id]
+            self._response_items.pop(rid, None)
+            self._response_done.discard(rid)
+            self._retired_responses.add(rid)
 
     def _maybe_listening(self) -> list[Effect]:
         busy = (
@@ -534,15 +620,15 @@ class RealtimeSession:
             or any(i.has_audio and not i.played_out and not i.finalized
                    for i in self._items.values())
         )
-        if busy or self.state == "user_speaking":
+        if busy or self.state == CallState.USER_SPEAKING:
             return []
-        return self._set_state("listening")
+        return self._set_state(CallState.LISTENING)
 
-    def _set_state(self, state: str) -> list[Effect]:
+    def _set_state(self, state: CallState) -> list[Effect]:
         if state == self.state:
             return []
         self.state = state
-        return [SendCaller({"type": "state", "state": state})]
+        return [SendCaller(caller.state_changed(state))]
 
 
 _UPSTREAM_HANDLERS = {

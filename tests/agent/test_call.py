@@ -182,6 +182,14 @@ async def test_barge_in_silences_playback_and_truncates_within_what_was_played(
             on_event(event)
 
         call.client._on_event = tap
+        sent_upstream: list[dict[str, Any]] = []
+        send = call.client.send
+
+        def tap_send(event: dict[str, Any]) -> None:
+            sent_upstream.append(event)
+            send(event)
+
+        call.client.send = tap_send  # type: ignore[method-assign]
         caller.send({"type": "playout", "delay_ms": 40})
         spoken_end = await caller.speak(story)
         reply_start = await caller.wait_audible(spoken_end, 30)
@@ -201,7 +209,7 @@ async def test_barge_in_silences_playback_and_truncates_within_what_was_played(
         interrupted = await caller.wait_event(
             lambda e: e["type"] == "transcript.done" and e["role"] == "assistant"
             and e["interrupted"], 10, start=0)
-        (truncate,) = call.session.truncations
+        (truncate,) = [e for e in sent_upstream if e["type"] == "conversation.item.truncate"]
         assert truncate["item_id"] == interrupted["item_id"]
         # What the caller heard of that reply: from its first audible frame to silence.
         heard_ms = (silent - reply_start) * 1000

@@ -271,3 +271,105 @@ def test_text_only_reply_finalizes_without_audio() -> None:
     out = s.handle_upstream({"type": "response.output_text.done", "item_id": "item_a",
                              "text": "hi there"})
     assert caller(out)[0]["text"] == "hi there"
+
+
+def test_audio_of_a_new_item_of_a_cancelled_response_is_not_played() -> None:
+    s = RealtimeSession(Dialect.GA, SessionSettings())
+    playing_reply(s)
+    s.handle_upstream({"type": "input_audio_buffer.speech_started", "item_id": "u2"})
+    s.on_playout_flushed("item_a", 500.0)
+    # The service had already started a second message in the cancelled response.
+    s.handle_upstream({"type": "response.output_item.added", "response_id": "resp_1",
+                       "item": {"id": "item_b", "type": "message", "role": "assistant"}})
+    out = s.handle_upstream({"type": "response.output_audio.delta", "response_id": "resp_1",
+                             "item_id": "item_b", "delta": audio(200)})
+    assert not any(isinstance(e, PlayAudio) for e in out), out
+    # Nor when the server skips output_item.added and the item would be adopted.
+    out = s.handle_upstream({"type": "response.output_audio.delta", "response_id": "resp_1",
+                             "item_id": "item_c", "delta": audio(200)})
+    assert not any(isinstance(e, PlayAudio) for e in out), out
+
+
+def one_turn(s: RealtimeSession, n: int) -> list:
+    """One turn of a long call, by kind: a reply heard out, a barge-in, a tool round."""
+    rid, item, user = f"resp_{n}", f"item_{n}", f"user_{n}"
+    effects = s.handle_upstream({"type": "input_audio_buffer.speech_started", "item_id": user})
+    effects += s.handle_upstream({"type": "conversation.item.added", "item": {
+        "id": user, "type": "message", "role": "user", "content": [{"type": "input_audio"}]}})
+    effects += s.handle_upstream({
+        "type": "conversation.item.input_audio_transcription.completed", "item_id": user,
+        "transcript": f"question {n}"})
+    effects += s.handle_upstream({"type": "response.created", "response": {"id": rid}})
+    if n % 3 == 2:  # a tool round: the call, its output, then the reply
+        effects += s.handle_upstream({
+            "type": "response.output_item.added", "response_id": rid,
+            "item": {"id": f"fc_{n}", "type": "function_call", "name": "search",
+                     "call_id": f"call_{n}"}})
+        effects += s.handle_upstream({
+            "type": "response.function_call_arguments.done", "response_id": rid,
+            "item_id": f"fc_{n}", "call_id": f"call_{n}", "arguments": "{}"})
+        effects += s.on_tool_result(f"call_{n}", True, "found", 3)
+        effects += s.handle_upstream({"type": "response.done",
+                                      "response": {"id": rid, "status": "completed"}})
+        rid = f"resp_{n}_b"
+        effects += s.handle_upstream({"type": "response.created", "response": {"id": rid}})
+    effects += s.handle_upstream({"type": "response.output_item.added", "response_id": rid,
+                                  "item": {"id": item, "type": "message", "role": "assistant"}})
+    effects += s.handle_upstream({"type": "response.output_audio.delta", "response_id": rid,
+                                  "item_id": item, "delta": audio(100)})
+    effects += s.handle_upstream({"type": "response.output_audio_transcript.delta",
+                                  "response_id": rid, "item_id": item, "delta": f"answer {n}"})
+    effects += s.on_item_started(item)
+    if n % 3 == 1:  # the caller talks over the reply
+        effects += s.handle_upstream({"type": "input_audio_buffer.speech_started",
+                                      "item_id": f"{user}_b"})
+        effects += s.on_playout_flushed(item, 60.0)
+        effects += s.handle_upstream({"type": "response.done",
+                                      "response": {"id": rid, "status": "cancelled"}})
+        return effects
+    effects += s.handle_upstream({"type": "response.output_audio.done", "response_id": rid,
+                                  "item_id": item})
+    effects += s.handle_upstream({"type": "response.output_audio_transcript.done",
+                                  "response_id": rid, "item_id": item,
+                                  "transcript": f"answer {n}"})
+    effects += s.handle_upstream({"type": "response.done",
+                                  "response": {"id": rid, "status": "completed"}})
+    effects += s.on_item_finished(item, 100.0)
+    return effects
+
+
+def held(s: RealtimeSession) -> dict[str, int]:
+    return {"items": len(s._items), "responses": len(s._response_items),
+            "done": len(s._response_done), "discarded": len(s._discarded_responses),
+            "retired": len(s._retired_responses), "names": len(s._function_names),
+            "tools": len(s._tool_calls), "history": len(s._history)}
+
+
+def test_an_hour_long_call_holds_constant_state() -> None:
+    """Thousands of turns: the session's books stop growing once they are full."""
+    s = RealtimeSession(Dialect.GA, SessionSettings(), [SEARCH])
+    for n in range(300):
+        one_turn(s, n)
+    full = held(s)
+    for n in range(300, 3000):
+        effects = one_turn(s, n)
+    assert held(s) == full, (full, held(s))
+    assert full["items"] == 0 and full["tools"] == 0 and full["done"] == 0
+    assert full["history"] == 100 and full["retired"] <= 64
+    # The last turn still does its job: a reply heard out, then listening again.
+    assert caller(effects)[-2:] == [
+        {"type": "transcript.done", "role": "assistant", "item_id": "item_2999",
+         "text": "answer 2999", "interrupted": False, "heard_ms": 100, "audio_ms": 100},
+        {"type": "state", "state": "listening"}]
+    # A reconnect replays only the most recent turns.
+    replay = [e for e in upstream(s.on_reconnected()) if e["type"] == "conversation.item.create"]
+    assert len(replay) == 100
+    assert replay[-1]["item"]["content"][0]["text"] == "answer 2999"
+
+
+def test_late_audio_of_a_finished_response_is_not_played() -> None:
+    s = RealtimeSession(Dialect.GA, SessionSettings())
+    one_turn(s, 0)  # heard out and retired
+    out = s.handle_upstream({"type": "response.output_audio.delta", "response_id": "resp_0",
+                             "item_id": "item_0", "delta": audio(100)})
+    assert out == []
