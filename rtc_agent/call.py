@@ -18,6 +18,7 @@ from typing import Any
 
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import AudioFrame
 
 from rtc_agent import datachannel as caller
 from rtc_agent.datachannel import (
@@ -172,6 +173,8 @@ class Call:
                 frame = await track.recv()
             except MediaStreamError:
                 return
+            if not isinstance(frame, AudioFrame):
+                continue
             for chunk in inbound.push(frame):
                 send_audio(append_event(chunk))
 

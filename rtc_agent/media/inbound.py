@@ -118,7 +118,10 @@ class InOrderPackets:
                 self.late += 1
                 return False, None
         self._last = seq
-        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
+        # RTCRtpReceiver stores the depacketised payload in `_data`; aiortc's own
+        # jitter buffer reads it the same way.
+        payload: bytes = packet._data  # type: ignore[attr-defined]
+        return False, JitterFrame(data=payload, timestamp=packet.timestamp)
 
 
 def decode_on_loop(receiver: RTCRtpReceiver) -> bool:

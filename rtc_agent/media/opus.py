@@ -10,13 +10,16 @@ from __future__ import annotations
 import fractions
 
 import av
+from av.audio.codeccontext import AudioCodecContext
 
 _SILENCE: bytes | None = None
 
 
-def encoder(rate: int, bit_rate: int) -> av.CodecContext:
+def encoder(rate: int, bit_rate: int) -> AudioCodecContext:
     """A mono s16 libopus encoder for 20 ms frames at `rate` (any Opus rate)."""
     codec = av.CodecContext.create("libopus", "w")
+    if not isinstance(codec, AudioCodecContext):
+        raise TypeError(f"libopus gave a {type(codec).__name__}, not an audio codec")
     codec.sample_rate = rate
     codec.layout = "mono"
     codec.format = "s16"

@@ -3,8 +3,11 @@
 A thin I/O shell around `RealtimeSession`: it turns frames into event dicts
 (normalised to GA names) and queued events into frames. Sending never blocks
 the media path: audio goes into a small ring that drops its oldest chunk when
-the service stalls, control events into a bounded queue (a stalled service is found by the
-WebSocket keepalive and replaced by a reconnect).
+the service stalls, control events into a bounded queue. A control event cannot
+be dropped without the session falling out of step with the service (a lost
+`response.cancel` or `conversation.item.truncate`), so a full control queue
+drops the socket instead: the reconnect replays the conversation and both sides
+start again in step. A stalled service is also found by the WebSocket keepalive.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class RealtimeClient:
         self._wake = asyncio.Event()
         self._closing = False
         self._expired = False
+        self._resync_reason: str | None = None
         self.dropped_audio_chunks = 0
         self.dropped_control_events = 0
         self.reconnects = 0
@@ -76,10 +80,8 @@ class RealtimeClient:
         if not self.connected:
             return
         if len(self._control) >= MAX_CONTROL_BACKLOG:
-            # The service stopped reading; its keepalive will time out and the
-            # reconnect replays state, so dropping here loses nothing for good.
             self.dropped_control_events += 1
-            log.warning("Realtime control backlog full; dropping %s", event.get("type"))
+            self._resync(f"control backlog full at {event.get('type')}")
             return
         self._control.append(json.dumps(event, separators=(",", ":")))
         self._wake.set()
@@ -92,6 +94,18 @@ class RealtimeClient:
             self.dropped_audio_chunks += 1
         self._audio.append(text)
         self._wake.set()
+
+    def _resync(self, reason: str) -> None:
+        """Drop the socket now; `run` reconnects and the session replays its state."""
+        ws = self._ws
+        if ws is None or self._resync_reason is not None:
+            return
+        log.warning("Realtime %s: reconnecting to resynchronise", reason)
+        self._resync_reason = reason
+        self.connected = False  # what is sent from now on is covered by the replay
+        self._audio.clear()
+        self._control.clear()
+        ws.transport.abort()
 
     # ------------------------------------------------------------ running
 
@@ -147,6 +161,7 @@ class RealtimeClient:
 
     async def _serve(self, ws: ClientConnection) -> str:
         self._expired = False
+        self._resync_reason = None
         writer = asyncio.create_task(self._write(ws))
         try:
             async for frame in ws:
@@ -167,8 +182,10 @@ class RealtimeClient:
                     except Exception:
                         # One bad event must not end the call's upstream.
                         log.exception("error handling %s", event.get("type"))
-            return f"closed ({ws.close_code})"
+            return self._resync_reason or f"closed ({ws.close_code})"
         except ConnectionClosed as exc:
+            if self._resync_reason is not None:
+                return self._resync_reason
             return f"connection lost ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
         finally:
             writer.cancel()

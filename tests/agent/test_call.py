@@ -257,3 +257,24 @@ async def test_calls_leave_no_tasks_sockets_or_threads_behind(agent: SignalingSe
     assert after[0] <= before[0], f"asyncio tasks {before[0]} -> {after[0]}"
     assert after[1] <= before[1], f"open file descriptors {before[1]} -> {after[1]}"
     assert after[2] <= before[2], f"threads {before[2]} -> {after[2]}"
+
+
+async def test_caller_audio_still_arrives_when_aiortc_internals_differ(
+    agent: SignalingServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """If decode_on_loop cannot patch a receiver, aiortc's own decoder thread is used."""
+    import rtc_agent.call as call_module
+    from rtc_agent.media.inbound import _LoopDecoder
+
+    monkeypatch.setattr(call_module, "decode_on_loop", lambda receiver: False)
+    prompt = Prompt.from_wav(speak_wav("what is twelve times seven"))
+    async with ScriptedCaller(url(agent)) as caller:
+        await caller.connect(timeout=20)
+        call = agent.calls[caller.call_id]
+        (transceiver,) = call.pc.getTransceivers()
+        assert not isinstance(transceiver.receiver._RTCRtpReceiver__decoder_queue, _LoopDecoder)
+        assert "decoding caller audio on a thread" in caplog.text
+        n = len(caller.events)
+        await caller.speak(prompt)
+        user = await caller.wait_event(is_done("user"), 30, start=n)
+        assert "twelve" in user["text"] and "seven" in user["text"]

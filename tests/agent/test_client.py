@@ -15,7 +15,7 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from rtc_agent.protocol import Dialect
-from rtc_agent.realtime.client import RealtimeClient, UpstreamFailed
+from rtc_agent.realtime.client import MAX_CONTROL_BACKLOG, RealtimeClient, UpstreamFailed
 from rtc_agent.realtime.service import RealtimeService
 
 
@@ -63,3 +63,45 @@ async def test_session_expiry_is_crossed_whatever_the_close_code(close_code: int
     assert error is None
     assert client.reconnects >= 2
     assert seen.count("session.created") == client.reconnects + 1
+
+
+async def test_a_full_control_queue_reconnects_instead_of_dropping_events() -> None:
+    """A dropped cancel or truncate would leave the session out of step: resync instead."""
+    connections = 0
+
+    async def handler(ws: ServerConnection) -> None:
+        nonlocal connections
+        connections += 1
+        await ws.send(json.dumps({"type": "session.created", "event_id": f"e{connections}",
+                                  "session": {"id": f"sess_{connections}"}}))
+        async for _ in ws:
+            pass
+
+    connected: list[bool] = []
+    reasons: list[str] = []
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        client = RealtimeClient(
+            RealtimeService("custom", f"ws://127.0.0.1:{port}/v1/realtime", Dialect.GA),
+            on_event=lambda e: None, on_connected=connected.append,
+            on_disconnected=reasons.append, backoff_s=(0.05,))
+        task = asyncio.create_task(client.run())
+        try:
+            for _ in range(100):
+                if client.connected:
+                    break
+                await asyncio.sleep(0.02)
+            # A burst the writer cannot drain in between: one more than the queue holds.
+            for i in range(MAX_CONTROL_BACKLOG + 1):
+                client.send({"type": "conversation.item.create", "n": i})
+            for _ in range(100):
+                if connected == [False, True]:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            await client.close()
+            task.cancel()
+    assert connected == [False, True]
+    assert len(reasons) == 1 and "control backlog full" in reasons[0]
+    assert client.reconnects == 1 and client.dropped_control_events == 1
+    assert connections == 2

@@ -118,8 +118,11 @@ async def test_loop_decoder_yields_mono_frames_that_inbound_resamples() -> None:
     pcm = np.frombuffer(b"".join(chunks[5:]), np.int16).astype(float)
     peak_hz = np.argmax(np.abs(np.fft.rfft(pcm))) * 24000 / len(pcm)
     assert abs(peak_hz - 300) < 5
-    decoder.put((None, JitterFrame(data=b"\xff\xff\xff", timestamp=0)))  # garbage
-    assert decoder.decode_errors + q.qsize() >= 1
+    # A corrupt packet is counted and dropped; the decoder goes on with the next one.
+    decoder.put((None, JitterFrame(data=b"\xff\xff\xff", timestamp=0)))
+    assert (decoder.decode_errors, q.qsize()) == (1, 0)
+    decoder.put((None, JitterFrame(data=bytes(packets[10]), timestamp=packets[10].pts)))
+    assert q.qsize() == 1 and q.get_nowait().samples == 960
 
 
 def test_in_order_packets_pass_at_once_and_drop_late_ones() -> None:
@@ -137,3 +140,38 @@ def test_in_order_packets_pass_at_once_and_drop_late_ones() -> None:
     # In order across the wrap, a gap passes straight on, late and duplicate are dropped.
     assert [f.data[0] if f else None for f in out] == [254, 255, 0, 2, None, None, 3]
     assert buf.late == 2
+
+
+async def test_decode_on_loop_patches_a_fresh_receiver_and_leaves_others_alone() -> None:
+    from types import SimpleNamespace
+
+    from aiortc import RTCPeerConnection
+
+    from rtc_agent.media.inbound import InOrderPackets, _LoopDecoder, decode_on_loop
+
+    async def answering_receivers(n: int) -> tuple[list, list[RTCPeerConnection]]:
+        """Receivers of a peer that applied an offer of n audio m-lines (not started)."""
+        offerer, answerer = RTCPeerConnection(), RTCPeerConnection()
+        for _ in range(n):
+            offerer.addTransceiver("audio", direction="sendonly")
+        await offerer.setLocalDescription(await offerer.createOffer())
+        await answerer.setRemoteDescription(offerer.localDescription)
+        return [t.receiver for t in answerer.getTransceivers()], [offerer, answerer]
+
+    (fresh, other), peers = await answering_receivers(2)
+    try:
+        assert decode_on_loop(fresh) is True
+        assert isinstance(fresh._RTCRtpReceiver__decoder_queue, _LoopDecoder)
+        assert isinstance(fresh._RTCRtpReceiver__jitter_buffer, InOrderPackets)
+        # Internals not as expected (here: already started): left exactly as it is.
+        queue_before = other._RTCRtpReceiver__decoder_queue
+        buffer_before = other._RTCRtpReceiver__jitter_buffer
+        other._RTCRtpReceiver__started = True
+        assert decode_on_loop(other) is False
+        assert other._RTCRtpReceiver__decoder_queue is queue_before
+        assert other._RTCRtpReceiver__jitter_buffer is buffer_before
+        other._RTCRtpReceiver__started = False
+        assert decode_on_loop(SimpleNamespace()) is False
+    finally:
+        for pc in peers:
+            await pc.close()
