@@ -44,8 +44,8 @@ from typing import Any
 import numpy as np
 import websockets
 
-from rtc_agent.loadtest.caller import frame_dbfs
 from rtc_agent.loadtest.metrics import percentile, summarize
+from rtc_agent.loadtest.received import frame_dbfs
 from rtc_agent.protocol import Dialect
 from rtc_agent.realtime.dialect import session_update
 from rtc_agent.realtime.settings import SessionSettings

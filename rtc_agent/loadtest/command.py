@@ -21,9 +21,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from .metrics import CallResult, Failure, aggregate, percentile, run_document
-from .report import outcome_lines, summary_table, write_json, write_plot
-from .runner import RunSpec, run_calls
+from rtc_agent.loadtest.metrics import CallResult, Failure, aggregate, percentile, run_document
+from rtc_agent.loadtest.report import outcome_lines, summary_table, write_json, write_plot
+from rtc_agent.loadtest.runner import RunSpec, run_calls
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
-from .metrics import CallResult, active_timeline
+from rtc_agent.loadtest.metrics import CallResult, active_timeline
 
 # (summary key, label) rows of the final table, each a summarize() dict
 METRIC_ROWS: list[tuple[str, str]] = [
@@ -78,8 +78,10 @@ def write_plot(path: str | Path, calls: Sequence[CallResult], summary: dict[str,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    turns = [t for c in calls for t in c.turns if t.latency_ms is not None]
-    lat = [t.latency_ms for t in turns]
+    # (heard at, latency) of every answered turn
+    answered = [(t.heard_s, t.latency_ms) for c in calls for t in c.turns
+                if t.latency_ms is not None]
+    lat = [ms for _, ms in answered]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 8))
 
     if lat:
@@ -110,9 +112,9 @@ def write_plot(path: str | Path, calls: Sequence[CallResult], summary: dict[str,
     ax2.step(times, counts, where="post", color="tab:gray", label="active calls")
     ax2.set_xlabel("s since start")
     ax2.set_ylabel("active calls")
-    if turns:
+    if answered:
         lat_ax = ax2.twinx()
-        lat_ax.scatter([t.heard_s for t in turns], lat, s=10, color="tab:blue",
+        lat_ax.scatter([s for s, _ in answered], lat, s=10, color="tab:blue",
                        label="turn latency")
         lat_ax.set_ylabel("turn latency, ms")
         lat_ax.set_ylim(bottom=0)

@@ -18,8 +18,11 @@ from typing import Any
 
 import aiohttp
 
-from .caller import CallFailed, Prompt, ScriptedCaller
-from .metrics import CallResult, Failure, TurnSample, percentile
+from rtc_agent.datachannel import CallState
+from rtc_agent.loadtest.caller import CallFailed, ScriptedCaller
+from rtc_agent.loadtest.events import STATE, TRANSCRIPT_DONE
+from rtc_agent.loadtest.metrics import CallResult, Failure, TurnSample, percentile
+from rtc_agent.loadtest.microphone import Prompt
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -28,6 +31,11 @@ Emit = Callable[[dict[str, Any]], None]
 REPLY_END_SILENCE_S = 1.0
 BARGE_STOP_SILENCE_S = 0.3
 PAUSE_BETWEEN_TURNS_S = 0.3
+# The agent's states that split a turn's latency, and the TurnSample field each sets.
+STATE_FIELDS: dict[str, str] = {
+    CallState.THINKING: "thinking_ms",
+    CallState.SPEAKING: "speaking_ms",
+}
 
 
 @dataclass
@@ -108,11 +116,12 @@ async def _turn(
     await caller.wait_silent(last_audio, timeout=spec.turn_timeout_s,
                              min_silence_s=REPLY_END_SILENCE_S)
     for event in caller.events[n_events:]:
-        if event.get("type") == "state" and event["_t"] > t_end:
-            key = {"thinking": "thinking_ms", "speaking": "speaking_ms"}.get(event.get("state"))
+        if event.get("type") == STATE and event["_t"] > t_end:
+            state = event.get("state")
+            key = STATE_FIELDS.get(state) if isinstance(state, str) else None
             if key and getattr(ts, key) is None:
                 setattr(ts, key, (event["_t"] - t_end) * 1000)
-        if event.get("type") != "transcript.done":
+        if event.get("type") != TRANSCRIPT_DONE:
             continue
         if event.get("role") == "user" and ts.user_text is None:
             ts.user_text = event.get("text")
@@ -225,7 +234,7 @@ async def _call(ctx: _Ctx, index: int) -> CallResult:
 async def _collect(caller: ScriptedCaller, res: CallResult) -> None:
     """Per-call transcripts, RTCP stats and receive lag, read just before hang-up."""
     for event in caller.events:
-        if event.get("type") == "transcript.done" and event.get("role") in res.transcripts:
+        if event.get("type") == TRANSCRIPT_DONE and event.get("role") in res.transcripts:
             res.transcripts[event["role"]] += 1
     res.stats = await caller.stats()
     lags = caller.audio.lags_ms(skip=50)  # skip the first second: the jitter buffer fills

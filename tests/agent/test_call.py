@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from rtc_agent import config
-from rtc_agent.loadtest.caller import Prompt, ScriptedCaller
+from rtc_agent.loadtest.caller import ScriptedCaller
+from rtc_agent.loadtest.microphone import Prompt
 from rtc_agent.serve import running
 from rtc_agent.signaling.app import SignalingServer
 from tests.speech import hears, speak_wav

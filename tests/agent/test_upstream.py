@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from rtc_agent.loadtest.caller import CallFailed, Prompt, ScriptedCaller
+from rtc_agent.loadtest.caller import CallFailed, ScriptedCaller
+from rtc_agent.loadtest.microphone import Prompt
 from rtc_agent.offline.process import OfflineProcess
 from rtc_agent.protocol import Dialect
 from rtc_agent.serve import running

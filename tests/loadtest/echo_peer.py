@@ -1,8 +1,10 @@
 """A tiny aiortc peer for testing the scripted caller without the real server.
 
 It speaks the server's signaling contract (POST /offer, DELETE /calls/{id}),
-sends `session.ready` when the data channel opens, answers `ping`, and plays
-the caller's audio straight back, so what the caller hears is what it said.
+sends `session.ready` when the data channel opens, answers `ping` (both built
+by the server's own `rtc_agent.datachannel`, so the fake cannot drift from the
+schema), and plays the caller's audio straight back, so what the caller hears
+is what it said.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 
+from rtc_agent import datachannel
 from rtc_agent.ice import rtc_configuration
 
 
@@ -46,15 +49,14 @@ class EchoPeer:
         @pc.on("datachannel")
         def on_channel(channel) -> None:  # type: ignore[no-untyped-def]
             def ready() -> None:
-                channel.send(json.dumps({"type": "session.ready", "call_id": call_id,
-                                         "backend": "custom"}))
+                channel.send(json.dumps(datachannel.session_ready(call_id, "custom")))
 
             @channel.on("message")
             def on_message(message: str) -> None:
                 event = json.loads(message)
                 self.received.append(event)
                 if event.get("type") == "ping":
-                    channel.send(json.dumps({"type": "pong", "t": event["t"], "server_t": 0}))
+                    channel.send(json.dumps(datachannel.pong(event["t"], 0)))
 
             if channel.readyState == "open":
                 ready()

@@ -8,13 +8,13 @@ import time
 import numpy as np
 import pytest
 
-from rtc_agent.loadtest.caller import (
+from rtc_agent.loadtest.caller import CallFailed, ScriptedCaller
+from rtc_agent.loadtest.events import SESSION_READY
+from rtc_agent.loadtest.microphone import Prompt
+from rtc_agent.loadtest.received import (
     FRAME_SAMPLES,
     SAMPLE_RATE,
-    CallFailed,
-    Prompt,
     ReceivedAudio,
-    ScriptedCaller,
     first_audible_after,
     frame_dbfs,
     silent_from,
@@ -96,7 +96,7 @@ async def test_caller_against_echo_peer() -> None:
         await caller.connect(timeout=10)
         assert caller.call_id in peer.pcs
         assert 0 < caller.connect_ms <= caller.ready_ms < 10_000
-        assert caller.events[0]["type"] == "session.ready"
+        assert caller.events[0]["type"] == SESSION_READY
         assert "_t" in caller.events[0]
 
         # ping/pong over the data channel, with an already-received event found by index
