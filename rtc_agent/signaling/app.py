@@ -156,7 +156,9 @@ class SignalingServer:
         })
 
     async def index(self, request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(self.config.web_dir / "index.html")
+        # no-cache: a page cached from an older release would load stale modules.
+        return web.FileResponse(self.config.web_dir / "index.html",
+                                headers={"Cache-Control": "no-cache"})
 
     async def ca_pem(self, request: web.Request) -> web.StreamResponse:
         """The local CA certificate (public), so a phone on the LAN can install it."""
@@ -171,7 +173,11 @@ class SignalingServer:
         path = (root / request.match_info["path"]).resolve()
         if not path.is_relative_to(root) or not path.is_file():
             return json_error(404, "not_found", "no such file")
-        return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+        headers = {"Cache-Control": "no-cache"}
+        if path.suffix == ".js":
+            # Module scripts need a JavaScript type; some hosts map .js to text/plain.
+            headers["Content-Type"] = "text/javascript"
+        return web.FileResponse(path, headers=headers)
 
     async def close_all(self) -> None:
         await asyncio.gather(*(c.close("server shutting down") for c in list(self.calls.values())))

@@ -102,6 +102,12 @@ async def test_token_origin_capacity_and_hangup(agent: SignalingServer) -> None:
             assert "Access-Control-Allow-Origin" not in r.headers
         async with http.get(f"{base}/no/such/page") as r:
             assert r.status == 404 and (await r.json())["error"]["code"]
+        # The page is ES modules: they need a JavaScript type, and nothing stale.
+        async with http.get(f"{base}/") as r:
+            assert r.status == 200 and r.headers["Cache-Control"] == "no-cache"
+            assert 'type="module"' in await r.text()
+        async with http.get(f"{base}/main.js") as r:
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/javascript")
     await pc.close()
     await pc2.close()
 

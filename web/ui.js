@@ -1,0 +1,204 @@
+// The page's controls and status: the state pill and agent label, notices
+// (and their wording), the call/mute/send controls, the microphone list, the
+// token field, the remote <audio> element and the diagnostics panel.
+// The conversation itself is conversation.js.
+
+import { CallState, PageState } from "./protocol.js";
+
+const $ = (id) => document.getElementById(id);
+
+export const els = {
+  state: $("state"), notice: $("notice"), call: $("call"), mute: $("mute"), mic: $("mic"),
+  micLevel: $("mic-level"), chat: $("chat"), form: $("text-form"), text: $("text"),
+  send: $("send"), audio: $("remote"), orb: $("agent-indicator"), agentLabel: $("agent-label"),
+  tokenRow: $("token-row"), token: $("token"), diag: $("diag"), diagnostics: $("diagnostics"),
+};
+
+const PILL_LABELS = {
+  [PageState.IDLE]: "Not connected",
+  [PageState.CONNECTING]: "Connecting…",
+  [CallState.LISTENING]: "Listening",
+  [CallState.USER_SPEAKING]: "You are speaking",
+  [CallState.THINKING]: "Thinking…",
+  [CallState.SPEAKING]: "Agent speaking",
+  [CallState.RECONNECTING]: "Reconnecting…",
+  [PageState.ENDED]: "Call ended",
+};
+
+const AGENT_LABELS = {
+  [PageState.IDLE]: "Tap Call and talk to the agent.",
+  [PageState.CONNECTING]: "Connecting…",
+  [CallState.LISTENING]: "Go ahead, I'm listening.",
+  [CallState.USER_SPEAKING]: "Listening to you…",
+  [CallState.THINKING]: "Thinking…",
+  [CallState.SPEAKING]: "Speaking… (talk to interrupt)",
+  [CallState.RECONNECTING]: "The agent's connection dropped; reconnecting…",
+  [PageState.ENDED]: "Call ended. Tap Call to start again.",
+};
+
+/** Show a CallState or PageState; body[data-state] drives the pill's colours. */
+export function showState(state) {
+  document.body.dataset.state = state;
+  els.state.textContent = PILL_LABELS[state] || state;
+  const label = AGENT_LABELS[state];
+  if (label) els.agentLabel.textContent = label;
+}
+
+export function showAgentLabel(text) {
+  els.agentLabel.textContent = text;
+}
+
+/** Show a notice (kind goes to data-kind), or hide it with no kind; returns what is shown. */
+export function showNotice(kind, text) {
+  els.notice.hidden = !kind;
+  els.notice.dataset.kind = kind || "";
+  els.notice.textContent = text || "";
+  return kind ? { kind, text } : null;
+}
+
+// ---- notice wording: each returns [kind, text] -------------------------------
+
+export function insecureNotice() {
+  return ["insecure", "This page is not a secure context (plain http on an address other than localhost), " +
+    "so the browser hides the microphone. Open it over HTTPS (rtc-agent serve --https) or via localhost."];
+}
+
+export function configNotice(err) {
+  return ["config", `Could not load the server's settings (${err.message}). Is rtc-agent running?`];
+}
+
+export function micErrorNotice(err) {
+  switch (err && err.name) {
+    case "NotAllowedError":
+    case "SecurityError":
+      return ["mic-denied", "Microphone access was denied. Allow the microphone for this site " +
+        "(the lock or site-settings icon by the address bar), then tap Call again."];
+    case "NotFoundError":
+    case "OverconstrainedError":
+      return ["no-mic", "No microphone was found. Connect one (or pick another in the list) and tap Call again."];
+    case "NotReadableError":
+    case "AbortError":
+      return ["mic-busy", "The microphone is in use by another app or could not be started."];
+    default:
+      return ["mic-error", `Could not open the microphone: ${err && err.message ? err.message : err}`];
+  }
+}
+
+/** Wording for an OfferError (the server's HTTP answer to the offer). */
+export function offerErrorNotice(e) {
+  if (e.status === 503 || e.code === "at_capacity") {
+    const wait = e.retryAfter ? ` Try again in about ${e.retryAfter} s.` : " Try again in a moment.";
+    return ["capacity", `The agent is busy: every line is in use.${wait}`];
+  }
+  if (e.status === 401 || e.status === 403) {
+    return ["auth", `The server refused the call (${e.message}). Check the access token.`];
+  }
+  if (e.status === 413) return ["offer-too-large", "The call set-up was too large for the server."];
+  if (e.status) return ["offer-failed", `The server could not take the call: ${e.message}`];
+  return ["offer-failed", `Could not reach the server: ${e.message}`];
+}
+
+export function setupErrorNotice(e) {
+  return ["offer-failed", `Call set-up failed: ${e.message}`];
+}
+
+export const CONNECTION_FAILED_NOTICE = ["connection-failed",
+  "The call's connection failed (no network path to the server; a TURN server may be needed)."];
+export const NOT_CONNECTED_NOTICE = ["not-connected", "Not connected: start a call to send messages."];
+
+// ---- controls ------------------------------------------------------------------
+
+export function enableCallButton(enabled) {
+  els.call.disabled = !enabled;
+}
+
+export function setCallUi(active) {
+  els.call.textContent = active ? "Hang up" : "Call";
+  els.call.classList.toggle("danger", active);
+  els.call.classList.toggle("primary", !active);
+  els.mute.disabled = !active;
+  enableTextInput(active);
+  if (!active) showMuted(false);
+}
+
+export function enableTextInput(enabled) {
+  els.text.disabled = !enabled;
+  els.send.disabled = !enabled;
+}
+
+export function showMuted(muted) {
+  els.mute.setAttribute("aria-pressed", String(muted));
+  els.mute.textContent = muted ? "Unmute" : "Mute";
+}
+
+export function typedText() {
+  return els.text.value;
+}
+
+export function clearTypedText() {
+  els.text.value = "";
+}
+
+/** Fill the microphone list, keeping the choice when that device is still there. */
+export function renderMicrophones(mics) {
+  const chosen = els.mic.value;
+  els.mic.replaceChildren(new Option("Default microphone", ""));
+  mics.forEach((d, i) => els.mic.add(new Option(d.label || `Microphone ${i + 1}`, d.deviceId)));
+  if ([...els.mic.options].some((o) => o.value === chosen)) els.mic.value = chosen;
+}
+
+export function selectedMic() {
+  return els.mic.value;
+}
+
+export function showTokenField() {
+  els.tokenRow.hidden = false;
+}
+
+export function tokenValue() {
+  return els.token.value.trim();
+}
+
+// ---- remote audio ----------------------------------------------------------------
+
+/** Start the <audio> element inside the tap (iOS); the stream comes later. */
+export function unlockPlayback() {
+  els.audio.muted = false;
+  els.audio.play().catch(() => {});
+}
+
+export function playRemote(stream) {
+  els.audio.srcObject = stream;
+  els.audio.play().catch(() => {});
+}
+
+export function stopRemote() {
+  els.audio.srcObject = null;
+}
+
+// ---- diagnostics -------------------------------------------------------------------
+
+function fmt(v, unit, digits = 0) {
+  return typeof v === "number" && isFinite(v) ? `${v.toFixed(digits)} ${unit}` : "–";
+}
+
+/** Fill the panel from Call.stats() output (or null) and the call's identity. */
+export function renderDiagnostics(s, { playoutMs, callId, backend }) {
+  const set = (k, v) => {
+    const dd = els.diag.querySelector(`[data-k="${k}"]`);
+    if (dd) dd.textContent = v;
+  };
+  set("connection", s ? s.connectionState : "–");
+  set("candidates", s && s.localCandidateType
+    ? `local ${s.localCandidateType}${s.relayProtocol ? `/${s.relayProtocol}` : ""} (${s.localProtocol}) ↔ remote ${s.remoteCandidateType}`
+    : "–");
+  set("rtt", fmt(s && s.rttMs, "ms"));
+  set("jitter", fmt(s && s.jitterMs, "ms", 1));
+  set("loss", s && s.lossPct !== null
+    ? `in ${s.lossPct.toFixed(1)} % (${s.packetsLost} of ${s.packetsLost + s.packetsReceived})` +
+      (s.sentLossPct !== null ? ` · out ${s.sentLossPct.toFixed(1)} %` : "")
+    : "–");
+  set("codec", (s && s.codec) || "–");
+  set("playout", fmt(playoutMs, "ms"));
+  set("call", callId ? `${callId}${backend ? ` · ${backend}` : ""}` : "–");
+}
