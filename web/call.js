@@ -1,203 +1,304 @@
-// One WebRTC call to the server: the peer connection and its `events` data
-// channel, the offer/answer over HTTP, hang-up, and the connection's stats
-// (for the diagnostics panel and the playout delay the server needs to cut a
-// reply at what the caller actually heard). No DOM here.
+// The caller's side of a call: places and ends it, ties the microphone, the
+// Peer, the conversation and the status together, and keeps the record that
+// tests and devtools read (`hook`, exposed as window.rtcAgent by main.js).
 
-import { EVENTS_CHANNEL, MAX_PLAYOUT_DELAY_MS } from "./protocol.js";
+import { OfferError, Peer, deleteCall } from "./peer.js";
+import * as audio from "./audio.js";
+import { Conversation } from "./conversation.js";
+import {
+  CallState, CallerType, MAX_TEXT_CHARS, PageState, ServerType,
+  isCallState, parseServerMessage, playoutMessage, textMessage,
+} from "./protocol.js";
+import * as ui from "./ui.js";
 
-const ICE_GATHER_TIMEOUT_MS = 5000;
-const CLOSE_AFTER_DELETE_MS = 2000;
+const PLAYOUT_INTERVAL_MS = 500;
+const STATS_INTERVAL_MS = 1000;
+const LEVEL_INTERVAL_MS = 50;
+const MAX_EVENTS = 2000;
 
-/** An HTTP refusal of the offer, with what the page needs to explain it. */
-export class OfferError extends Error {
-  constructor(message, { status, code = null, retryAfter = null }) {
-    super(message);
-    this.status = status;
-    this.code = code;
-    this.retryAfter = retryAfter;
-  }
+const params = new URLSearchParams(location.search);
+const conversation = new Conversation(ui.els.chat);
+const levels = new audio.Levels(ui.els.micLevel, ui.els.orb);
+
+let call = null; // the current Peer, null between calls
+let localStream = null;
+let timers = [];
+let muted = false;
+
+// Everything a test (or a curious person in devtools) may want to read.
+export const hook = {
+  state: PageState.IDLE,
+  config: null,
+  get callId() {
+    return call ? call.id : null; // the server's id, once it answered
+  },
+  backend: null,
+  connectionState: "new",
+  transcripts: conversation.transcripts, // {role, item_id, text, final, interrupted, typed}
+  events: [], // every message received on `events`, in order
+  sent: [], // every message sent on `events` (but playout reports)
+  tools: conversation.tools, // {call_id, name, arguments, ok, duration_ms, running}
+  notice: null, // {kind, text}
+  micLevel: 0,
+  remoteLevel: 0,
+  remotePeak: 0,
+  lastStats: null,
+  lastPlayoutMs: null,
+  stats: () => collectStats(),
+  call: () => startCall(),
+  hangup: () => hangUp("hung up"),
+  sendText: (text) => sendText(text),
+};
+
+// ---- small helpers -------------------------------------------------------------
+
+function setState(state) {
+  hook.state = state;
+  ui.showState(state);
 }
 
-async function postOffer(offer, headers) {
-  const res = await fetch("offer", {
-    method: "POST",
-    headers: { ...headers, "Content-Type": "application/json" },
-    body: JSON.stringify({ sdp: offer.sdp, type: offer.type }),
+function showNotice(kind, text) {
+  hook.notice = ui.showNotice(kind, text);
+}
+
+function authHeaders() {
+  const token = params.get("token") || ui.tokenValue() || "";
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+function renderDiagnostics() {
+  ui.renderDiagnostics(hook.lastStats, {
+    playoutMs: hook.lastPlayoutMs, callId: hook.callId, backend: hook.backend,
   });
-  let body = null;
+}
+
+async function loadConfig() {
   try {
-    body = await res.json();
+    // Never wait forever: without the settings the page still shows why.
+    const res = await fetch("config", { cache: "no-store", signal: AbortSignal.timeout(10000) });
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    hook.config = await res.json();
+  } catch (err) {
+    hook.config = { iceServers: [], tokenRequired: false };
+    showNotice(...ui.configNotice(err));
+    return false;
+  }
+  if (hook.config.tokenRequired && !params.get("token")) ui.showTokenField();
+  return true;
+}
+
+export async function refreshMicrophones() {
+  const mics = await audio.listMicrophones();
+  if (mics) ui.renderMicrophones(mics);
+}
+
+function micConstraints() {
+  return audio.micConstraints(ui.selectedMic(), params.get("raw") === "1");
+}
+
+// ---- the data channel ----------------------------------------------------------
+
+const handlers = new Map([
+  [ServerType.SESSION_READY, (m) => {
+    hook.backend = m.backend || null;
+    if (hook.state === PageState.CONNECTING) setState(CallState.LISTENING);
+  }],
+  [ServerType.STATE, (m) => {
+    if (isCallState(m.state)) setState(m.state);
+  }],
+  [ServerType.TRANSCRIPT_DELTA, (m) => conversation.onDelta(m)],
+  [ServerType.TRANSCRIPT_DONE, (m) => conversation.onDone(m)],
+  [ServerType.TOOL_STARTED, (m) => conversation.onToolStarted(m)],
+  [ServerType.TOOL_FINISHED, (m) => conversation.onToolFinished(m)],
+  [ServerType.ERROR, (m) => conversation.onError(m)],
+]);
+
+function onServerMessage(data) {
+  const m = parseServerMessage(data);
+  if (!m) return;
+  hook.events.push(m);
+  if (hook.events.length > MAX_EVENTS) hook.events.splice(0, hook.events.length - MAX_EVENTS);
+  // anything else (pong, newer types) is recorded in events only
+  const handle = handlers.get(m.type);
+  if (handle) handle(m);
+}
+
+function send(message) {
+  if (!call || !call.send(message)) return false;
+  if (message.type !== CallerType.PLAYOUT) hook.sent.push(message);
+  return true;
+}
+
+export function sendText(text) {
+  text = String(text || "").trim().slice(0, MAX_TEXT_CHARS);
+  if (!text) return false;
+  if (!send(textMessage(text))) {
+    showNotice(...ui.NOT_CONNECTED_NOTICE);
+    return false;
+  }
+  conversation.addTyped(text);
+  return true;
+}
+
+// ---- levels and stats, while a call runs ------------------------------------------
+
+function levelTick() {
+  const { mic, remote } = levels.read();
+  hook.micLevel = muted ? 0 : mic;
+  hook.remoteLevel = remote;
+  if (remote > hook.remotePeak) hook.remotePeak = remote;
+  levels.draw(hook.micLevel, hook.remoteLevel);
+}
+
+async function collectStats() {
+  if (!call) return hook.lastStats;
+  hook.lastStats = await call.stats();
+  return hook.lastStats;
+}
+
+async function statsTick() {
+  const current = call;
+  try {
+    const stats = await collectStats();
+    if (!stats || current !== call) return;
+    hook.lastPlayoutMs = call.playoutDelayMs(stats, audio.outputLatencyMs());
+    send(playoutMessage(hook.lastPlayoutMs));
   } catch {
-    body = null;
+    /* the peer connection closed between ticks */
   }
-  if (res.ok && body && body.sdp) return body;
-  const err = (body && body.error) || {};
-  throw new OfferError(err.message || `HTTP ${res.status}`, {
-    status: res.status,
-    code: err.code || null,
-    retryAfter: res.headers.get("Retry-After"),
-  });
 }
 
-/** Free the server's slot; `keepalive` lets the request outlive the page. */
-export function deleteCall(callId, headers, keepalive = false) {
-  return fetch(`calls/${encodeURIComponent(callId)}`, {
-    method: "DELETE",
-    headers,
-    keepalive,
-  }).catch(() => {});
-}
+// ---- the call ------------------------------------------------------------------
 
-function waitForIceGathering(peer) {
-  if (peer.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      peer.removeEventListener("icegatheringstatechange", check);
-      resolve();
-    };
-    const check = () => {
-      if (peer.iceGatheringState === "complete") done();
-    };
-    // The server does not trickle: send what we have after a while rather than hang.
-    const timer = setTimeout(done, ICE_GATHER_TIMEOUT_MS);
-    peer.addEventListener("icegatheringstatechange", check);
-  });
-}
-
-/** The parts of a getStats() report the page shows and reports. */
-function summarizeStats(report, connectionState) {
-  const byId = new Map();
-  report.forEach((s) => byId.set(s.id, s));
-  let pair = null;
-  let inbound = null;
-  let remoteInbound = null;
-  report.forEach((s) => {
-    if (s.type === "transport" && s.selectedCandidatePairId) pair = byId.get(s.selectedCandidatePairId) || pair;
-    if (s.type === "inbound-rtp" && s.kind === "audio") inbound = s;
-    if (s.type === "remote-inbound-rtp" && s.kind === "audio") remoteInbound = s;
-  });
-  if (!pair) {
-    report.forEach((s) => {
-      if (s.type === "candidate-pair" && s.state === "succeeded" && (s.nominated || s.selected)) pair = s;
-    });
+export async function startCall() {
+  if (call) return;
+  showNotice(null);
+  if (!audio.microphoneAvailable()) {
+    showNotice(...ui.insecureNotice());
+    return;
   }
-  const local = pair && byId.get(pair.localCandidateId);
-  const remote = pair && byId.get(pair.remoteCandidateId);
-  const codec = inbound && inbound.codecId && byId.get(inbound.codecId);
-  const received = inbound ? inbound.packetsReceived || 0 : 0;
-  const lost = inbound ? Math.max(0, inbound.packetsLost || 0) : 0;
-  return {
-    connectionState,
-    localCandidateType: local ? local.candidateType : null,
-    remoteCandidateType: remote ? remote.candidateType : null,
-    localProtocol: local ? local.protocol : null,
-    relayProtocol: local ? local.relayProtocol || null : null,
-    localAddress: local ? `${local.address || local.ip}:${local.port}` : null,
-    remoteAddress: remote ? `${remote.address || remote.ip}:${remote.port}` : null,
-    rttMs: pair && typeof pair.currentRoundTripTime === "number" ? pair.currentRoundTripTime * 1000 : null,
-    jitterMs: inbound && typeof inbound.jitter === "number" ? inbound.jitter * 1000 : null,
-    packetsReceived: received,
-    packetsLost: lost,
-    lossPct: received + lost > 0 ? (100 * lost) / (received + lost) : null,
-    sentLossPct: remoteInbound && typeof remoteInbound.fractionLost === "number" ? remoteInbound.fractionLost * 100 : null,
-    codec: codec ? `${codec.mimeType.replace(/^audio\//, "")} ${codec.clockRate / 1000} kHz${codec.channels ? ` ×${codec.channels}` : ""}` : null,
-    jitterBufferDelay: inbound ? inbound.jitterBufferDelay || 0 : 0,
-    jitterBufferEmittedCount: inbound ? inbound.jitterBufferEmittedCount || 0 : 0,
-    bytesReceived: inbound ? inbound.bytesReceived || 0 : 0,
-  };
-}
-
-/**
- * One call. Events arrive through the callbacks given to the constructor.
- * Connection-state changes stop once `hangUp()` has been called; messages the
- * server sent before its side closed are still delivered (a last transcript).
- */
-export class Call {
-  #pc;
-  #dc;
-  #prevJitter = null; // {delay, count} of the last playout sample
-
-  constructor({ iceServers, relay, stream, onMessage, onChannelOpen, onRemoteStream, onConnectionState }) {
-    this.id = null; // the server's call id, once it answered
-    this.closed = false;
-    this.#pc = new RTCPeerConnection({ iceServers, iceTransportPolicy: relay ? "relay" : "all" });
-    this.#dc = this.#pc.createDataChannel(EVENTS_CHANNEL, { ordered: true });
-    this.#dc.onmessage = (ev) => onMessage(ev.data);
-    this.#dc.onopen = () => onChannelOpen();
-    stream.getAudioTracks().forEach((t) => this.#pc.addTrack(t, stream));
-    this.#pc.ontrack = (ev) => onRemoteStream(ev.streams[0] || new MediaStream([ev.track]));
-    this.#pc.onconnectionstatechange = () => {
-      if (!this.closed) onConnectionState(this.#pc.connectionState);
-    };
+  audio.unlockAudio();
+  ui.unlockPlayback();
+  setState(PageState.CONNECTING);
+  ui.enableCallButton(false);
+  try {
+    localStream = await navigator.mediaDevices.getUserMedia(micConstraints());
+  } catch (err) {
+    showNotice(...ui.micErrorNotice(err));
+    setState(PageState.IDLE);
+    ui.enableCallButton(true);
+    return;
   }
+  refreshMicrophones(); // labels are only readable once access was granted
+  levels.watchMic(localStream);
 
-  get connectionState() {
-    return this.#pc.connectionState;
-  }
-
-  /** Offer, gather, post, answer. False when hung up meanwhile; throws on failure. */
-  async connect(headers) {
-    const pc = this.#pc;
-    await pc.setLocalDescription(await pc.createOffer());
-    await waitForIceGathering(pc);
-    if (this.closed) return false;
-    const answer = await postOffer(pc.localDescription, headers);
-    if (this.closed) {
-      // the server made a call nobody wants any more: give the slot back
-      if (answer.call_id) deleteCall(answer.call_id, headers);
-      return false;
-    }
-    this.id = answer.call_id || null;
-    await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
-    return true;
-  }
-
-  /** Send one caller message; false when the channel is not open. */
-  send(message) {
-    if (this.closed || this.#dc.readyState !== "open") return false;
-    this.#dc.send(JSON.stringify(message));
-    return true;
-  }
-
-  async stats() {
-    return summarizeStats(await this.#pc.getStats(), this.#pc.connectionState);
-  }
-
-  /** Audio playout delay in ms: the jitter buffer's plus the output device's. */
-  playoutDelayMs(stats, outputLatencyMs) {
-    // The counters are cumulative: use the last interval's deltas, else the
-    // running average (first sample, or nothing emitted since).
-    const delay = stats.jitterBufferDelay;
-    const count = stats.jitterBufferEmittedCount;
-    let jb = 0;
-    const prev = this.#prevJitter;
-    if (prev && count > prev.count) jb = ((delay - prev.delay) / (count - prev.count)) * 1000;
-    else if (count > 0) jb = (delay / count) * 1000;
-    this.#prevJitter = { delay, count };
-    return Math.max(0, Math.min(MAX_PLAYOUT_DELAY_MS, jb + outputLatencyMs));
-  }
-
-  async replaceAudioTrack(track) {
-    const sender = this.#pc.getSenders().find((s) => s.track && s.track.kind === "audio");
-    if (sender) await sender.replaceTrack(track);
-  }
-
-  /** End the call; resolves when the server has been told. */
-  hangUp(headers) {
-    this.closed = true;
-    // Tell the server first, then close our side: closing first makes the
-    // server drop the call on its own and the DELETE find nothing.
-    const deleted = this.id ? deleteCall(this.id, headers) : Promise.resolve();
-    const close = () => {
-      try {
-        this.#dc.close();
-      } catch {
-        /* already closed */
+  const current = new Peer({
+    iceServers: (hook.config && hook.config.iceServers) || [],
+    relay: params.get("relay") === "1",
+    stream: localStream,
+    onMessage: onServerMessage,
+    onChannelOpen: () => ui.enableTextInput(true),
+    onRemoteStream: (stream) => {
+      // Chrome feeds WebAudio from a remote stream only while a media element plays it.
+      ui.playRemote(stream);
+      levels.watchRemote(stream);
+    },
+    onConnectionState: (state) => {
+      hook.connectionState = state;
+      if (state === "failed") {
+        showNotice(...ui.CONNECTION_FAILED_NOTICE);
+        hangUp("failed");
+      } else if (state === "disconnected") {
+        ui.showAgentLabel("Connection interrupted… trying to recover.");
       }
-      this.#pc.close();
-    };
-    Promise.race([deleted, new Promise((r) => setTimeout(r, CLOSE_AFTER_DELETE_MS))]).then(close);
-    return deleted;
+    },
+  });
+  call = current;
+  hook.connectionState = current.connectionState;
+  ui.setCallUi(true);
+  ui.enableCallButton(true);
+
+  try {
+    if (!(await current.connect(authHeaders()))) return; // hung up meanwhile
+  } catch (e) {
+    if (current !== call) return;
+    const [kind, text] = e instanceof OfferError ? ui.offerErrorNotice(e) : ui.setupErrorNotice(e);
+    if (kind === "auth") ui.showTokenField();
+    showNotice(kind, text);
+    hangUp("failed", { keepNotice: true });
+    return;
+  }
+  timers.push(setInterval(levelTick, LEVEL_INTERVAL_MS));
+  timers.push(setInterval(statsTick, PLAYOUT_INTERVAL_MS));
+  timers.push(setInterval(renderDiagnostics, STATS_INTERVAL_MS));
+}
+
+export function hangUp(reason, { keepNotice = false } = {}) {
+  if (!call) return Promise.resolve();
+  const ending = call;
+  call = null;
+  timers.forEach(clearInterval);
+  timers = [];
+  const deleted = ending.hangUp(authHeaders());
+  if (localStream) localStream.getTracks().forEach((t) => t.stop());
+  localStream = null;
+  levels.stop();
+  ui.stopRemote();
+  hook.connectionState = "closed";
+  hook.micLevel = 0;
+  hook.remoteLevel = 0;
+  muted = false;
+  ui.setCallUi(false);
+  setState(reason === "hung up" ? PageState.ENDED : PageState.IDLE);
+  if (!keepNotice && reason === "hung up") showNotice(null);
+  renderDiagnostics();
+  return deleted;
+}
+
+export async function switchMicrophone() {
+  const current = call;
+  if (!current || !localStream) return;
+  try {
+    const next = await navigator.mediaDevices.getUserMedia(micConstraints());
+    if (current !== call) {
+      next.getTracks().forEach((t) => t.stop()); // hung up meanwhile: keep no mic open
+      return;
+    }
+    const track = next.getAudioTracks()[0];
+    track.enabled = !muted;
+    await current.replaceAudioTrack(track);
+    localStream.getTracks().forEach((t) => t.stop());
+    localStream = next;
+    levels.watchMic(localStream);
+  } catch (err) {
+    showNotice(...ui.micErrorNotice(err));
+  }
+}
+
+export function toggleMute() {
+  if (!localStream) return;
+  muted = !muted;
+  localStream.getAudioTracks().forEach((t) => (t.enabled = !muted));
+  ui.showMuted(muted);
+}
+
+export function inCall() {
+  return call !== null;
+}
+
+/** Free the server's slot when the tab goes away mid-call. */
+export function releaseOnPageHide() {
+  if (hook.callId) deleteCall(hook.callId, authHeaders(), true);
+}
+
+/** The page's set-up: settings, then the microphone list (or why there is none). */
+export async function setUp() {
+  setState(PageState.IDLE);
+  const configured = await loadConfig();
+  if (!audio.microphoneAvailable()) {
+    showNotice(...ui.insecureNotice());
+  } else {
+    ui.enableCallButton(configured);
+    await refreshMicrophones();
   }
 }

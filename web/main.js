@@ -3,32 +3,32 @@
 // no build step. The page never sees a cloud API key: the server holds it.
 //
 //   protocol.js      message and state names, parsing, caller messages
-//   call.js          the peer connection, offer/answer, stats, playout delay
+//   peer.js          the peer connection, offer/answer, stats, playout delay
 //   audio.js         microphone access and audio levels
 //   ui.js            status, notices, controls, diagnostics
 //   conversation.js  transcripts, typed messages, tool rows
-//   caller.js        a call's lifecycle, tying the above together
+//   call.js          a call's lifecycle, tying the above together
 
-import * as caller from "./caller.js";
+import * as call from "./call.js";
 import { els, clearTypedText, typedText } from "./ui.js";
 
-// The test hook (see caller.js).
-window.rtcAgent = caller.hook;
+// The test hook (see call.js).
+window.rtcAgent = call.hook;
 
 els.call.addEventListener("click", () => {
-  if (caller.inCall()) caller.hangUp("hung up");
-  else caller.startCall();
+  if (call.inCall()) call.hangUp("hung up");
+  else call.startCall();
 });
-els.mute.addEventListener("click", caller.toggleMute);
-els.mic.addEventListener("change", caller.switchMicrophone);
+els.mute.addEventListener("click", call.toggleMute);
+els.mic.addEventListener("change", call.switchMicrophone);
 els.form.addEventListener("submit", (ev) => {
   ev.preventDefault();
-  if (caller.sendText(typedText())) clearTypedText();
+  if (call.sendText(typedText())) clearTypedText();
 });
 if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
-  navigator.mediaDevices.addEventListener("devicechange", caller.refreshMicrophones);
+  navigator.mediaDevices.addEventListener("devicechange", call.refreshMicrophones);
 }
-window.addEventListener("pagehide", caller.releaseOnPageHide);
+window.addEventListener("pagehide", call.releaseOnPageHide);
 
-await caller.setUp();
+await call.setUp();
 document.body.dataset.ready = "1"; // for automation: set-up finished

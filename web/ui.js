@@ -182,7 +182,7 @@ function fmt(v, unit, digits = 0) {
   return typeof v === "number" && isFinite(v) ? `${v.toFixed(digits)} ${unit}` : "–";
 }
 
-/** Fill the panel from Call.stats() output (or null) and the call's identity. */
+/** Fill the panel from Peer.stats() output (or null) and the call's identity. */
 export function renderDiagnostics(s, { playoutMs, callId, backend }) {
   const set = (k, v) => {
     const dd = els.diag.querySelector(`[data-k="${k}"]`);

@@ -97,6 +97,11 @@ class NetNS:
         _run("ip", "netns", "add", ns.name)
         try:
             ip = ("ip", "-n", ns.name)
+            # No IPv6: link-local addresses appearing after the links come up are a
+            # network change to Chromium, which aborts a load in flight with
+            # ERR_NETWORK_CHANGED (seen once in this suite).
+            _run("ip", "netns", "exec", ns.name, "sysctl", "-qw",
+                 "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
             _run(*ip, "link", "set", "lo", "up")
             _run(*ip, "link", "add", "rtca0", "type", "veth", "peer", "name", "rtca1")
             _run(*ip, "addr", "add", f"{ns.server_ip}/24", "dev", "rtca0")
