@@ -111,7 +111,7 @@ def parse_caller_message(raw: str | bytes) -> dict[str, Any]:
         )
     try:
         message = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: deep nesting
         raise CallerMessageError("invalid_json", f"not JSON: {exc}") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise CallerMessageError("invalid_message", "expected a JSON object with a string 'type'")

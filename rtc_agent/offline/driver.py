@@ -1,9 +1,12 @@
 """Drives one Conversation with real engines and asyncio, independent of the socket.
 
 The server hands every client frame to `SessionDriver.handle_frame` and gives it a
-`send` coroutine for server events. Heavy work (VAD scoring, recognition, synthesis,
-the responder) runs in a thread executor or its own task; conversation state is only
-touched on the event-loop thread, so it needs no locks.
+`send` coroutine for server events. The driver carries out the conversation's outputs
+in order: events go to `send`; speech detection runs inline on the loop for ordinary
+appends (a 20 ms chunk costs ~50 us) and in the default executor only for large ones;
+recognition runs on the engines' own threads, synthesis in the default executor, each
+response's generation in its own task. Conversation state is only touched on the
+event-loop thread, so it needs no locks.
 """
 
 from __future__ import annotations
@@ -13,22 +16,26 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from rtc_agent.offline.asr import Recognizer
 from rtc_agent.offline.conversation import (
     CancelResponse,
     Conversation,
+    DetectSpeech,
+    Emit,
+    Output,
     Recognize,
     StartResponse,
 )
-from rtc_agent.offline.dialect import ProtocolError
 from rtc_agent.offline.responder import FunctionCall, Responder
 from rtc_agent.offline.tts import Synthesizer
 from rtc_agent.offline.vad import SpeechDetector
+from rtc_agent.offline.validation import ProtocolError
 from rtc_agent.protocol import BYTES_PER_MS, REALTIME_RATE
 
 # Appends up to this size run VAD on the loop (measured: 50 us of CPU per 20 ms
@@ -46,9 +53,9 @@ class Engines:
     synthesizer: Synthesizer
     recognizer: Recognizer
     responder: Responder
-    detector_factory: Callable[[], SpeechDetector]
-    # Recognition gets threads of its own: a queue of slow decodes must never hold up the
-    # VAD scoring of live audio, which runs in the loop's default executor.
+    detector_factory: Callable[[], SpeechDetector]  # one detector per session (it has state)
+    # Recognition gets threads of its own: a queue of slow decodes must never hold up
+    # synthesis or the scoring of large appends, which use the loop's default executor.
     asr_executor: Executor | None = None
 
 
@@ -84,12 +91,31 @@ def split_sentences(text: str) -> tuple[list[str], str]:
     return sentences, text[pos:]
 
 
+@dataclass(frozen=True)
+class _Text:
+    text: str
+
+
+@dataclass(frozen=True)
+class _Call:
+    call: FunctionCall
+
+
+@dataclass(frozen=True)
+class _Speech:
+    sentence: str
+    pcm: asyncio.Future[bytes]  # its synthesis, running in the default executor
+
+
+_ReplyPart = _Text | _Call | _Speech  # what the generator queues for the sender, in order
+
+
 class SessionDriver:
     def __init__(
         self,
         conversation: Conversation,
         engines: Engines,
-        send: Callable[[list[dict]], Awaitable[None]],
+        send: Callable[[list[dict[str, Any]]], Awaitable[None]],
         limits: Limits | None = None,
     ) -> None:
         self.conv = conversation
@@ -97,15 +123,15 @@ class SessionDriver:
         self.send = send
         self.limits = limits or Limits()
         self.stats = Stats()
-        self._tasks: dict[str, asyncio.Task] = {}
-        self._background: set[asyncio.Task] = set()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self._heard: dict[str, asyncio.Future[str | None]] = {}
-        self._speculative: dict[tuple[int, int], asyncio.Future] = {}
-        self._detector_ready = False
+        self._speculative: dict[tuple[int, int], asyncio.Future[str]] = {}
+        self._detector: SpeechDetector | None = None  # made on the first scored append
         self._loop = asyncio.get_running_loop()
 
     async def start(self) -> None:
-        await self.send(self.conv.created_events())
+        await self.run(self.conv.created())
 
     async def close(self) -> None:
         for fut in self._speculative.values():
@@ -115,13 +141,30 @@ class SessionDriver:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _emit(self, events: list[dict]) -> None:
+    async def expire(self) -> None:
+        """The session hit its maximum duration: stop generating, then say why."""
+        await self.close()  # stop generating before the last word
+        await self.run(self.conv.expire())
+
+    async def run(self, outputs: Sequence[Output]) -> None:
+        """Carry out the conversation's outputs in order (consecutive events in one send)."""
+        events: list[dict[str, Any]] = []
+        for out in outputs:
+            if isinstance(out, Emit):
+                events.append(out.event)
+                continue
+            if events:
+                await self.send(events)
+                events = []
+            if isinstance(out, DetectSpeech):
+                await self.run(await self._detect_speech(out))
+            else:
+                self._start(out)
         if events:
             await self.send(events)
-        self._run_actions()
 
-    async def _error(self, code: str, message: str, event_id: Any = None) -> None:
-        await self.send([self.conv.error_event(ProtocolError(code, message), event_id)])
+    async def _error(self, code: str, message: str) -> None:
+        await self.run(self.conv.error(ProtocolError(code, message)))
 
     # --- client frames ---------------------------------------------------------------
 
@@ -140,68 +183,58 @@ class SessionDriver:
             return
         try:
             event = json.loads(frame)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: deep nesting
             await self._error("invalid_json", f"Invalid event: failed to parse JSON value. {exc}")
             return
-        if isinstance(event, dict) and event.get("type") == "input_audio_buffer.append" \
-                and set(event) <= {"type", "event_id", "audio"}:
-            await self._append(event)
-            return
-        await self._emit(self.conv.handle(event))
+        await self.run(self.conv.handle(event))
 
-    async def _append(self, event: dict) -> None:
-        try:
-            pcm = self.conv.decode_append(event)
-        except ProtocolError as err:
-            await self.send([self.conv.error_event(err, event.get("event_id"))])
-            return
-        probs = None
-        if self.conv.turn_detection is not None and pcm:
-            if not self._detector_ready:
-                self.conv.detector = await self._loop.run_in_executor(
-                    None, self.engines.detector_factory)
-                self.conv._reset_vad()  # align the detector with the current timeline
-                self._detector_ready = True
-            if len(pcm) <= INLINE_VAD_BYTES:
-                # A 20 ms chunk costs silero ~50 us; a thread hop would cost ~90 us more.
-                probs = self.conv.detector.probabilities(pcm)
-            else:
-                probs = await self._loop.run_in_executor(
-                    None, self.conv.detector.probabilities, pcm)
-        await self._emit(self.conv.feed_audio(pcm, probs))
+    async def _detect_speech(self, request: DetectSpeech) -> list[Output]:
+        if self._detector is None:  # loading the model takes a while: not on the loop
+            self._detector = await self._loop.run_in_executor(None, self.engines.detector_factory)
+        elif request.restart:
+            self._detector.reset()
+        detector = self._detector
+        if len(request.pcm) <= INLINE_VAD_BYTES:
+            # A 20 ms chunk costs silero ~50 us; a thread hop would cost ~90 us more.
+            probabilities = detector.probabilities(request.pcm)
+        else:
+            probabilities = await self._loop.run_in_executor(
+                None, detector.probabilities, request.pcm)
+        return self.conv.append_audio(request.pcm, probabilities, detector.window_ms)
 
     # --- actions -----------------------------------------------------------------------
 
-    def _run_actions(self) -> None:
-        for action in self.conv.take_actions():
-            if isinstance(action, Recognize) and action.speculative:
-                assert action.key is not None
-                self._speculative[action.key] = self._loop.run_in_executor(
-                    self.engines.asr_executor, self.engines.recognizer.transcribe,
-                    action.audio, REALTIME_RATE)
-                while len(self._speculative) > 4:  # stale guesses (the user spoke on)
-                    self._speculative.pop(next(iter(self._speculative)))
-            elif isinstance(action, Recognize):
-                self._heard[action.item_id] = self._loop.create_future()
-                early = self._speculative.pop(action.key, None) if action.key else None
-                self._spawn(self._recognize(action, early))
-            elif isinstance(action, StartResponse):
-                self.stats.responses += 1
-                task = self._loop.create_task(self._generate(action.response_id))
-                self._tasks[action.response_id] = task
-                task.add_done_callback(lambda _t, rid=action.response_id:
-                                       self._tasks.pop(rid, None))
-            elif isinstance(action, CancelResponse):
-                task = self._tasks.pop(action.response_id, None)
-                if task is not None:
-                    task.cancel()
+    def _start(self, action: Recognize | StartResponse | CancelResponse) -> None:
+        if isinstance(action, Recognize) and action.speculative:
+            assert action.key is not None
+            self._speculative[action.key] = self._loop.run_in_executor(
+                self.engines.asr_executor, self.engines.recognizer.transcribe,
+                action.audio, REALTIME_RATE)
+            while len(self._speculative) > 4:  # stale guesses (the user spoke on)
+                self._speculative.pop(next(iter(self._speculative)))
+        elif isinstance(action, Recognize):
+            self._heard[action.item_id] = self._loop.create_future()
+            early = self._speculative.pop(action.key, None) if action.key else None
+            self._spawn(self._recognize(action, early))
+        elif isinstance(action, StartResponse):
+            self.stats.responses += 1
+            task = self._loop.create_task(self._generate(action.response_id))
+            self._tasks[action.response_id] = task
+            task.add_done_callback(partial(self._forget_task, action.response_id))
+        else:
+            cancelled = self._tasks.pop(action.response_id, None)
+            if cancelled is not None:
+                cancelled.cancel()
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = self._loop.create_task(coro)  # type: ignore[arg-type]
+    def _forget_task(self, response_id: str, _task: asyncio.Task[None]) -> None:
+        self._tasks.pop(response_id, None)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self._loop.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _recognize(self, action: Recognize, early: asyncio.Future | None = None) -> None:
+    async def _recognize(self, action: Recognize, early: asyncio.Future[str] | None) -> None:
         text: str | None
         error = None
         try:
@@ -218,11 +251,11 @@ class SessionDriver:
         fut = self._heard.pop(action.item_id, None)
         if fut is not None and not fut.done():
             fut.set_result(text)
-        await self._emit(self.conv.transcription_done(action.item_id, text,
-                                                      action.emit_events, error))
+        await self.run(self.conv.transcription_done(action.item_id, text,
+                                                    action.emit_events, error))
 
     async def _generate(self, rid: str) -> None:
-        sender: asyncio.Task | None = None
+        sender: asyncio.Task[None] | None = None
         try:
             waits = [self._heard[i] for i in self.conv.pending_recognition(rid)
                      if i in self._heard]
@@ -232,14 +265,14 @@ class SessionDriver:
                 return
             request = self.conv.responder_input(rid)
             audio = request.modalities == ["audio"]
-            queue: asyncio.Queue = asyncio.Queue()
+            queue: asyncio.Queue[_ReplyPart | None] = asyncio.Queue()
             sender = self._loop.create_task(self._sender(rid, queue))
             pending = ""
 
             def speak(sentence: str) -> None:
                 fut = self._loop.run_in_executor(
                     None, self.engines.synthesizer.synthesize, sentence)
-                queue.put_nowait(("speech", sentence, fut))
+                queue.put_nowait(_Speech(sentence, fut))
 
             async for part in self.engines.responder.reply(request):
                 if not self.conv.is_active(rid):
@@ -248,47 +281,47 @@ class SessionDriver:
                     if audio and pending.strip():  # a spoken preamble before the call
                         speak(pending.strip())
                     pending = ""
-                    queue.put_nowait(("call", part, None))
+                    queue.put_nowait(_Call(part))
                 elif audio:
                     sentences, pending = split_sentences(pending + part)
                     for sentence in sentences:
                         speak(sentence)
                 else:
-                    queue.put_nowait(("text", part, None))
+                    queue.put_nowait(_Text(part))
             if audio and pending.strip():
                 speak(pending.strip())
             queue.put_nowait(None)
             await sender
-            await self._emit(self.conv.response_finish(rid))
+            await self.run(self.conv.response_finish(rid))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("response %s failed", rid)
-            await self._emit(self.conv.response_fail(rid, f"The response failed: {exc}"))
+            await self.run(self.conv.response_fail(rid, f"The response failed: {exc}"))
         finally:
             if sender is not None and not sender.done():
                 sender.cancel()
 
-    async def _sender(self, rid: str, queue: asyncio.Queue) -> None:
+    async def _sender(self, rid: str, queue: asyncio.Queue[_ReplyPart | None]) -> None:
         """Sends reply parts in order, pacing audio (see Limits.audio_lead_ms)."""
         started: float | None = None
         sent_ms = 0
         first = True
         t0 = time.perf_counter()
         while (entry := await queue.get()) is not None:
-            kind, payload, fut = entry
-            if kind == "text":
-                await self._emit(self.conv.response_speech(rid, payload))
-            elif kind == "call":
-                await self._emit(self.conv.response_function_call(
-                    rid, payload.name, payload.arguments, payload.call_id))
+            if isinstance(entry, _Text):
+                await self.run(self.conv.response_speech(rid, entry.text))
+            elif isinstance(entry, _Call):
+                call = entry.call
+                await self.run(self.conv.response_function_call(
+                    rid, call.name, call.arguments, call.call_id))
             else:
-                pcm: bytes = await fut
+                pcm = await entry.pcm
                 step = 100 * BYTES_PER_MS
-                text = ("" if first else " ") + payload
+                text = ("" if first else " ") + entry.sentence
                 first = False
                 if not pcm:
-                    await self._emit(self.conv.response_speech(rid, text))
+                    await self.run(self.conv.response_speech(rid, text))
                 for i in range(0, len(pcm), step):
                     if started is None:
                         started = time.perf_counter()
@@ -299,6 +332,5 @@ class SessionDriver:
                     if lead > 0 and sent_ms > allowed:
                         await asyncio.sleep((sent_ms - allowed) / 1000 / self.limits.audio_speed)
                     piece = pcm[i : i + step]
-                    await self._emit(self.conv.response_speech(rid, text if i == 0 else "",
-                                                               piece))
+                    await self.run(self.conv.response_speech(rid, text if i == 0 else "", piece))
                     sent_ms += len(piece) // BYTES_PER_MS

@@ -1,6 +1,7 @@
 """The offline Realtime WebSocket endpoint: routing, auth, dialect choice, limits.
 
 Thin I/O around SessionDriver/Conversation, on the `websockets` (v14+) asyncio API.
+Here the pure conversation gets its real id source and clock.
 """
 
 from __future__ import annotations
@@ -10,24 +11,34 @@ import contextlib
 import hmac
 import json
 import logging
-from collections.abc import Callable
+import secrets
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 from rtc_agent.offline.conversation import Conversation
-from rtc_agent.offline.dialect import BETA, GA, Dialect
 from rtc_agent.offline.driver import Engines, Limits, SessionDriver
+from rtc_agent.protocol import Dialect
 
 log = logging.getLogger(__name__)
 
 PATHS = {"/v1/realtime", "/realtime", "/openai/realtime", "/openai/v1/realtime"}
 KEY_PROTOCOL = "openai-insecure-api-key."
 BETA_PROTOCOL = "openai-beta.realtime-v1"
+REALTIME_PROTOCOL = Subprotocol("realtime")
+
+
+def random_id(prefix: str) -> str:
+    """A fresh id in the cloud's style: "item_" and 20 URL-safe letters and digits."""
+    return f"{prefix}_{secrets.token_urlsafe(15).replace('-', 'x').replace('_', 'y')}"
 
 
 @dataclass
@@ -65,13 +76,13 @@ def request_key(request: Request) -> str | None:
 def choose_dialect(request: Request) -> Dialect:
     """Beta on the OpenAI-Beta header, the beta subprotocol or the Azure preview path."""
     if "realtime=v1" in request.headers.get("OpenAI-Beta", "").replace(" ", ""):
-        return BETA
+        return Dialect.BETA
     if BETA_PROTOCOL in offered_protocols(request):
-        return BETA
+        return Dialect.BETA
     url = urlsplit(request.path)
     if url.path == "/openai/realtime" and "api-version" in parse_qs(url.query):
-        return BETA
-    return GA
+        return Dialect.BETA
+    return Dialect.GA
 
 
 class RealtimeServer:
@@ -133,9 +144,10 @@ class RealtimeServer:
         return None
 
     @staticmethod
-    def _select_subprotocol(connection: ServerConnection, subprotocols: list[str]) -> str | None:
+    def _select_subprotocol(connection: ServerConnection,
+                            subprotocols: Sequence[Subprotocol]) -> Subprotocol | None:
         # Browsers fail unless one offered protocol is selected; never echo the key entry.
-        return "realtime" if "realtime" in subprotocols else None
+        return REALTIME_PROTOCOL if REALTIME_PROTOCOL in subprotocols else None
 
     async def _handle(self, ws: ServerConnection) -> None:
         request = ws.request
@@ -143,11 +155,11 @@ class RealtimeServer:
         dialect = choose_dialect(request)
         query = parse_qs(urlsplit(request.path).query)
         model = (query.get("model") or query.get("deployment") or ["gpt-realtime"])[0]
-        conv = Conversation(dialect, model,
+        conv = Conversation(dialect, model, new_id=random_id, clock=time.time,
                             max_buffer_ms=int(self.config.limits.max_buffer_s * 1000),
                             max_session_s=self.config.max_session_s)
 
-        async def send(events: list[dict]) -> None:
+        async def send(events: list[dict[str, Any]]) -> None:
             with contextlib.suppress(ConnectionClosed):
                 for event in events:
                     await ws.send(json.dumps(event))
@@ -178,8 +190,7 @@ class RealtimeServer:
     @staticmethod
     async def _expire(ws: ServerConnection, session: SessionDriver, after_s: float) -> None:
         await asyncio.sleep(after_s)
-        await session.close()  # stop generating before the last word
-        await session.send(session.conv.expire_events())
+        await session.expire()
         await ws.close(1000, "invalid_request_error.session_expired")
 
 

@@ -1,8 +1,10 @@
 """Voice activity detection for the server VAD: speech probabilities per fixed window.
 
 The detector only scores audio; the turn logic (threshold, prefix padding, silence
-duration) lives in the pure conversation state machine so it can be tested with a
-fake detector. Each session owns one detector (they keep model state between calls).
+duration) is pure and lives in `input_buffer`, which takes the scores as input, so it
+can be tested with a deterministic detector or scripted scores. Each session's driver
+owns one detector (it keeps model state between calls) and resets it when the
+conversation asks (DetectSpeech.restart).
 """
 
 from __future__ import annotations

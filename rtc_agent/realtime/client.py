@@ -169,7 +169,7 @@ class RealtimeClient:
                     continue
                 try:
                     event = json.loads(frame)
-                except ValueError:
+                except (ValueError, RecursionError):  # RecursionError: deep nesting
                     log.warning("non-JSON frame from the Realtime service")
                     continue
                 if isinstance(event, dict):

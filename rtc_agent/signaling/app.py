@@ -86,7 +86,7 @@ class SignalingServer:
             return json_error(413, "too_large", f"offers are limited to {MAX_OFFER_BYTES} bytes")
         try:
             data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # RecursionError: deep nesting
             return json_error(400, "invalid_json", "the body is not JSON")
         if not isinstance(data, dict):
             return json_error(400, "invalid_offer", "expected a JSON object {sdp, type}")

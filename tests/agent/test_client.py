@@ -105,3 +105,14 @@ async def test_a_full_control_queue_reconnects_instead_of_dropping_events() -> N
     assert len(reasons) == 1 and "control backlog full" in reasons[0]
     assert client.reconnects == 1 and client.dropped_control_events == 1
     assert connections == 2
+
+
+async def test_hostile_frames_from_the_service_are_skipped() -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send("[" * 100_000 + "]" * 100_000)  # deep nesting: a RecursionError
+        await ws.send("{not json")
+        await ws.send(json.dumps({"type": "session.created", "session": {"id": "s"}}))
+        await asyncio.sleep(10)
+
+    client, error, seen = await run_client(handler, 1.0)
+    assert error is None and seen == ["session.created"] and client.reconnects == 0

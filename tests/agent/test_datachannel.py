@@ -19,6 +19,7 @@ from rtc_agent.datachannel import (
     [
         ("not json", "invalid_json"),
         (b"\xff\xfe", "invalid_json"),
+        ("[" * 8000 + "]" * 8000, "invalid_json"),  # deep nesting: a RecursionError
         ("[1, 2]", "invalid_message"),
         ('{"type": 3}', "invalid_message"),
         ('{"type": "dance"}', "unknown_type"),

@@ -160,3 +160,15 @@ async def test_unknown_item_fields_and_bad_audio(server: RealtimeServer) -> None
     await expect_error(client, "invalid_value", "audio")
     await client.ws.send(json.dumps([1, 2, 3]))
     await expect_error(client, "invalid_event")
+
+
+async def test_hostile_envelopes_get_errors_and_the_session_goes_on(
+        server: RealtimeServer) -> None:
+    client = await connect(server)
+    await client.ws.send('{"type": [1]}')  # unhashable: must not end the connection
+    await expect_error(client, "invalid_type", "type")
+    await client.ws.send('{"type": {"a": 1}}')
+    await expect_error(client, "invalid_type", "type")
+    await client.ws.send("[" * 100_000 + "]" * 100_000)  # deep nesting
+    await expect_error(client, "invalid_json")
+    await still_alive(client)

@@ -47,6 +47,7 @@ async def post(server: SignalingServer, body: Any, *, raw: bytes | None = None,
     ("body", "status", "code"),
     [
         (b"{nope", 400, "invalid_json"),
+        (b"[" * 30000 + b"]" * 30000, 400, "invalid_json"),  # deep nesting
         (b"[]", 400, "invalid_offer"),
         (json.dumps({"type": "answer", "sdp": "v=0"}).encode(), 400, "invalid_type"),
         (json.dumps({"type": "offer"}).encode(), 400, "invalid_sdp"),

@@ -1,0 +1,638 @@
+"""What clients send, checked: event envelopes, session.update, items, response options.
+
+A client mistake raises ProtocolError, which the conversation answers with an `error`
+event while the session goes on. Whatever the dialect, the session is kept in the GA
+shape, so beta updates are translated here on the way in and the state machine speaks
+one vocabulary.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rtc_agent.protocol import Dialect
+
+JSON = dict[str, Any]
+
+# Client event type -> its fields besides `type` and `event_id`.
+CLIENT_EVENTS: dict[str, frozenset[str]] = {
+    "session.update": frozenset({"session"}),
+    "input_audio_buffer.append": frozenset({"audio"}),
+    "input_audio_buffer.commit": frozenset(),
+    "input_audio_buffer.clear": frozenset(),
+    "conversation.item.create": frozenset({"item", "previous_item_id"}),
+    "conversation.item.truncate": frozenset({"item_id", "content_index", "audio_end_ms"}),
+    "conversation.item.delete": frozenset({"item_id"}),
+    "conversation.item.retrieve": frozenset({"item_id"}),
+    "response.create": frozenset({"response"}),
+    "response.cancel": frozenset({"response_id"}),
+}
+
+DEFAULT_INSTRUCTIONS = (
+    "You are an offline test assistant. You do arithmetic, tell the time and date, "
+    "greet people, look things up with your tools, and otherwise repeat what you heard."
+)
+DEFAULT_TURN_DETECTION: JSON = {
+    "type": "server_vad",
+    "threshold": 0.5,
+    "prefix_padding_ms": 300,
+    "silence_duration_ms": 200,
+    "idle_timeout_ms": None,
+    "create_response": True,
+    "interrupt_response": True,
+}
+# semantic_vad has no silence duration; its eagerness stands for one.
+SEMANTIC_SILENCE_MS = {"low": 800, "medium": 500, "auto": 500, "high": 250}
+PCM_FORMAT = {"type": "audio/pcm", "rate": 24000}
+BETA_FORMATS = {"pcm16": "audio/pcm", "g711_ulaw": "audio/pcmu", "g711_alaw": "audio/pcma"}
+READ_ONLY = {"id", "object", "expires_at", "client_secret"}  # echoed back by some clients
+
+
+class ProtocolError(Exception):
+    """A client mistake, answered with an `error` event; the session goes on."""
+
+    def __init__(
+        self, code: str | None, message: str, param: str | None = None,
+        type_: str = "invalid_request_error",
+    ) -> None:
+        super().__init__(message)
+        self.code, self.message, self.param, self.type = code, message, param, type_
+
+
+def unknown(param: str) -> ProtocolError:
+    return ProtocolError("unknown_parameter", f"Unknown parameter: '{param}'.", param)
+
+
+def missing(param: str) -> ProtocolError:
+    return ProtocolError(
+        "missing_required_parameter", f"Missing required parameter: '{param}'.", param
+    )
+
+
+def invalid_type(param: str, expected: str) -> ProtocolError:
+    return ProtocolError("invalid_type", f"Invalid type for '{param}': expected {expected}.", param)
+
+
+def invalid_value(param: str, message: str) -> ProtocolError:
+    return ProtocolError("invalid_value", message, param)
+
+
+# --- client events ----------------------------------------------------------------
+
+
+def check_client_event(event: object) -> tuple[str, JSON]:
+    """The type of a decoded client event and the event itself, if its envelope is valid."""
+    if not isinstance(event, dict):
+        raise ProtocolError("invalid_event", "Expected a JSON object as the event.")
+    kind = event.get("type")
+    if kind is None:
+        raise ProtocolError("invalid_event", "The 'type' field is missing.")
+    if not isinstance(kind, str):  # a list or object here would not even hash
+        raise invalid_type("type", "a string")
+    if kind not in CLIENT_EVENTS:
+        supported = ", ".join(f"'{t}'" for t in CLIENT_EVENTS)
+        raise invalid_value("type", f"Invalid value: '{kind}'. Supported values are: {supported}.")
+    for key in event:
+        if key not in CLIENT_EVENTS[kind] and key not in ("type", "event_id"):
+            raise unknown(key)
+    return kind, event
+
+
+def decode_append(event: JSON) -> bytes:
+    """The raw bytes of an input_audio_buffer.append (not yet cut to whole samples)."""
+    if "audio" not in event:
+        raise missing("audio")
+    if not isinstance(event["audio"], str):
+        raise invalid_type("audio", "a base64 string")
+    try:
+        return base64.b64decode(event["audio"], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise invalid_value("audio", "Invalid 'audio': expected base64-encoded audio.") from exc
+
+
+# --- the session --------------------------------------------------------------------
+
+
+def default_session(model: str) -> JSON:
+    """The effective session right after connecting (GA shape, plus beta temperature)."""
+    return {
+        "type": "realtime",
+        "model": model,
+        "output_modalities": ["audio"],
+        "instructions": DEFAULT_INSTRUCTIONS,
+        "audio": {
+            "input": {
+                "format": dict(PCM_FORMAT),
+                "transcription": None,
+                "noise_reduction": None,
+                "turn_detection": dict(DEFAULT_TURN_DETECTION),
+            },
+            "output": {"format": dict(PCM_FORMAT), "voice": "alloy", "speed": 1.0},
+        },
+        "tools": [],
+        "tool_choice": "auto",
+        "max_output_tokens": "inf",
+        "tracing": None,
+        "truncation": "auto",
+        "prompt": None,
+        "include": None,
+        "temperature": 0.8,
+    }
+
+
+def _check_keys(obj: JSON, allowed: set[str], prefix: str) -> None:
+    for key in obj:
+        if key not in allowed:
+            raise unknown(f"{prefix}.{key}")
+
+
+def _as_dict(value: Any, param: str) -> JSON:
+    if not isinstance(value, dict):
+        raise invalid_type(param, "an object")
+    return value
+
+
+def _number(value: Any, param: str, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise invalid_type(param, "a number")
+    if not lo <= value <= hi:
+        raise ProtocolError(
+            "decimal_out_of_range" if isinstance(value, float) else "integer_out_of_range",
+            f"Invalid '{param}': expected a value between {lo} and {hi}, got {value}.",
+            param,
+        )
+    return value
+
+
+def _int(value: Any, param: str, lo: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid_type(param, "an integer")
+    if value < lo:
+        raise ProtocolError(
+            "integer_below_min_value",
+            f"Invalid '{param}': Expected a value >= {lo}, but got {value} instead.", param,
+        )
+    return value
+
+
+def _bool(value: Any, param: str) -> bool:
+    if not isinstance(value, bool):
+        raise invalid_type(param, "a boolean")
+    return value
+
+
+def _max_tokens(value: Any, param: str) -> int | str:
+    if value == "inf":
+        return "inf"
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4096:
+        raise invalid_value(param, f"Invalid '{param}': expected an integer 1-4096 or 'inf'.")
+    return value
+
+
+def _string(value: Any, param: str) -> str:
+    if not isinstance(value, str):
+        raise invalid_type(param, "a string")
+    return value
+
+
+def validate_tools(value: Any, param: str) -> list[JSON]:
+    if not isinstance(value, list):
+        raise invalid_type(param, "an array of objects")
+    for i, tool in enumerate(value):
+        tool = _as_dict(tool, f"{param}[{i}]")
+        if tool.get("type", "function") not in ("function", "mcp"):
+            raise invalid_value(f"{param}[{i}].type", "Supported values are: 'function' and 'mcp'.")
+        if tool.get("type", "function") == "function" and not isinstance(tool.get("name"), str):
+            raise missing(f"{param}[{i}].name")
+    return copy.deepcopy(value)
+
+
+def validate_tool_choice(value: Any, param: str) -> str | JSON:
+    if isinstance(value, str):
+        if value not in ("auto", "none", "required"):
+            raise invalid_value(param, "Supported values are: 'auto', 'none' and 'required'.")
+        return value
+    choice = _as_dict(value, param)
+    if choice.get("type") not in ("function", "mcp"):
+        raise invalid_value(f"{param}.type", "Supported values are: 'function' and 'mcp'.")
+    return dict(choice)
+
+
+def validate_turn_detection(value: Any, param: str) -> JSON | None:
+    """A new turn-detection object, filled with defaults for absent fields."""
+    if value is None:
+        return None
+    td = _as_dict(value, param)
+    _check_keys(td, set(DEFAULT_TURN_DETECTION) | {"eagerness"}, param)
+    kind = td.get("type", "server_vad")
+    if kind not in ("server_vad", "semantic_vad"):
+        raise invalid_value(
+            f"{param}.type", "Supported values are: 'server_vad' and 'semantic_vad'."
+        )
+    out = dict(DEFAULT_TURN_DETECTION, type=kind)
+    if kind == "semantic_vad":
+        eagerness = td.get("eagerness", "auto")
+        if eagerness not in SEMANTIC_SILENCE_MS:
+            raise invalid_value(f"{param}.eagerness", "Supported values are: 'low', 'medium', "
+                                "'high' and 'auto'.")
+        out = {"type": kind, "eagerness": eagerness, "create_response": True,
+               "interrupt_response": True}
+    for key, val in td.items():
+        p = f"{param}.{key}"
+        if key == "threshold":
+            out[key] = _number(val, p, 0.0, 1.0)
+        elif key in ("prefix_padding_ms", "silence_duration_ms"):
+            out[key] = _int(val, p)
+        elif key == "idle_timeout_ms":
+            out[key] = None if val is None else _int(val, p)
+        elif key in ("create_response", "interrupt_response"):
+            out[key] = _bool(val, p)
+    return out
+
+
+def validate_transcription(value: Any, param: str) -> JSON | None:
+    if value is None:
+        return None
+    tr = _as_dict(value, param)
+    _check_keys(tr, {"model", "language", "prompt", "delay", "keywords", "languages"}, param)
+    return {"model": tr.get("model", "whisper-1"), **{k: v for k, v in tr.items() if k != "model"}}
+
+
+def validate_noise_reduction(value: Any, param: str) -> JSON | None:
+    if value is None:
+        return None
+    nr = _as_dict(value, param)
+    if nr.get("type") not in ("near_field", "far_field"):
+        raise invalid_value(f"{param}.type", "Supported values are: 'near_field' and 'far_field'.")
+    return dict(nr)
+
+
+def validate_ga_format(value: Any, param: str) -> JSON:
+    fmt = _as_dict(value, param)
+    _check_keys(fmt, {"type", "rate"}, param)
+    if fmt.get("type") != "audio/pcm":
+        # The offline backend only decodes and produces pcm16; say so rather than emit noise.
+        raise invalid_value(f"{param}.type", "The offline backend supports only 'audio/pcm'.")
+    rate = fmt.get("rate", 24000)
+    if rate != 24000:
+        raise ProtocolError(
+            "integer_below_min_value" if isinstance(rate, int) and rate < 24000
+            else "invalid_value",
+            f"Invalid '{param}.rate': Expected a value >= 24000, but got {rate} instead.",
+            f"{param}.rate",
+        )
+    return dict(PCM_FORMAT)
+
+
+def validate_beta_format(value: Any, param: str) -> JSON:
+    if value not in BETA_FORMATS:
+        raise invalid_value(param, "Supported values are: 'pcm16', 'g711_ulaw' and 'g711_alaw'.")
+    if value != "pcm16":
+        raise invalid_value(param, "The offline backend supports only 'pcm16'.")
+    return dict(PCM_FORMAT)
+
+
+def _ga_modalities(value: Any, param: str) -> list[str]:
+    if not isinstance(value, list) or not all(m in ("text", "audio") for m in value) or not value:
+        raise invalid_value(param, "Supported values are: ['audio'] and ['text'].")
+    if len(set(value)) > 1:
+        raise invalid_value(param, "Only one output modality is allowed: ['audio'] or ['text'].")
+    return [value[0]]
+
+
+def _beta_modalities(value: Any, param: str) -> list[str]:
+    if not isinstance(value, list) or not value or not all(m in ("text", "audio") for m in value):
+        raise invalid_value(param, "Supported values are: 'text' and 'audio'.")
+    return ["audio"] if "audio" in value else ["text"]
+
+
+def apply_session_update(dialect: Dialect, current: JSON, update: Any) -> JSON:
+    """A new effective session (GA shape) from a partial update, or ProtocolError.
+
+    Works on a copy, so a rejected update leaves the session untouched.
+    """
+    upd = _as_dict(update, "session")
+    new = copy.deepcopy(current)
+    if dialect is Dialect.BETA:
+        _apply_beta(new, upd)
+    else:
+        _apply_ga(new, upd)
+    return new
+
+
+def _apply_ga(s: JSON, upd: JSON) -> None:
+    allowed = {
+        "type", "model", "output_modalities", "instructions", "audio", "include", "tools",
+        "tool_choice", "max_output_tokens", "tracing", "truncation", "prompt", "reasoning",
+        "parallel_tool_calls",
+    } | READ_ONLY
+    _check_keys(upd, allowed, "session")
+    if "type" not in upd:
+        raise missing("session.type")
+    if upd["type"] != "realtime":
+        if upd["type"] == "transcription":
+            raise invalid_value(
+                "session.type",
+                "The offline backend serves realtime sessions only, not 'transcription'.",
+            )
+        raise invalid_value("session.type", "Supported values are: 'realtime' and 'transcription'.")
+    _apply_common(s, upd, "max_output_tokens")
+    if "output_modalities" in upd:
+        s["output_modalities"] = _ga_modalities(upd["output_modalities"],
+                                                "session.output_modalities")
+    for key in ("truncation", "prompt", "reasoning", "parallel_tool_calls"):
+        if key in upd:
+            s[key] = copy.deepcopy(upd[key])
+    if "audio" not in upd:
+        return
+    audio = _as_dict(upd["audio"], "session.audio")
+    _check_keys(audio, {"input", "output"}, "session.audio")
+    if "input" in audio:
+        inp = _as_dict(audio["input"], "session.audio.input")
+        p = "session.audio.input"
+        _check_keys(inp, {"format", "transcription", "noise_reduction", "turn_detection"}, p)
+        cur = s["audio"]["input"]
+        if "format" in inp:
+            cur["format"] = validate_ga_format(inp["format"], f"{p}.format")
+        if "transcription" in inp:
+            cur["transcription"] = validate_transcription(inp["transcription"],
+                                                          f"{p}.transcription")
+        if "noise_reduction" in inp:
+            cur["noise_reduction"] = validate_noise_reduction(inp["noise_reduction"],
+                                                              f"{p}.noise_reduction")
+        if "turn_detection" in inp:
+            cur["turn_detection"] = validate_turn_detection(inp["turn_detection"],
+                                                            f"{p}.turn_detection")
+    if "output" in audio:
+        out = _as_dict(audio["output"], "session.audio.output")
+        p = "session.audio.output"
+        _check_keys(out, {"format", "voice", "speed"}, p)
+        cur = s["audio"]["output"]
+        if "format" in out:
+            cur["format"] = validate_ga_format(out["format"], f"{p}.format")
+        if "voice" in out:
+            if not isinstance(out["voice"], str | dict):
+                raise invalid_type(f"{p}.voice", "a string or an object")
+            cur["voice"] = copy.deepcopy(out["voice"])
+        if "speed" in out:
+            cur["speed"] = _number(out["speed"], f"{p}.speed", 0.25, 1.5)
+
+
+def _apply_beta(s: JSON, upd: JSON) -> None:
+    allowed = {
+        "modalities", "instructions", "voice", "input_audio_format", "output_audio_format",
+        "input_audio_transcription", "input_audio_noise_reduction", "turn_detection",
+        "tools", "tool_choice", "temperature", "max_response_output_tokens", "speed",
+        "tracing", "model", "include",
+    } | READ_ONLY
+    _check_keys(upd, allowed, "session")
+    _apply_common(s, upd, "max_response_output_tokens")
+    inp, out = s["audio"]["input"], s["audio"]["output"]
+    if "modalities" in upd:
+        s["output_modalities"] = _beta_modalities(upd["modalities"], "session.modalities")
+    if "voice" in upd:
+        out["voice"] = _string(upd["voice"], "session.voice")
+    if "speed" in upd:
+        out["speed"] = _number(upd["speed"], "session.speed", 0.25, 1.5)
+    if "temperature" in upd:
+        s["temperature"] = _number(upd["temperature"], "session.temperature", 0.6, 1.2)
+    if "input_audio_format" in upd:
+        inp["format"] = validate_beta_format(upd["input_audio_format"],
+                                             "session.input_audio_format")
+    if "output_audio_format" in upd:
+        out["format"] = validate_beta_format(upd["output_audio_format"],
+                                             "session.output_audio_format")
+    if "input_audio_transcription" in upd:
+        inp["transcription"] = validate_transcription(upd["input_audio_transcription"],
+                                                      "session.input_audio_transcription")
+    if "input_audio_noise_reduction" in upd:
+        inp["noise_reduction"] = validate_noise_reduction(upd["input_audio_noise_reduction"],
+                                                          "session.input_audio_noise_reduction")
+    if "turn_detection" in upd:
+        td = upd["turn_detection"]
+        if isinstance(td, dict) and td.get("type") == "none":  # Azure preview spelling
+            td = None
+        inp["turn_detection"] = validate_turn_detection(td, "session.turn_detection")
+
+
+def _apply_common(s: JSON, upd: JSON, max_tokens_key: str) -> None:
+    if "model" in upd:
+        s["model"] = _string(upd["model"], "session.model")
+    if "instructions" in upd:
+        s["instructions"] = _string(upd["instructions"], "session.instructions")
+    if "tools" in upd:
+        s["tools"] = validate_tools(upd["tools"], "session.tools")
+    if "tool_choice" in upd:
+        s["tool_choice"] = validate_tool_choice(upd["tool_choice"], "session.tool_choice")
+    if max_tokens_key in upd:
+        s["max_output_tokens"] = _max_tokens(upd[max_tokens_key], f"session.{max_tokens_key}")
+    if "tracing" in upd:
+        s["tracing"] = copy.deepcopy(upd["tracing"])
+    if "include" in upd:
+        s["include"] = copy.deepcopy(upd["include"])
+
+
+# --- responses ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResponseOptions:
+    """What one response is generated with: the session's settings, overridden per response."""
+
+    modalities: list[str]  # ["audio"] or ["text"]
+    instructions: str
+    voice: str | JSON
+    tools: list[JSON]
+    tool_choice: str | JSON
+    max_output_tokens: int | str
+    temperature: float
+    conversation: str  # "auto": part of the conversation; "none": out of band
+    metadata: JSON | None
+    input: list[Any] | None  # replaces the conversation as context when given
+
+
+def parse_response_options(dialect: Dialect, value: Any, session: JSON) -> ResponseOptions:
+    """Per-response overrides from response.create (None: none), merged over the session."""
+    opts: JSON = {
+        "modalities": list(session["output_modalities"]),
+        "instructions": session["instructions"],
+        "voice": session["audio"]["output"]["voice"],
+        "tools": copy.deepcopy(session["tools"]),
+        "tool_choice": session["tool_choice"],
+        "max_output_tokens": session["max_output_tokens"],
+        "temperature": session["temperature"],
+        "conversation": "auto",
+        "metadata": None,
+        "input": None,
+    }
+    if value is None:
+        return ResponseOptions(**opts)
+    r = _as_dict(value, "response")
+    common = {"instructions", "tools", "tool_choice", "conversation", "metadata", "input",
+              "prompt"}
+    if dialect is Dialect.BETA:
+        allowed = common | {"modalities", "voice", "output_audio_format", "temperature",
+                            "max_response_output_tokens"}
+    else:
+        allowed = common | {"output_modalities", "audio", "max_output_tokens", "reasoning",
+                            "parallel_tool_calls"}
+    _check_keys(r, allowed, "response")
+    if "instructions" in r:
+        opts["instructions"] = _string(r["instructions"], "response.instructions")
+    if "tools" in r:
+        opts["tools"] = validate_tools(r["tools"], "response.tools")
+    if "tool_choice" in r:
+        opts["tool_choice"] = validate_tool_choice(r["tool_choice"], "response.tool_choice")
+    if "conversation" in r:
+        if r["conversation"] not in ("auto", "none"):
+            raise invalid_value("response.conversation", "Supported values are: 'auto' and "
+                                "'none'.")
+        opts["conversation"] = r["conversation"]
+    if "metadata" in r:
+        if r["metadata"] is not None and not isinstance(r["metadata"], dict):
+            raise invalid_type("response.metadata", "an object")
+        opts["metadata"] = r["metadata"]
+    if "input" in r:
+        if not isinstance(r["input"], list):
+            raise invalid_type("response.input", "an array")
+        opts["input"] = r["input"]
+    if dialect is Dialect.BETA:
+        if "modalities" in r:
+            opts["modalities"] = _beta_modalities(r["modalities"], "response.modalities")
+        if "voice" in r:
+            opts["voice"] = _string(r["voice"], "response.voice")
+        if "output_audio_format" in r:
+            validate_beta_format(r["output_audio_format"], "response.output_audio_format")
+        if "temperature" in r:
+            opts["temperature"] = _number(r["temperature"], "response.temperature", 0.6, 1.2)
+        if "max_response_output_tokens" in r:
+            opts["max_output_tokens"] = _max_tokens(r["max_response_output_tokens"],
+                                                    "response.max_response_output_tokens")
+    else:
+        if "output_modalities" in r:
+            opts["modalities"] = _ga_modalities(r["output_modalities"],
+                                                "response.output_modalities")
+        if "max_output_tokens" in r:
+            opts["max_output_tokens"] = _max_tokens(r["max_output_tokens"],
+                                                    "response.max_output_tokens")
+        if "audio" in r:
+            audio = _as_dict(r["audio"], "response.audio")
+            _check_keys(audio, {"output"}, "response.audio")
+            out = _as_dict(audio.get("output", {}), "response.audio.output")
+            _check_keys(out, {"format", "voice"}, "response.audio.output")
+            if "format" in out:
+                validate_ga_format(out["format"], "response.audio.output.format")
+            if "voice" in out:
+                opts["voice"] = out["voice"]
+    return ResponseOptions(**opts)
+
+
+# --- items --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewItem:
+    """A client's conversation item, validated: its GA-shaped JSON and what the server keeps."""
+
+    data: JSON
+    audio: bytes | None  # pcm16 of an input_audio part
+    heard: str | None  # the item's text for the responder; None until audio is recognised
+
+
+def validate_item(raw: Any, new_id: Callable[[str], str]) -> NewItem:
+    """An item from conversation.item.create (or response.input); new_id fills missing ids."""
+    if not isinstance(raw, dict):
+        raise invalid_type("item", "an object")
+    kind = raw.get("type")
+    if kind is None:
+        raise missing("item.type")
+    common = {"id", "type", "object", "status"}
+    item_id = raw.get("id") or new_id("item")
+    if not isinstance(item_id, str):
+        raise invalid_type("item.id", "a string")
+    if kind == "function_call_output":
+        for key in raw:
+            if key not in common | {"call_id", "output"}:
+                raise unknown(f"item.{key}")
+        for key in ("call_id", "output"):
+            if key not in raw:
+                raise missing(f"item.{key}")
+            if not isinstance(raw[key], str):
+                raise invalid_type(f"item.{key}", "a string")
+        return NewItem({"id": item_id, "type": kind, "object": "realtime.item",
+                        "status": "completed", "call_id": raw["call_id"],
+                        "output": raw["output"]}, None, None)
+    if kind == "function_call":
+        for key in raw:
+            if key not in common | {"call_id", "name", "arguments"}:
+                raise unknown(f"item.{key}")
+        for key in ("name", "arguments"):
+            if not isinstance(raw.get(key), str):
+                raise missing(f"item.{key}")
+        return NewItem({"id": item_id, "type": kind, "object": "realtime.item",
+                        "status": "completed", "call_id": raw.get("call_id") or new_id("call"),
+                        "name": raw["name"], "arguments": raw["arguments"]}, None, None)
+    if kind != "message":
+        raise invalid_value("item.type", f"Invalid value: '{kind}'. Supported values are: "
+                            "'message', 'function_call' and 'function_call_output'.")
+    for key in raw:
+        if key not in common | {"role", "content"}:
+            raise unknown(f"item.{key}")
+    role = raw.get("role")
+    if role is None:
+        raise missing("item.role")
+    if role not in ("user", "assistant", "system"):
+        raise invalid_value("item.role", "Supported values are: 'user', 'assistant' and "
+                            "'system'.")
+    content = raw.get("content")
+    if content is None:
+        raise missing("item.content")
+    if not isinstance(content, list) or not all(isinstance(p, dict) for p in content):
+        raise invalid_type("item.content", "an array of objects")
+    allowed = {
+        "user": {"input_text", "input_audio", "input_image"},
+        "system": {"input_text"},
+        "assistant": {"text", "output_text", "audio", "output_audio"},
+    }[role]
+    parts: list[JSON] = []
+    audio: bytes | None = None
+    heard_parts: list[str] = []
+    for i, part in enumerate(content):
+        ptype = part.get("type")
+        if ptype not in allowed:
+            raise invalid_value(
+                f"item.content[{i}].type",
+                f"Invalid value: '{ptype}'. Supported values are: "
+                + ", ".join(f"'{a}'" for a in sorted(allowed)) + ".",
+            )
+        if ptype in ("audio", "output_audio"):
+            raise invalid_value(f"item.content[{i}].type",
+                                "Assistant audio items cannot be created by the client.")
+        if ptype in ("input_text", "text", "output_text"):
+            if not isinstance(part.get("text"), str):
+                raise missing(f"item.content[{i}].text")
+            heard_parts.append(part["text"])
+            parts.append({"type": "output_text" if role == "assistant" else "input_text",
+                          "text": part["text"]})
+        elif ptype == "input_audio":
+            try:
+                pcm = base64.b64decode(part.get("audio") or "", validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise invalid_value(f"item.content[{i}].audio",
+                                    "Invalid audio: expected base64.") from exc
+            audio = pcm[: len(pcm) - len(pcm) % 2]
+            transcript = part.get("transcript")
+            if isinstance(transcript, str):
+                heard_parts.append(transcript)
+            parts.append({"type": "input_audio", "transcript": transcript})
+        else:
+            parts.append(dict(part))
+    data = {"id": item_id, "type": "message", "object": "realtime.item",
+            "status": "completed", "role": role, "content": parts}
+    heard = " ".join(heard_parts) if heard_parts or audio is None else None
+    return NewItem(data, audio, heard)
