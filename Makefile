@@ -19,8 +19,10 @@ run: $(STAMP)
 system-deps:
 	bash scripts/system-deps.sh
 
+# ruff on everything; mypy on the package (strict for the pure cores, see pyproject.toml).
 lint: $(STAMP)
 	$(PY) -m ruff check rtc_agent tests bench
+	$(PY) -m mypy
 
 test: $(STAMP) system-deps lint
 	bash scripts/pytest.sh

@@ -9,20 +9,19 @@ text and function calls), which return Outputs in turn. Ids and the clock are
 constructor arguments, so the same inputs always give the same outputs; the asyncio
 side is `driver.SessionDriver`.
 
-Turn-taking on input audio is `input_buffer.InputBuffer`; responses and their
-streaming are `Responses` below; client checks are in `validation` and the beta/GA
-shapes of what goes out in `rendering`.
+Turn-taking on input audio is `input_buffer.InputBuffer`; items and responses and
+their streaming are `responses.Responses`; the output types are in `outputs`;
+client checks are in `validation` and the beta/GA shapes of what goes out in
+`rendering`.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from rtc_agent.offline.audio import b64encode, chunks, duration_ms
+from rtc_agent.offline.audio import b64encode, duration_ms
 from rtc_agent.offline.input_buffer import (
     InputBuffer,
     SpeechPaused,
@@ -30,16 +29,22 @@ from rtc_agent.offline.input_buffer import (
     TurnDetection,
     TurnEvent,
 )
+from rtc_agent.offline.outputs import (
+    Clock,
+    DetectSpeech,
+    Emit,
+    IdSource,
+    Output,
+    Recognize,
+    event,
+    stamped,
+)
 from rtc_agent.offline.rendering import (
-    announces_item_done,
     client_item_events,
-    event_name,
     item_out,
-    names_function_in_arguments_done,
-    rate_limits,
-    response_out,
     session_out,
 )
+from rtc_agent.offline.responses import Item, ResponderInput, Responses
 from rtc_agent.offline.validation import (
     JSON,
     ProtocolError,
@@ -56,429 +61,8 @@ from rtc_agent.offline.validation import (
 )
 from rtc_agent.protocol import BYTES_PER_MS, Dialect
 
-IdSource = Callable[[str], str]  # prefix ("item", "event", ...) -> a new id such as "item_x1"
-Clock = Callable[[], float]  # seconds since the epoch
-
 MIN_COMMIT_MS = 100
 MAX_SESSION_S = {Dialect.GA: 3600, Dialect.BETA: 1800}  # what the cloud allows
-MAX_KEPT_RESPONSES = 64  # past this, the oldest finished responses are forgotten
-
-
-# --- outputs ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Emit:
-    """Send this server event to the client."""
-
-    event: JSON
-
-
-@dataclass(frozen=True, slots=True)
-class DetectSpeech:
-    """Action: score pcm with the session's speech detector, then hand the scores to
-    `Conversation.append_audio(pcm, probabilities, window_ms)`; the audio joins the
-    buffer only then. With `restart`, reset the detector first: the VAD timeline
-    restarted (commit, clear or new settings) since it last scored audio."""
-
-    pcm: bytes  # whole samples
-    restart: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Recognize:
-    """Action: recognise a user audio item (always, so the responder can understand it),
-    then call `Conversation.transcription_done`.
-
-    With server VAD the recogniser gets the speech plus a short tail of the silence
-    after it. That audio is complete long before silence_duration_ms ends the turn, so
-    a `speculative` Recognize with the same `key` comes first; when the turn is
-    committed with that key, the I/O layer reuses the running result instead of
-    starting late (this takes recognition off the speech_stopped -> reply path). A
-    speculative Recognize needs no answer.
-    """
-
-    item_id: str
-    audio: bytes
-    emit_events: bool  # input transcription was on when the item was committed
-    key: tuple[int, int] | None = None  # (speech start ms, last voiced ms) for VAD turns
-    speculative: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class StartResponse:
-    """Action: generate the content of a response, feeding it back through
-    `response_speech` / `response_function_call` and ending with `response_finish`
-    (or `response_fail`). `responder_input` says what to answer."""
-
-    response_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class CancelResponse:
-    """Action: stop generating a response that was cancelled or interrupted."""
-
-    response_id: str
-
-
-Output = Emit | DetectSpeech | Recognize | StartResponse | CancelResponse
-
-
-def _event(new_id: IdSource, type_: str, **fields: Any) -> Emit:
-    return Emit({"type": type_, "event_id": new_id("event"), **fields})
-
-
-def _stamped(new_id: IdSource, events: list[JSON]) -> list[Output]:
-    """Emit rendered events, adding their event_id (last, as they are built without one)."""
-    out: list[Output] = []
-    for event in events:
-        event.setdefault("event_id", new_id("event"))
-        out.append(Emit(event))
-    return out
-
-
-# --- state --------------------------------------------------------------------------
-
-
-@dataclass
-class Item:
-    """A conversation item: its GA-shaped JSON plus what the server keeps beside it."""
-
-    data: JSON
-    audio: bytearray | None = None  # pcm16 24 kHz of the input_audio / output_audio part
-    heard: str | None = None  # what the recogniser understood (user audio)
-
-    @property
-    def id(self) -> str:
-        item_id: str = self.data["id"]
-        return item_id
-
-
-@dataclass
-class Turn:
-    """One conversation entry as the responder sees it."""
-
-    role: str  # user | assistant | system | tool
-    kind: str  # message | function_call | function_call_output
-    text: str = ""
-    name: str = ""
-    call_id: str = ""
-    arguments: str = ""
-
-
-@dataclass
-class ResponderInput:
-    """What the responder answers: the response's options and its context as turns."""
-
-    instructions: str
-    tools: list[JSON]
-    tool_choice: str | JSON
-    modalities: list[str]
-    turns: list[Turn]
-
-
-@dataclass
-class Response:
-    id: str
-    opts: ResponseOptions
-    context: list[Item]  # what the response answers (dropped when it is done)
-    status: str = "in_progress"
-    status_details: JSON | None = None
-    output: list[Item] = field(default_factory=list)
-    message: Item | None = None  # the assistant message being streamed
-    text: str = ""  # text or transcript of the open message
-    output_text_chars: int = 0
-    output_audio_ms: int = 0
-
-    @property
-    def in_conversation(self) -> bool:
-        return self.opts.conversation != "none"
-
-    @property
-    def speaks(self) -> bool:
-        return self.opts.modalities == ["audio"]
-
-
-# --- responses ----------------------------------------------------------------------
-
-
-class Responses:
-    """The session's responses, from response.created through streaming to response.done.
-
-    Output items of in-conversation responses are appended to the conversation's
-    item list, which is shared with the Conversation. `on_done` runs after each
-    response ends (the conversation then bounds the audio it keeps).
-    """
-
-    def __init__(self, dialect: Dialect, new_id: IdSource, items: list[Item],
-                 conversation_id: str, on_done: Callable[[], None]) -> None:
-        self.dialect = dialect
-        self._new_id = new_id
-        self._items = items
-        self._conversation_id = conversation_id
-        self._on_done = on_done
-        self._by_id: dict[str, Response] = {}
-        self.active_id: str | None = None  # the in-conversation response in progress
-
-    def _event(self, type_: str, **fields: Any) -> Emit:
-        return _event(self._new_id, type_, **fields)
-
-    # --- queries --------------------------------------------------------------------
-
-    def __len__(self) -> int:
-        """How many responses are remembered, finished ones included."""
-        return len(self._by_id)
-
-    def get(self, response_id: str) -> Response | None:
-        return self._by_id.get(response_id)
-
-    def is_active(self, response_id: str) -> bool:
-        resp = self._by_id.get(response_id)
-        return resp is not None and resp.status == "in_progress"
-
-    def streaming(self, item: Item) -> Response | None:
-        """The response still streaming this item, if any."""
-        for resp in self._by_id.values():
-            if resp.status == "in_progress" and resp.message is item:
-                return resp
-        return None
-
-    def responder_input(self, response_id: str) -> ResponderInput:
-        """What the responder needs, read at generation time (recognition may be late)."""
-        resp = self._by_id[response_id]
-        turns: list[Turn] = []
-        for item in resp.context:
-            d = item.data
-            if d["type"] == "function_call":
-                turns.append(Turn("assistant", "function_call", name=d["name"],
-                                  call_id=d["call_id"], arguments=d["arguments"]))
-            elif d["type"] == "function_call_output":
-                turns.append(Turn("tool", "function_call_output", text=d["output"],
-                                  call_id=d["call_id"]))
-            elif d["role"] == "assistant":
-                text = " ".join(p.get("text") or p.get("transcript") or "" for p in d["content"])
-                turns.append(Turn("assistant", "message", text=text))
-            else:
-                turns.append(Turn(d["role"], "message", text=item.heard or ""))
-        opts = resp.opts
-        tools = [] if opts.tool_choice == "none" else opts.tools
-        return ResponderInput(opts.instructions, tools, opts.tool_choice, opts.modalities, turns)
-
-    def pending_recognition(self, response_id: str) -> list[str]:
-        """Ids of user audio items in the response's context not yet recognised."""
-        resp = self._by_id[response_id]
-        return [i.id for i in resp.context if i.audio is not None and i.heard is None
-                and i.data.get("role") == "user"]
-
-    # --- lifecycle ------------------------------------------------------------------
-
-    def start(self, opts: ResponseOptions, context: list[Item]) -> list[Output]:
-        resp = Response(id=self._new_id("resp"), opts=opts, context=context)
-        self._by_id[resp.id] = resp
-        if resp.in_conversation:
-            self.active_id = resp.id
-        return [self._event("response.created", response=self._out(resp)),
-                StartResponse(resp.id)]
-
-    def speech(self, response_id: str, text: str, audio: bytes = b"") -> list[Output]:
-        """Stream one piece of the reply: its text (or transcript) and, for audio, its pcm.
-
-        Audio goes out in deltas of at most 100 ms, each after the text it speaks.
-        """
-        resp = self._in_progress(response_id)
-        if resp is None:
-            return []
-        out = [] if resp.message is not None else self._open_message(resp)
-        message = resp.message
-        assert message is not None
-        ids = {"response_id": resp.id, "item_id": message.id,
-               "output_index": len(resp.output) - 1, "content_index": 0}
-        resp.text += text
-        resp.output_text_chars += len(text)
-        if resp.speaks:
-            assert message.audio is not None  # spoken messages open with an audio buffer
-            if text:
-                out.append(self._event(self._name("response.output_audio_transcript.delta"),
-                                       delta=text, **ids))
-            for piece in chunks(audio, 100):
-                message.audio.extend(piece)
-                resp.output_audio_ms += duration_ms(piece)
-                out.append(self._event(self._name("response.output_audio.delta"),
-                                       delta=b64encode(piece), **ids))
-        elif text:
-            out.append(self._event(self._name("response.output_text.delta"), delta=text, **ids))
-        return out
-
-    def function_call(self, response_id: str, name: str, arguments: str,
-                      call_id: str | None = None) -> list[Output]:
-        """A complete function-call output item (section 4c of the protocol notes)."""
-        resp = self._in_progress(response_id)
-        if resp is None:
-            return []
-        out = self._close_message(resp, "completed")
-        call_id = call_id or self._new_id("call")
-        item = Item({"id": self._new_id("item"), "type": "function_call",
-                     "object": "realtime.item", "status": "in_progress", "name": name,
-                     "call_id": call_id, "arguments": ""})
-        out += self._open_output(resp, item)
-        ids = {"response_id": resp.id, "item_id": item.id,
-               "output_index": len(resp.output) - 1, "call_id": call_id}
-        step = max(1, len(arguments) // 4 + 1)
-        for i in range(0, len(arguments), step):
-            out.append(self._event("response.function_call_arguments.delta",
-                                   delta=arguments[i : i + step], **ids))
-        done: JSON = {"arguments": arguments, **ids}
-        if names_function_in_arguments_done(self.dialect):
-            done["name"] = name
-        out.append(self._event("response.function_call_arguments.done", **done))
-        item.data["arguments"] = arguments
-        resp.output_text_chars += len(arguments)
-        return out + self._close_output(resp, item, "completed")
-
-    def finish(self, response_id: str) -> list[Output]:
-        """The generator is done: close what is open, then response.done + rate limits."""
-        resp = self._in_progress(response_id)
-        if resp is None:
-            return []
-        return self._close_message(resp, "completed") + self._done(resp, "completed", None)
-
-    def fail(self, response_id: str, message: str) -> list[Output]:
-        resp = self._in_progress(response_id)
-        if resp is None:
-            return []
-        details = {"type": "failed", "error": {"type": "server_error", "code": "server_error",
-                                               "message": message}}
-        return self._close_message(resp, "incomplete") + self._done(resp, "failed", details)
-
-    def cancel(self, response_id: str, reason: str) -> list[Output]:
-        """Stop a response in progress (client_cancelled or turn_detected)."""
-        resp = self._by_id[response_id]
-        closed = self._close_message(resp, "incomplete")
-        done = self._done(resp, "cancelled", {"type": "cancelled", "reason": reason})
-        return [CancelResponse(resp.id), *closed, *done]
-
-    # --- streaming ------------------------------------------------------------------
-
-    def _name(self, ga_name: str) -> str:
-        return event_name(self.dialect, ga_name)
-
-    def _in_progress(self, response_id: str) -> Response | None:
-        """The response if it may still stream (late output of a finished one is dropped)."""
-        resp = self._by_id.get(response_id)
-        return resp if resp is not None and resp.status == "in_progress" else None
-
-    def _open_message(self, resp: Response) -> list[Output]:
-        item = Item({"id": self._new_id("item"), "type": "message", "object": "realtime.item",
-                     "status": "in_progress", "role": "assistant", "content": []},
-                    audio=bytearray() if resp.speaks else None)
-        part = {"type": "audio", "transcript": ""} if resp.speaks else {"type": "text", "text": ""}
-        out = self._open_output(resp, item)
-        out.append(self._event("response.content_part.added", response_id=resp.id,
-                               item_id=item.id, output_index=len(resp.output) - 1,
-                               content_index=0, part=part))
-        return out
-
-    def _open_output(self, resp: Response, item: Item) -> list[Output]:
-        """output_item.added, then the item's conversation event (beta created / GA added)."""
-        previous = self._items[-1].id if self._items else None
-        resp.output.append(item)
-        resp.message = item if item.data["type"] == "message" else None
-        resp.text = ""
-        out: list[Output] = [self._event("response.output_item.added", response_id=resp.id,
-                                         output_index=len(resp.output) - 1,
-                                         item=item_out(self.dialect, item.data))]
-        if resp.in_conversation:
-            self._items.append(item)
-            out.append(self._event(self._name("conversation.item.added"),
-                                   previous_item_id=previous,
-                                   item=item_out(self.dialect, item.data)))
-        return out
-
-    def _close_output(self, resp: Response, item: Item, status: str) -> list[Output]:
-        item.data["status"] = status
-        out: list[Output] = []
-        if resp.in_conversation and announces_item_done(self.dialect):
-            idx = self._items.index(item) if item in self._items else -1
-            prev = self._items[idx - 1].id if idx > 0 else None
-            out.append(self._event("conversation.item.done", previous_item_id=prev,
-                                   item=item_out(self.dialect, item.data)))
-        out.append(self._event("response.output_item.done", response_id=resp.id,
-                               output_index=resp.output.index(item),
-                               item=item_out(self.dialect, item.data)))
-        return out
-
-    def _close_message(self, resp: Response, status: str) -> list[Output]:
-        item = resp.message
-        if item is None:
-            return []
-        resp.message = None
-        ids = {"response_id": resp.id, "item_id": item.id,
-               "output_index": resp.output.index(item), "content_index": 0}
-        out: list[Output]
-        if resp.speaks:
-            part = {"type": "audio", "transcript": resp.text}
-            item.data["content"] = [{"type": "output_audio", "transcript": resp.text}]
-            out = [self._event(self._name("response.output_audio.done"), **ids),
-                   self._event(self._name("response.output_audio_transcript.done"),
-                               transcript=resp.text, **ids)]
-        else:
-            part = {"type": "text", "text": resp.text}
-            item.data["content"] = [{"type": "output_text", "text": resp.text}]
-            out = [self._event(self._name("response.output_text.done"), text=resp.text, **ids)]
-        out.append(self._event("response.content_part.done", part=part, **ids))
-        return out + self._close_output(resp, item, status)
-
-    def _done(self, resp: Response, status: str, details: JSON | None) -> list[Output]:
-        resp.status, resp.status_details = status, details
-        if self.active_id == resp.id:
-            self.active_id = None
-        out: list[Output] = [
-            self._event("response.done", response=self._out(resp)),
-            self._event("rate_limits.updated", rate_limits=rate_limits(self.dialect)),
-        ]
-        resp.context = []  # finished responses keep no references to audio
-        self._on_done()
-        # Keep a bounded history of finished responses (ids only matter while active).
-        if len(self._by_id) > MAX_KEPT_RESPONSES:
-            finished = [r for r, v in self._by_id.items() if v.status != "in_progress"]
-            for rid in finished[: MAX_KEPT_RESPONSES // 2]:
-                del self._by_id[rid]
-        return out
-
-    def _out(self, resp: Response) -> JSON:
-        opts = resp.opts
-        return response_out(self.dialect, {
-            "id": resp.id, "status": resp.status, "status_details": resp.status_details,
-            "output": [i.data for i in resp.output],
-            "conversation_id": self._conversation_id if resp.in_conversation else None,
-            "max_output_tokens": opts.max_output_tokens,
-            "usage": None if resp.status == "in_progress" else self._usage(resp),
-            "metadata": opts.metadata, "modalities": opts.modalities,
-            "voice": opts.voice, "temperature": opts.temperature,
-        })
-
-    @staticmethod
-    def _usage(resp: Response) -> JSON:
-        """Token-like counts: ~4 characters per text token, ~10 audio tokens per second."""
-        in_text = sum(len(json.dumps(i.data)) for i in resp.context) // 4
-        in_audio = sum(duration_ms(i.audio or b"") for i in resp.context) // 100
-        out_text = resp.output_text_chars // 4
-        out_audio = resp.output_audio_ms // 100
-        return {
-            "total_tokens": in_text + in_audio + out_text + out_audio,
-            "input_tokens": in_text + in_audio,
-            "output_tokens": out_text + out_audio,
-            "input_token_details": {
-                "text_tokens": in_text, "audio_tokens": in_audio, "image_tokens": 0,
-                "cached_tokens": 0,
-                "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0,
-                                          "image_tokens": 0},
-            },
-            "output_token_details": {"text_tokens": out_text, "audio_tokens": out_audio},
-        }
-
-
-# --- the conversation ---------------------------------------------------------------
 
 
 class Conversation:
@@ -523,7 +107,7 @@ class Conversation:
         }
 
     def _event(self, type_: str, **fields: Any) -> Emit:
-        return _event(self._new_id, type_, **fields)
+        return event(self._new_id, type_, **fields)
 
     # --- reading the state ----------------------------------------------------------
 
@@ -702,7 +286,7 @@ class Conversation:
         return [
             self._event("input_audio_buffer.committed", item_id=item_id,
                         previous_item_id=previous),
-            *_stamped(self._new_id, client_item_events(self.dialect, item.data, previous)),
+            *stamped(self._new_id, client_item_events(self.dialect, item.data, previous)),
             Recognize(item_id, audio if recognition_audio is None else recognition_audio,
                       self.transcription_on, key),
         ]
@@ -763,7 +347,7 @@ class Conversation:
             index = self.items.index(found) + 1
         self.items.insert(index, item)
         previous = self.items[index - 1].id if index > 0 else None
-        out = _stamped(self._new_id, client_item_events(self.dialect, item.data, previous))
+        out = stamped(self._new_id, client_item_events(self.dialect, item.data, previous))
         if item.audio is not None and item.data["role"] == "user" and item.heard is None:
             out.append(Recognize(item.id, bytes(item.audio), False))
         return out

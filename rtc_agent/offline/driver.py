@@ -23,9 +23,9 @@ from functools import partial
 from typing import Any
 
 from rtc_agent.offline.asr import Recognizer
-from rtc_agent.offline.conversation import (
+from rtc_agent.offline.conversation import Conversation
+from rtc_agent.offline.outputs import (
     CancelResponse,
-    Conversation,
     DetectSpeech,
     Emit,
     Output,

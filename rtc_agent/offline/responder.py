@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from rtc_agent.offline.conversation import ResponderInput, Turn
+from rtc_agent.offline.responses import ResponderInput, Turn
 
 
 @dataclass

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rtc_agent.offline.conversation import (
+from rtc_agent.offline.conversation import Conversation
+from rtc_agent.offline.outputs import (
     CancelResponse,
-    Conversation,
     DetectSpeech,
     Emit,
     IdSource,

@@ -8,7 +8,6 @@ import json
 import pytest
 from aiohttp import web
 
-from rtc_agent.offline.conversation import ResponderInput, Turn
 from rtc_agent.offline.driver import split_sentences
 from rtc_agent.offline.responder import (
     ChatCompletionsResponder,
@@ -17,6 +16,7 @@ from rtc_agent.offline.responder import (
     arithmetic,
     number_to_words,
 )
+from rtc_agent.offline.responses import ResponderInput, Turn
 
 TOOL = {"type": "function", "name": "web_search", "parameters": {
     "type": "object", "properties": {"limit": {"type": "integer"}, "q": {"type": "string"}}}}
