@@ -22,9 +22,11 @@ from av import AudioFrame
 
 from rtc_agent import datachannel as caller
 from rtc_agent.datachannel import (
+    CALLER_MESSAGES_BURST,
+    CALLER_MESSAGES_PER_S,
     CallerMessageError,
     ServerMessage,
-    TextRateLimit,
+    TokenBucket,
     encode_server_message,
     parse_caller_message,
 )
@@ -94,7 +96,10 @@ class Call:
         self._closing = False
         self.close_reason: str | None = None
         self.caller_errors = 0
-        self._text_limit = TextRateLimit()
+        self._text_limit = TokenBucket(per_second=2.0, burst=5)
+        self._inbound_limit = TokenBucket(CALLER_MESSAGES_PER_S, CALLER_MESSAGES_BURST)
+        self._refusal_limit = TokenBucket(per_second=1.0, burst=5)
+        self.caller_dropped = 0
         self._wire_peer()
 
     # ------------------------------------------------------------ set-up
@@ -255,12 +260,21 @@ class Call:
             elif not self._closing:
                 self._early.append(data)
 
+    def _refuse(self, code: str, message: str) -> None:
+        """Tell the caller why a message was refused, at most about once a second."""
+        if self._refusal_limit.allow(time.monotonic()):
+            self._to_caller(caller.error(code, message))
+
     def _on_caller_message(self, raw: str | bytes) -> None:
+        if not self._inbound_limit.allow(time.monotonic()):
+            self.caller_dropped += 1
+            self._refuse("rate_limited", "too many messages; some were dropped")
+            return
         try:
             message = parse_caller_message(raw)
         except CallerMessageError as exc:
             self.caller_errors += 1
-            self._to_caller(exc.as_event())
+            self._refuse(exc.code, exc.message)
             return
         mtype = message["type"]
         if mtype == "ping":
@@ -272,8 +286,7 @@ class Call:
         elif mtype == "text":
             if not self._text_limit.allow(time.monotonic()):
                 self.caller_errors += 1
-                self._to_caller(caller.error("rate_limited",
-                                             "too many typed messages; slow down"))
+                self._refuse("rate_limited", "too many typed messages; slow down")
                 return
             self._apply(self.session.on_text(message["text"]))
 

@@ -10,12 +10,17 @@ session and the call cannot drift from the schema; `web/` reads the same names
 from __future__ import annotations
 
 import json
+import math
 from enum import StrEnum
 from typing import Any, Literal
 
 MAX_MESSAGE_BYTES = 16 * 1024
 MAX_TEXT_CHARS = 4000
 MAX_PLAYOUT_DELAY_MS = 5000
+# What one caller may send: the page sends a few messages a second at most, so a
+# flood is dropped before it is parsed, and refusals are themselves rate-limited.
+CALLER_MESSAGES_PER_S = 20.0
+CALLER_MESSAGES_BURST = 40
 CALLER_TYPES = ("text", "interrupt", "playout", "ping")
 SERVER_TYPES = (
     "session.ready", "state", "transcript.delta", "transcript.done",
@@ -110,7 +115,7 @@ def parse_caller_message(raw: str | bytes) -> dict[str, Any]:
             "message_too_large", f"message of {size} bytes exceeds {MAX_MESSAGE_BYTES}"
         )
     try:
-        message = json.loads(raw)
+        message = json.loads(raw, parse_float=_finite_float, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:  # RecursionError: deep nesting
         raise CallerMessageError("invalid_json", f"not JSON: {exc}") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
@@ -144,27 +149,61 @@ def parse_caller_message(raw: str | bytes) -> dict[str, Any]:
     return message
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses as inf
+        raise ValueError(f"number out of range: {text[:20]}")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; JSON (and a browser's JSON.parse) does not.
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(value: Any) -> Any:
+    """A copy of value with non-finite floats replaced by null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _dumps(message: ServerMessage) -> str:
+    try:
+        return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        # A non-finite number from elsewhere (a model's tool arguments, say) would
+        # make the caller's JSON.parse fail on the whole message.
+        return json.dumps(_finite(message), separators=(",", ":"), ensure_ascii=False)
+
+
 def encode_server_message(message: ServerMessage) -> list[str]:
-    """Serialise a server message, splitting long transcript deltas.
+    """Serialise a server message as strict JSON, splitting long transcript deltas.
 
     aiortc's SCTP does no path-MTU discovery, so the server keeps messages small:
     a `transcript.delta` whose text is long goes out as several deltas.
     """
-    data = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    data = _dumps(message)
     if len(data.encode()) <= 1000 or message.get("type") != "transcript.delta":
         return [data]
     delta: str = message["delta"]
     out: list[str] = []
     step = 200
     for start in range(0, len(delta), step):
-        part = dict(message, delta=delta[start : start + step])
-        out.append(json.dumps(part, separators=(",", ":"), ensure_ascii=False))
+        out.append(_dumps(dict(message, delta=delta[start : start + step])))
     return out
 
 
-class TextRateLimit:
-    """A token bucket for typed messages: each one cancels a reply and asks for
-    another, so a flood would only churn the model. Pure; the caller passes time."""
+class TokenBucket:
+    """`per_second` events on average, `burst` at once. Pure; the caller passes time.
+
+    Used for everything a caller sends (floods are dropped unparsed), for typed
+    messages (each cancels a reply and asks for another, so a flood would only
+    churn the model), and for the error replies to refused messages."""
 
     def __init__(self, per_second: float = 2.0, burst: int = 5) -> None:
         self._rate = per_second

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av.audio.codeccontext import AudioCodecContext
 
 from rtc_agent.media import opus
 from rtc_agent.media.opus import silence_packet
@@ -51,7 +52,7 @@ class PlayoutTrack(MediaStreamTrack):
     ) -> None:
         super().__init__()
         self._silence = silence_packet()
-        self._encoder = opus.encoder(RATE, 32000)
+        self._encoder: AudioCodecContext | None = opus.encoder(RATE, 32000)
         self._frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
         self._frame.sample_rate = RATE
         self._scratch = bytearray(FRAME_BYTES)
@@ -126,7 +127,20 @@ class PlayoutTrack(MediaStreamTrack):
         self._timestamp += RTP_STEP
         return packet
 
+    def stop(self) -> None:
+        """End the track and free its encoder now.
+
+        libopus keeps two native threads per encoder; the call that owns this
+        track sits in reference cycles, so waiting for the collector would keep
+        them alive long after the hang-up.
+        """
+        super().stop()
+        self._encoder = None
+
     def _encode(self, pcm: bytearray) -> bytes | None:
+        encoder = self._encoder
+        if encoder is None:  # stopped while a frame was being paced
+            return None
         frame = self._frame
         frame.pts = self._encoded_pts
         self._encoded_pts += FRAME_SAMPLES
@@ -134,6 +148,6 @@ class PlayoutTrack(MediaStreamTrack):
         # exactly the allocation this path avoids.
         frame.planes[0].update(pcm)  # type: ignore[arg-type]
         payload = None
-        for packet in self._encoder.encode(frame):
+        for packet in encoder.encode(frame):
             payload = bytes(packet)
         return payload

@@ -20,6 +20,9 @@ from rtc_agent.datachannel import (
         ("not json", "invalid_json"),
         (b"\xff\xfe", "invalid_json"),
         ("[" * 8000 + "]" * 8000, "invalid_json"),  # deep nesting: a RecursionError
+        ('{"type": "ping", "t": NaN}', "invalid_json"),  # Python's json would take these
+        ('{"type": "ping", "t": -Infinity}', "invalid_json"),
+        ('{"type": "playout", "delay_ms": 1e400}', "invalid_json"),  # parses as inf
         ("[1, 2]", "invalid_message"),
         ('{"type": 3}', "invalid_message"),
         ('{"type": "dance"}', "unknown_type"),
@@ -55,9 +58,20 @@ def test_long_transcript_deltas_are_split_and_lose_nothing() -> None:
 
 
 def test_text_rate_limit_allows_a_burst_then_refills() -> None:
-    from rtc_agent.datachannel import TextRateLimit
+    from rtc_agent.datachannel import TokenBucket
 
-    limit = TextRateLimit(per_second=2, burst=3)
+    limit = TokenBucket(per_second=2, burst=3)
     assert [limit.allow(10.0) for _ in range(4)] == [True, True, True, False]
     assert limit.allow(10.2) is False  # 0.4 of a token
     assert limit.allow(10.6) is True  # refilled at 2 per second
+
+
+def test_server_messages_are_strict_json_even_with_non_finite_numbers() -> None:
+    import json
+
+    from rtc_agent.datachannel import encode_server_message, tool_started
+
+    (data,) = encode_server_message(tool_started("c1", "search", {"n": float("nan"),
+                                                                  "x": [float("inf"), 1.5]}))
+    assert "NaN" not in data and "Infinity" not in data
+    assert json.loads(data)["arguments"] == {"n": None, "x": [None, 1.5]}
