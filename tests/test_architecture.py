@@ -21,15 +21,18 @@ MAY_IMPORT: dict[str, set[str]] = {
     "protocol": set(),
     "datachannel": set(),
     "ice": set(),
+    "logs": set(),
     "tools": {"tools"},
     "media": {"media", "protocol"},
     "realtime": {"realtime", "protocol", "datachannel"},
-    "offline": {"offline", "protocol", "media.pcm"},
+    "offline": {"offline", "protocol", "media.pcm", "logs"},
     "config": {"realtime.settings"},
     "call": {"protocol", "datachannel", "ice", "media", "realtime", "tools"},
     "signaling": {"signaling", "call", "config", "realtime.service", "tools", "ice"},
-    "serve": {"config", "ice", "offline.process", "realtime.service", "signaling", "tools"},
-    "loadtest": {"loadtest", "protocol", "datachannel", "media.pcm", "media.opus", "ice"},
+    "serve": {"config", "ice", "logs", "offline.process", "realtime.service", "signaling",
+              "tools"},
+    "loadtest": {"loadtest", "protocol", "datachannel", "media.pcm", "media.opus", "ice",
+                 "logs"},
     "cli": set(),  # loads each subcommand's module by name, on demand
 }
 

@@ -1,0 +1,60 @@
+"""Logging set-up for every command, with secrets redacted at every level.
+
+At DEBUG, websockets logs each handshake header, `Authorization: Bearer <key>`
+included; exceptions and URLs can carry keys too (Azure's `api-key`, the
+browser's `openai-insecure-api-key.` subprotocol, `?token=`). A filter on the
+handlers rewrites every record before it is written, whoever logged it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+REDACTED = "[redacted]"
+
+_PATTERNS = [
+    # Header lines and dict reprs: Authorization / api-key / OpenAI-... keys.
+    re.compile(r"(?i)(authorization['\"]?\s*[:=,]\s*['\"]?(?:bearer|basic)\s+)[^\s'\",}]+"),
+    re.compile(r"(?i)((?:api-key|x-api-key|openai-api-key)['\"]?\s*[:=,]\s*['\"]?)[^\s'\",}&]+"),
+    # Query parameters: ?api-key=..., &token=..., &key=...
+    re.compile(r"(?i)([?&](?:api-key|api_key|key|token|access_token)=)[^&\s'\"]+"),
+    # The browser-style subprotocol that carries a key.
+    re.compile(r"(openai-insecure-api-key\.)[^\s,'\"]+"),
+    # Bare OpenAI-style keys anywhere.
+    re.compile(r"()\bsk-[A-Za-z0-9_\-]{8,}"),
+]
+
+
+def redact(text: str) -> str:
+    for pattern in _PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites a record's message (and traceback text) with secrets removed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
+def configure(level: str = "INFO") -> None:
+    """Log to stderr at `level`, with redaction on the handler (so every logger is covered)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
