@@ -51,6 +51,9 @@ from rtc_agent.tools.registry import ToolRegistry
 log = logging.getLogger(__name__)
 
 MAX_EARLY_MESSAGES = 64  # held until the caller's data channel opens
+# aiortc queues what a data channel sends without limit; a caller that stops
+# reading (its SCTP window closed) must not grow the server's memory.
+MAX_CALLER_BACKLOG_BYTES = 1 << 20
 
 
 class Call:
@@ -99,7 +102,8 @@ class Call:
         self._text_limit = TokenBucket(per_second=2.0, burst=5)
         self._inbound_limit = TokenBucket(CALLER_MESSAGES_PER_S, CALLER_MESSAGES_BURST)
         self._refusal_limit = TokenBucket(per_second=1.0, burst=5)
-        self.caller_dropped = 0
+        self.caller_dropped = 0  # caller messages dropped unread (flood)
+        self.caller_backlog_dropped = 0  # messages to a caller that stopped reading
         self._wire_peer()
 
     # ------------------------------------------------------------ set-up
@@ -253,6 +257,9 @@ class Call:
         for data in encode_server_message(message):
             channel = self._channel
             if channel is not None and channel.readyState == "open":
+                if channel.bufferedAmount > MAX_CALLER_BACKLOG_BYTES:
+                    self.caller_backlog_dropped += 1
+                    continue
                 try:
                     channel.send(data)
                 except Exception as exc:  # the channel closed under us: the call is ending

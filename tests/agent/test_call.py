@@ -319,3 +319,28 @@ async def test_caller_audio_still_arrives_when_aiortc_internals_differ(
         await caller.speak(prompt)
         user = await caller.wait_event(is_done("user"), 30, start=n)
         assert "twelve" in user["text"] and "seven" in user["text"]
+
+
+async def test_a_caller_that_stops_reading_cannot_grow_the_server_queue() -> None:
+    from types import SimpleNamespace
+
+    from rtc_agent.call import MAX_CALLER_BACKLOG_BYTES, Call
+    from rtc_agent.datachannel import state_changed
+    from rtc_agent.protocol import Dialect
+    from rtc_agent.realtime.service import RealtimeService
+    from rtc_agent.realtime.settings import SessionSettings
+    from rtc_agent.tools.registry import ToolRegistry
+
+    call = Call("c1", service=RealtimeService("custom", "ws://127.0.0.1:9/", Dialect.GA),
+                settings=SessionSettings(), tools=ToolRegistry())
+    sent: list[str] = []
+    channel = SimpleNamespace(readyState="open", bufferedAmount=0, send=sent.append)
+    call._channel = channel  # type: ignore[assignment]
+    try:
+        call._to_caller(state_changed(call.session.state))
+        channel.bufferedAmount = MAX_CALLER_BACKLOG_BYTES + 1  # the caller's window is shut
+        for _ in range(100):
+            call._to_caller(state_changed(call.session.state))
+        assert len(sent) == 1 and call.caller_backlog_dropped == 100
+    finally:
+        await call.close()
