@@ -10,12 +10,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
 import logging
+import os
 import signal
+import socket
 import sys
+import threading
+import time
 
 from rtc_agent.offline.driver import Limits
-from rtc_agent.offline.server import OfflineServerConfig, RealtimeServer, build_engines
+from rtc_agent.offline.server import (
+    IDLE_TIMEOUT_S,
+    OfflineServerConfig,
+    RealtimeServer,
+    build_engines,
+)
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+EXIT_GRACE_S = 3.0  # after the parent is gone, a clean shutdown gets this long
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,9 +48,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="max seconds of buffered input audio (older audio is dropped)")
     p.add_argument("--max-session-s", type=float, default=None,
                    help="session length limit (default: 3600 GA, 1800 beta, like the cloud)")
-    p.add_argument("--idle-timeout-s", type=float, default=0.0,
+    p.add_argument("--idle-timeout-s", type=float, default=IDLE_TIMEOUT_S,
                    help="close a session after this many seconds without a client event "
-                        "(0: never)")
+                        f"(default {IDLE_TIMEOUT_S:g}: the cloud documents no idle limit, "
+                        "but a live call streams audio all the time; 0: never)")
     p.add_argument("--max-message-bytes", type=int, default=16 * 1024 * 1024,
                    help="larger client messages get an error event")
     p.add_argument("--audio-lead-ms", type=int, default=2000,
@@ -49,11 +66,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--llm-model", default="default", help="model name sent to --llm-url")
     p.add_argument("--llm-api-key", default=None, help="bearer key for --llm-url")
     p.add_argument("--log-level", default="WARNING")
+    # Set by a supervising parent (rtc_agent.offline.process), not meant for people.
+    p.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--parent-death-signal", action="store_true", help=argparse.SUPPRESS)
 
 
 def config_from_args(args: argparse.Namespace) -> OfflineServerConfig:
+    sock = None
+    if args.listen_fd is not None:  # a listening socket the supervisor keeps across restarts
+        sock = socket.socket(fileno=args.listen_fd)
+        sock.setblocking(False)
     return OfflineServerConfig(
-        host=args.host, port=args.port, api_key=args.api_key,
+        host=args.host, port=args.port, api_key=args.api_key, sock=sock,
         limits=Limits(max_message_bytes=args.max_message_bytes, max_buffer_s=args.max_buffer_s,
                       audio_lead_ms=args.audio_lead_ms, audio_speed=args.audio_speed),
         max_session_s=args.max_session_s, idle_timeout_s=args.idle_timeout_s,
@@ -61,15 +86,52 @@ def config_from_args(args: argparse.Namespace) -> OfflineServerConfig:
     )
 
 
+def set_parent_death_signal(sig: int) -> bool:
+    """Ask Linux to send sig when the parent goes (prctl PR_SET_PDEATHSIG).
+
+    The kernel ties this to the parent *thread* that forked: the supervisor only asks
+    for it when it spawns from its main thread (asyncio forks on the loop's thread).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    return int(libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)) == 0
+
+
+def watch_parent(parent_pid: int, stop: asyncio.Event, loop: asyncio.AbstractEventLoop) -> None:
+    """Stop when stdin, a pipe whose other end only the parent holds, reaches EOF.
+
+    That happens whatever killed the parent and whichever thread started us. Then
+    shut down cleanly, or exit hard after EXIT_GRACE_S.
+    """
+
+    def wait_for_eof() -> None:
+        with contextlib.suppress(OSError):
+            while os.read(0, 4096):
+                pass
+        log.warning("parent %s is gone: stopping", parent_pid)
+        with contextlib.suppress(RuntimeError):  # the loop may have closed already
+            loop.call_soon_threadsafe(stop.set)
+        time.sleep(EXIT_GRACE_S)
+        os._exit(1)
+
+    threading.Thread(target=wait_for_eof, name="parent-watch", daemon=True).start()
+
+
 async def serve_forever(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
-    engines = await loop.run_in_executor(None, lambda: build_engines(
-        args.tts, args.tts_cache, args.llm_url, args.llm_model, args.llm_api_key))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with RealtimeServer(config_from_args(args), engines) as server:
+    if args.parent_pid is not None:
+        watch_parent(args.parent_pid, stop, loop)
+    # Listen (and announce the URL) first and load the models meanwhile: a restarted
+    # backend takes its callers back sooner; sessions wait for the engines if need be.
+    loading = loop.run_in_executor(None, lambda: build_engines(
+        args.tts, args.tts_cache, args.llm_url, args.llm_model, args.llm_api_key))
+    async with RealtimeServer(config_from_args(args), loading) as server:
         print(f"REALTIME_URL {server.url}", flush=True)
+        engines = await loading  # a failure here ends the process (and the supervisor retries)
         # Warm the engines after announcing the URL, so a parent process is not kept
         # waiting, yet the first turn rarely pays for model loading.
         warm = [loop.run_in_executor(None, engines.synthesizer.synthesize, "Hello."),
@@ -80,6 +142,11 @@ async def serve_forever(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.parent_pid is not None:
+        if args.parent_death_signal:
+            set_parent_death_signal(signal.SIGKILL)
+        if os.getppid() != args.parent_pid:  # the parent died before the signal was armed
+            return 1
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(serve_forever(args))

@@ -44,7 +44,13 @@ from rtc_agent.offline.rendering import (
     item_out,
     session_out,
 )
-from rtc_agent.offline.responses import Item, ResponderInput, Responses
+from rtc_agent.offline.responses import (
+    MAX_OUT_OF_BAND,
+    Item,
+    ItemStore,
+    ResponderInput,
+    Responses,
+)
 from rtc_agent.offline.validation import (
     JSON,
     ProtocolError,
@@ -57,12 +63,18 @@ from rtc_agent.offline.validation import (
     invalid_value,
     missing,
     parse_response_options,
+    shown,
     validate_item,
 )
 from rtc_agent.protocol import BYTES_PER_MS, Dialect
 
 MIN_COMMIT_MS = 100
 MAX_SESSION_S = {Dialect.GA: 3600, Dialect.BETA: 1800}  # what the cloud allows
+# What one session keeps (defensive bounds; see ItemStore): the agent replays at most
+# its last 100 turns, and an hour-long call then holds what a ten-minute one holds.
+MAX_ITEMS = 1024
+MAX_STORED_AUDIO_MS = 10 * 60_000  # user and reply audio together
+MAX_STORED_TEXT_CHARS = 2_000_000
 
 
 class Conversation:
@@ -76,8 +88,10 @@ class Conversation:
         new_id: IdSource,
         clock: Clock,
         max_buffer_ms: int = 60_000,
-        max_stored_audio_ms: int = 10 * 60_000,
+        max_stored_audio_ms: int = MAX_STORED_AUDIO_MS,
         max_session_s: float | None = None,
+        max_items: int = MAX_ITEMS,
+        max_stored_text_chars: int = MAX_STORED_TEXT_CHARS,
     ) -> None:
         self.dialect = dialect
         self._new_id = new_id
@@ -86,13 +100,12 @@ class Conversation:
         self.conversation_id = new_id("conv")
         self.max_session_s = max_session_s or MAX_SESSION_S[dialect]
         self.expires_at = int(clock() + self.max_session_s)
-        # Items keep their audio for retrieve/truncate; past this total the oldest items'
-        # audio is forgotten, so an hour-long session does not hold an hour of pcm.
-        self.max_stored_audio_ms = max_stored_audio_ms
-        self.items: list[Item] = []
+        # Items keep their audio for retrieve; past the bounds the oldest audio, then the
+        # oldest items, are forgotten, so an hour-long session does not hold an hour of pcm.
+        self.store = ItemStore(max_items, max_stored_audio_ms * BYTES_PER_MS,
+                               max_stored_text_chars)
         self.input = InputBuffer(new_id, max_buffer_ms, self._vad_settings())
-        self.responses = Responses(dialect, new_id, self.items, self.conversation_id,
-                                   on_done=self._bound_stored_audio)
+        self.responses = Responses(dialect, new_id, self.store, self.conversation_id)
         self._handlers: dict[str, Callable[[JSON], list[Output]]] = {
             "session.update": self._on_session_update,
             "input_audio_buffer.append": self._on_input_audio_buffer_append,
@@ -124,11 +137,13 @@ class Conversation:
     def active_response_id(self) -> str | None:
         return self.responses.active_id
 
+    @property
+    def items(self) -> list[Item]:
+        """The conversation's items in order (read only: change them through the store)."""
+        return self.store.items
+
     def find(self, item_id: object) -> Item | None:
-        for item in self.items:
-            if item.id == item_id:
-                return item
-        return None
+        return self.store.find(item_id)
 
     def is_active(self, response_id: str) -> bool:
         return self.responses.is_active(response_id)
@@ -198,7 +213,7 @@ class Conversation:
             )]
         if item is not None:
             item.data["content"][0]["transcript"] = text
-        seconds = duration_ms(item.audio or b"") / 1000 if item is not None else 0.0
+        seconds = item.audio_ms / 1000 if item is not None else 0.0
         out: list[Output] = []
         if text:
             out.append(self._event("conversation.item.input_audio_transcription.delta",
@@ -279,10 +294,9 @@ class Conversation:
             data={"id": item_id, "type": "message", "object": "realtime.item",
                   "status": "completed", "role": "user",
                   "content": [{"type": "input_audio", "transcript": None}]},
-            audio=bytearray(audio),
+            audio=bytearray(audio), audio_ms=duration_ms(audio),
         )
-        self.items.append(item)
-        self._bound_stored_audio()
+        self.store.append(item)
         return [
             self._event("input_audio_buffer.committed", item_id=item_id,
                         previous_item_id=previous),
@@ -309,24 +323,14 @@ class Conversation:
     # --- items ----------------------------------------------------------------------
 
     def _last_item_id(self) -> str | None:
-        return self.items[-1].id if self.items else None
+        return self.store.last_id()
 
     def _new_item(self, raw: Any) -> Item:
         new = validate_item(raw, self._new_id)
-        audio = bytearray(new.audio) if new.audio is not None else None
-        return Item(new.data, audio=audio, heard=new.heard)
-
-    def _bound_stored_audio(self) -> None:
-        """Forget the audio of the oldest recognised items past max_stored_audio_ms."""
-        total = sum(len(i.audio) for i in self.items if i.audio is not None)
-        limit = self.max_stored_audio_ms * BYTES_PER_MS
-        for item in self.items:
-            if total <= limit:
-                break
-            if item.audio is not None and item.heard is not None \
-                    and self.responses.streaming(item) is None:
-                total -= len(item.audio)
-                item.audio = None
+        if new.audio is None:
+            return Item(new.data, heard=new.heard)
+        return Item(new.data, audio=bytearray(new.audio), heard=new.heard,
+                    audio_ms=duration_ms(new.audio))
 
     def _on_conversation_item_create(self, event: JSON) -> list[Output]:
         if "item" not in event:
@@ -342,11 +346,11 @@ class Conversation:
             if found is None:
                 raise invalid_value(
                     "previous_item_id",
-                    f"Error adding item: the previous item with id '{prev}' does not exist.",
+                    f"Error adding item: the previous item with id '{shown(prev)}' does not exist.",
                 )
-            index = self.items.index(found) + 1
-        self.items.insert(index, item)
+            index = self.store.position(found) + 1
         previous = self.items[index - 1].id if index > 0 else None
+        self.store.insert(index, item)
         out = stamped(self._new_id, client_item_events(self.dialect, item.data, previous))
         if item.audio is not None and item.data["role"] == "user" and item.heard is None:
             out.append(Recognize(item.id, bytes(item.audio), False))
@@ -360,28 +364,34 @@ class Conversation:
         if item is None or item.data.get("role") != "assistant":
             raise ProtocolError(
                 "item_truncate_invalid_item_id",
-                f"Item with item_id not found: {event['item_id']}" if item is None
-                else f"Only assistant messages can be truncated: {event['item_id']}",
+                f"Item with item_id not found: {shown(event['item_id'])}" if item is None
+                else f"Only assistant messages can be truncated: {item.id}",
                 "item_id",
             )
         index, end_ms = event["content_index"], event["audio_end_ms"]
         if isinstance(index, bool) or not isinstance(index, int):
             raise invalid_type("content_index", "an integer")
         content = item.data.get("content", [])
-        if not 0 <= index < len(content) or content[index].get("type") != "output_audio":
-            raise invalid_value("content_index", f"Content index {index} of item "
+        owner = self.responses.streaming(item)  # its audio part is written when it closes
+        if not (owner is not None and owner.speaks and index == 0) and (
+                not 0 <= index < len(content) or content[index].get("type") != "output_audio"):
+            raise invalid_value("content_index", f"Content index {shown(index)} of item "
                                 f"{item.id} is not an audio part.")
         if isinstance(end_ms, bool) or not isinstance(end_ms, int) or end_ms < 0:
             raise invalid_value("audio_end_ms", "Invalid 'audio_end_ms': expected an integer "
                                 ">= 0.")
         out: list[Output] = []
-        owner = self.responses.streaming(item)
         if owner is not None:  # still streaming: the user stopped listening, so stop talking
             out += self.responses.cancel(owner.id, "client_cancelled")
+            content = item.data["content"]
         # Clamp to the audio the server produced: a client's played-ms count may round up.
-        audio = item.audio if item.audio is not None else bytearray()
-        end_ms = min(end_ms, duration_ms(audio))
-        del audio[end_ms * BYTES_PER_MS :]
+        # The duration outlives the bytes, which may have been freed (see ItemStore).
+        end_ms = min(end_ms, item.audio_ms)
+        item.audio_ms = end_ms
+        if item.audio is not None and len(item.audio) > end_ms * BYTES_PER_MS:
+            removed = len(item.audio) - end_ms * BYTES_PER_MS
+            del item.audio[end_ms * BYTES_PER_MS :]
+            self.store.truncated(item, removed)
         content[index]["transcript"] = ""  # the model must not "remember" unheard words
         out.append(self._event("conversation.item.truncated", item_id=item.id,
                                content_index=index, audio_end_ms=end_ms))
@@ -394,9 +404,10 @@ class Conversation:
         if item is None:
             raise ProtocolError(
                 "item_delete_invalid_item_id",
-                f"Error deleting item: the item with id '{event['item_id']}' does not exist.",
+                "Error deleting item: the item with id "
+                f"'{shown(event['item_id'])}' does not exist.",
             )
-        self.items.remove(item)
+        self.store.remove(item)
         return [self._event("conversation.item.deleted", item_id=item.id)]
 
     def _on_conversation_item_retrieve(self, event: JSON) -> list[Output]:
@@ -406,7 +417,8 @@ class Conversation:
         if item is None:
             raise ProtocolError(
                 "item_retrieve_invalid_item_id",
-                f"Error retrieving item: the item with id '{event['item_id']}' does not exist.",
+                "Error retrieving item: the item with id "
+                f"'{shown(event['item_id'])}' does not exist.",
             )
         audio = b64encode(bytes(item.audio)) if item.audio is not None else None
         return [self._event("conversation.item.retrieved",
@@ -423,11 +435,18 @@ class Conversation:
                 "Conversation already has an active response in progress: "
                 f"{active}. Wait until the response is finished before creating a new one.",
             )
+        running = self.responses.out_of_band_in_progress()
+        if opts.conversation == "none" and len(running) >= MAX_OUT_OF_BAND:
+            raise ProtocolError(
+                "too_many_active_responses",
+                f"Session already has {len(running)} out-of-band responses in progress: "
+                f"{', '.join(running)}. Wait until one is finished before creating a new one.",
+            )
         return self._start_response(opts)
 
     def _on_response_cancel(self, event: JSON) -> list[Output]:
         rid = event.get("response_id") or self.responses.active_id
-        resp = self.responses.get(rid) if rid else None
+        resp = self.responses.get(rid) if isinstance(rid, str) else None
         if resp is None or resp.status != "in_progress":
             raise ProtocolError("response_cancel_not_active",
                                 "Cancellation failed: no active response found")
@@ -445,7 +464,7 @@ class Conversation:
                 found = self.find(entry.get("id"))
                 if found is None:
                     raise invalid_value(f"response.input[{i}].id",
-                                        f"Item '{entry.get('id')}' does not exist.")
+                                        f"Item '{shown(entry.get('id'))}' does not exist.")
                 items.append(found)
             else:
                 items.append(self._new_item(entry))

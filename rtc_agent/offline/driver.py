@@ -41,6 +41,14 @@ from rtc_agent.protocol import BYTES_PER_MS, REALTIME_RATE
 # Appends up to this size run VAD on the loop (measured: 50 us of CPU per 20 ms
 # chunk inline, 139 us through the default executor); larger ones use a thread.
 INLINE_VAD_BYTES = 200 * BYTES_PER_MS
+# Sentences of one reply synthesised ahead of the one being sent. Synthesis shares the
+# loop's default executor with every session, so a long reply (or several out-of-band
+# ones) queues only this many, never the whole reply, ahead of another caller's turn.
+SYNTHESIS_LOOKAHEAD = 2
+REPLY_QUEUE = 64  # reply parts (text, calls, sentences) waiting for the sender
+# User items of one session waiting for recognition; past this, new ones fail at once
+# (input_audio_transcription.failed) instead of queueing work on the shared ASR threads.
+MAX_PENDING_RECOGNITIONS = 8
 
 log = logging.getLogger(__name__)
 _SENTENCE_END = re.compile(r"(.+?[.!?;:])(\s+|$)", re.S)
@@ -78,6 +86,11 @@ class Stats:
     responses: int = 0
     speculative_hits: int = 0  # turns whose recognition had started before the commit
     first_audio_s: list[float] = field(default_factory=list)
+
+
+def _reject_constant(name: str) -> float:
+    """NaN and the infinities are not JSON, though Python's json reads them."""
+    raise ValueError(f"'{name}' is not a valid JSON value")
 
 
 def split_sentences(text: str) -> tuple[list[str], str]:
@@ -127,6 +140,7 @@ class SessionDriver:
         self._background: set[asyncio.Task[None]] = set()
         self._heard: dict[str, asyncio.Future[str | None]] = {}
         self._speculative: dict[tuple[int, int], asyncio.Future[str]] = {}
+        self._guessing: set[asyncio.Future[str]] = set()
         self._detector: SpeechDetector | None = None  # made on the first scored append
         self._loop = asyncio.get_running_loop()
 
@@ -182,11 +196,19 @@ class SessionDriver:
             )
             return
         try:
-            event = json.loads(frame)
+            event = json.loads(frame, parse_constant=_reject_constant)
         except (ValueError, RecursionError) as exc:  # RecursionError: deep nesting
             await self._error("invalid_json", f"Invalid event: failed to parse JSON value. {exc}")
             return
-        await self.run(self.conv.handle(event))
+        try:
+            outputs = self.conv.handle(event)
+        except Exception:  # a bug in the core must not end the session: say so, go on
+            log.exception("unexpected failure handling a client event")
+            await self.run(self.conv.error(ProtocolError(
+                "server_error", "The server had an error while processing your request.",
+                type_="server_error"), event.get("event_id") if isinstance(event, dict) else None))
+            return
+        await self.run(outputs)
 
     async def _detect_speech(self, request: DetectSpeech) -> list[Output]:
         if self._detector is None:  # loading the model takes a while: not on the loop
@@ -207,11 +229,20 @@ class SessionDriver:
     def _start(self, action: Recognize | StartResponse | CancelResponse) -> None:
         if isinstance(action, Recognize) and action.speculative:
             assert action.key is not None
-            self._speculative[action.key] = self._loop.run_in_executor(
+            if len(self._guessing) + len(self._heard) >= MAX_PENDING_RECOGNITIONS:
+                return  # a guess only: the commit recognises the turn anyway
+            guess = self._loop.run_in_executor(
                 self.engines.asr_executor, self.engines.recognizer.transcribe,
                 action.audio, REALTIME_RATE)
+            self._guessing.add(guess)  # running guesses, even those no longer wanted
+            guess.add_done_callback(self._guessing.discard)
+            self._speculative[action.key] = guess
             while len(self._speculative) > 4:  # stale guesses (the user spoke on)
                 self._speculative.pop(next(iter(self._speculative)))
+        elif isinstance(action, Recognize) and len(self._heard) >= MAX_PENDING_RECOGNITIONS:
+            self._spawn(self.run(self.conv.transcription_done(
+                action.item_id, None, action.emit_events,
+                "Too many items are waiting for transcription in this session.")))
         elif isinstance(action, Recognize):
             self._heard[action.item_id] = self._loop.create_future()
             early = self._speculative.pop(action.key, None) if action.key else None
@@ -265,32 +296,35 @@ class SessionDriver:
                 return
             request = self.conv.responder_input(rid)
             audio = request.modalities == ["audio"]
-            queue: asyncio.Queue[_ReplyPart | None] = asyncio.Queue()
-            sender = self._loop.create_task(self._sender(rid, queue))
+            # Both bounded: the generator waits for the sender rather than run ahead.
+            queue: asyncio.Queue[_ReplyPart | None] = asyncio.Queue(REPLY_QUEUE)
+            room = asyncio.Semaphore(SYNTHESIS_LOOKAHEAD)  # released once a pcm is sent
+            sender = self._loop.create_task(self._sender(rid, queue, room))
             pending = ""
 
-            def speak(sentence: str) -> None:
+            async def speak(sentence: str) -> None:
+                await room.acquire()
                 fut = self._loop.run_in_executor(
                     None, self.engines.synthesizer.synthesize, sentence)
-                queue.put_nowait(_Speech(sentence, fut))
+                await queue.put(_Speech(sentence, fut))
 
             async for part in self.engines.responder.reply(request):
                 if not self.conv.is_active(rid):
                     break
                 if isinstance(part, FunctionCall):
                     if audio and pending.strip():  # a spoken preamble before the call
-                        speak(pending.strip())
+                        await speak(pending.strip())
                     pending = ""
-                    queue.put_nowait(_Call(part))
+                    await queue.put(_Call(part))
                 elif audio:
                     sentences, pending = split_sentences(pending + part)
                     for sentence in sentences:
-                        speak(sentence)
+                        await speak(sentence)
                 else:
-                    queue.put_nowait(_Text(part))
+                    await queue.put(_Text(part))
             if audio and pending.strip():
-                speak(pending.strip())
-            queue.put_nowait(None)
+                await speak(pending.strip())
+            await queue.put(None)
             await sender
             await self.run(self.conv.response_finish(rid))
         except asyncio.CancelledError:
@@ -302,7 +336,8 @@ class SessionDriver:
             if sender is not None and not sender.done():
                 sender.cancel()
 
-    async def _sender(self, rid: str, queue: asyncio.Queue[_ReplyPart | None]) -> None:
+    async def _sender(self, rid: str, queue: asyncio.Queue[_ReplyPart | None],
+                      room: asyncio.Semaphore) -> None:
         """Sends reply parts in order, pacing audio (see Limits.audio_lead_ms)."""
         started: float | None = None
         sent_ms = 0
@@ -316,7 +351,10 @@ class SessionDriver:
                 await self.run(self.conv.response_function_call(
                     rid, call.name, call.arguments, call.call_id))
             else:
-                pcm = await entry.pcm
+                try:
+                    pcm = await entry.pcm
+                finally:
+                    room.release()
                 step = 100 * BYTES_PER_MS
                 text = ("" if first else " ") + entry.sentence
                 first = False

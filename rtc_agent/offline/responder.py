@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -187,7 +188,7 @@ def _clean_topic(topic: str) -> str:
 
 
 def first_sentence(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
+    text = " ".join(text[: limit * 8].split())  # the search below is quadratic in the rest
     match = re.search(r"(.+?[.!?])(\s|$)", text)
     sentence = match.group(1) if match else text
     return sentence[:limit]
@@ -199,15 +200,15 @@ def _tool_output_text(output: str) -> str:
         data = json.loads(output)
     except (ValueError, TypeError):
         return output
-    stack: list[Any] = [data]
+    stack: deque[Any] = deque([data])
     while stack:
-        node = stack.pop(0)
+        node = stack.popleft()
         if isinstance(node, str) and len(node.split()) >= 3:
             return node
         if isinstance(node, dict):
             for key in ("answer", "summary", "content", "text", "snippet", "title", "results"):
                 if key in node:
-                    stack.insert(0, node[key])
+                    stack.appendleft(node[key])
             stack.extend(v for k, v in node.items())
         elif isinstance(node, list):
             stack.extend(node)
@@ -220,6 +221,11 @@ def tool_arguments(tool: dict, topic: str) -> str:
     name = next((k for k, v in props.items() if isinstance(v, dict)
                  and v.get("type") == "string"), None)
     return json.dumps({name or "query": topic})
+
+
+# The rules read at most this much of what the user said: a spoken turn is far shorter,
+# the arithmetic search is quadratic in it, and the echo is synthesised.
+MAX_RULE_TEXT = 500
 
 
 class RuleResponder:
@@ -241,7 +247,7 @@ class RuleResponder:
         if last.kind == "function_call":
             return ["I am waiting for the result of the tool."]
         user = next((t for t in reversed(turns) if t.role == "user"), None)
-        text = (user.text if user else "").strip()
+        text = (user.text if user else "")[:MAX_RULE_TEXT].strip()
         if not text:
             return ["Sorry, I did not catch that."]
         return self._rules(text, request)

@@ -12,8 +12,9 @@ import hmac
 import json
 import logging
 import secrets
+import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -41,6 +42,12 @@ def random_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_urlsafe(15).replace('-', 'x').replace('_', 'y')}"
 
 
+# A session with no client event for this long is closed. The service documents no idle
+# limit (only its 60-minute session cap, and a ping every 20 s); a call streams audio
+# all the time, so ten quiet minutes mean a client that is gone or stuck.
+IDLE_TIMEOUT_S = 600.0
+
+
 @dataclass
 class OfflineServerConfig:
     host: str = "127.0.0.1"
@@ -48,8 +55,9 @@ class OfflineServerConfig:
     api_key: str | None = None
     limits: Limits = field(default_factory=Limits)
     max_session_s: float | None = None  # None: the dialect's cloud value (3600 GA, 1800 beta)
-    idle_timeout_s: float = 0.0  # 0: never close an idle session
+    idle_timeout_s: float = IDLE_TIMEOUT_S  # 0: never close an idle session
     compression: bool = True  # permessage-deflate when offered, as the cloud does
+    sock: socket.socket | None = None  # listen here instead of host:port (a supervisor's)
 
 
 def offered_protocols(request: Request) -> list[str]:
@@ -86,11 +94,22 @@ def choose_dialect(request: Request) -> Dialect:
 
 
 class RealtimeServer:
-    """Accepts Realtime WebSocket sessions and runs each with a SessionDriver."""
+    """Accepts Realtime WebSocket sessions and runs each with a SessionDriver.
 
-    def __init__(self, config: OfflineServerConfig, engines: Engines) -> None:
+    `engines` may still be loading (an awaitable): the server then listens at once and
+    each session waits for them after its handshake, so a restarted backend takes
+    connections a model-load sooner.
+    """
+
+    def __init__(self, config: OfflineServerConfig,
+                 engines: Engines | Awaitable[Engines]) -> None:
         self.config = config
-        self.engines = engines
+        self._loading: asyncio.Future[Engines] | None = None
+        self.engines: Engines | None = None
+        if isinstance(engines, Engines):
+            self.engines = engines
+        else:
+            self._loading = asyncio.ensure_future(engines)
         self.sessions: set[SessionDriver] = set()
         self._server: Server | None = None
         self.on_session: Callable[[SessionDriver], None] | None = None  # test/bench hook
@@ -111,11 +130,16 @@ class RealtimeServer:
 
     async def start(self) -> None:
         hard_cap = self.config.limits.max_message_bytes * 2 + (1 << 20)
+        where: dict[str, Any] = ({"sock": self.config.sock} if self.config.sock is not None
+                                 else {"host": self.config.host, "port": self.config.port})
         self._server = await serve(
-            self._handle, self.config.host, self.config.port,
+            self._handle, **where,
             process_request=self._process_request,
             select_subprotocol=self._select_subprotocol,
             max_size=hard_cap,  # beyond this websockets closes (1009); below, an error event
+            # Frames read ahead of the handler: 4 (not websockets' 16) of up to max_size
+            # each, so a client that outruns its session cannot park half a gigabyte.
+            max_queue=4,
             ping_interval=20, ping_timeout=20,
             compression="deflate" if self.config.compression else None,
         )
@@ -149,7 +173,14 @@ class RealtimeServer:
         # Browsers fail unless one offered protocol is selected; never echo the key entry.
         return REALTIME_PROTOCOL if REALTIME_PROTOCOL in subprotocols else None
 
+    async def _engines(self) -> Engines:
+        if self.engines is None:
+            assert self._loading is not None
+            self.engines = await asyncio.shield(self._loading)
+        return self.engines
+
     async def _handle(self, ws: ServerConnection) -> None:
+        engines = await self._engines()
         request = ws.request
         assert request is not None
         dialect = choose_dialect(request)
@@ -164,7 +195,7 @@ class RealtimeServer:
                 for event in events:
                     await ws.send(json.dumps(event))
 
-        session = SessionDriver(conv, self.engines, send, self.config.limits)
+        session = SessionDriver(conv, engines, send, self.config.limits)
         self.sessions.add(session)
         if self.on_session is not None:
             self.on_session(session)

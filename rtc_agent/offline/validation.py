@@ -11,11 +11,13 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rtc_agent.protocol import Dialect
+from rtc_agent.protocol import BYTES_PER_MS, Dialect
 
 JSON = dict[str, Any]
 
@@ -52,6 +54,26 @@ PCM_FORMAT = {"type": "audio/pcm", "rate": 24000}
 BETA_FORMATS = {"pcm16": "audio/pcm", "g711_ulaw": "audio/pcmu", "g711_alaw": "audio/pcma"}
 READ_ONLY = {"id", "object", "expires_at", "client_secret"}  # echoed back by some clients
 
+# How much one client may store in a session. Where the protocol reference gives the
+# service's bound it is used; the others are defensive choices ("defensive" below):
+# generous for real clients, small enough that a session stays a few megabytes.
+MAX_INSTRUCTIONS_CHARS = 131_072  # defensive: about the 32k-token context of gpt-realtime
+MAX_TEXT_CHARS = 131_072  # one text part, transcript, function arguments or output (defensive)
+MAX_NAME_CHARS = 64  # function names (OpenAI's function-calling rule), ids, call ids
+NAME_PATTERN = re.compile(r"[a-zA-Z0-9_-]+")  # OpenAI's function-name pattern
+MAX_SHORT_CHARS = 256  # model and voice names (defensive)
+MAX_TOOLS = 128  # OpenAI's function-calling limit
+MAX_TOOL_CHARS = 32_768  # one tool's JSON, its parameter schema included (defensive)
+MAX_TOOLS_CHARS = 262_144  # all of a session's or response's tools (defensive)
+MAX_JSON_DEPTH = 32  # free-form objects: tool schemas, tracing, prompt... (defensive)
+MAX_JSON_CHARS = 16_384  # one free-form object such as tracing or a voice (defensive)
+MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512  # the reference, 6.3
+MAX_CONTENT_PARTS = 32  # parts of one message item (defensive)
+MAX_IMAGE_CHARS = 1_048_576  # one input_image part: a data URI (defensive; unused offline)
+MAX_ITEM_AUDIO_MS = 60_000  # audio of one client item, as long as a VAD turn (defensive)
+MAX_INPUT_ITEMS = 1024  # response.input entries, as many as a conversation keeps (defensive)
+MAX_VAD_MS = 60_000  # prefix_padding_ms, silence_duration_ms, idle_timeout_ms (defensive)
+
 
 class ProtocolError(Exception):
     """A client mistake, answered with an `error` event; the session goes on."""
@@ -62,6 +84,18 @@ class ProtocolError(Exception):
     ) -> None:
         super().__init__(message)
         self.code, self.message, self.param, self.type = code, message, param, type_
+
+
+def shown(value: object, limit: int = 128) -> str:
+    """A client value for an error message: a string (cut to limit), else its type.
+
+    Never repr(): a hostile value may be nested too deeply to print.
+    """
+    if isinstance(value, str):
+        return value if len(value) <= limit else value[:limit] + "..."
+    if isinstance(value, float) or (isinstance(value, int) and value.bit_length() < 64):
+        return str(value)
+    return f"<{type(value).__name__}>"
 
 
 def unknown(param: str) -> ProtocolError:
@@ -82,6 +116,77 @@ def invalid_value(param: str, message: str) -> ProtocolError:
     return ProtocolError("invalid_value", message, param)
 
 
+def string_too_long(param: str, limit: int, got: int) -> ProtocolError:
+    return ProtocolError(
+        "string_above_max_length",
+        f"Invalid '{param}': string too long. Expected a string with maximum length "
+        f"{limit}, but got a string with length {got} instead.", param,
+    )
+
+
+def array_too_long(param: str, limit: int, got: int) -> ProtocolError:
+    return ProtocolError(
+        "array_above_max_length",
+        f"Invalid '{param}': array too long. Expected an array with maximum length "
+        f"{limit}, but got an array with length {got} instead.", param,
+    )
+
+
+def bounded_json(value: Any, param: str, max_chars: int = MAX_JSON_CHARS,
+                 max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """value, if it is plain JSON of at most max_chars (about its JSON text) and
+    max_depth levels, with finite numbers only; what passes can be deep-copied and
+    serialised."""
+    json_size(value, param, max_chars, max_depth)
+    return value
+
+
+def json_size(value: Any, param: str, max_chars: int = MAX_JSON_CHARS,
+              max_depth: int = MAX_JSON_DEPTH) -> int:
+    """About the length of value's JSON text, or ProtocolError past the bounds.
+
+    Walks without recursion and stops at the first excess, so a hostile value costs no
+    more than the bound to reject.
+    """
+    size = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            raise invalid_value(param, f"Invalid '{param}': nested too deeply (at most "
+                                f"{max_depth} levels).")
+        if isinstance(node, dict):
+            size += 2 + 2 * len(node)
+            for key in node:
+                if size > max_chars:
+                    break
+                if not isinstance(key, str):
+                    raise invalid_type(param, "an object with string keys")
+                size += len(key)
+            if size <= max_chars:
+                stack.extend((child, depth + 1) for child in node.values())
+        elif isinstance(node, list):
+            size += 2 + len(node)
+            if size <= max_chars:
+                stack.extend((child, depth + 1) for child in node)
+        elif isinstance(node, str):
+            size += len(node) + 2
+        elif node is None or isinstance(node, bool):
+            size += 5
+        elif isinstance(node, int):
+            size += node.bit_length() // 3 + 2  # about its decimal digits
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                raise invalid_value(param, f"Invalid '{param}': numbers must be finite.")
+            size += 24
+        else:
+            raise invalid_type(param, "JSON")
+        if size > max_chars:
+            raise invalid_value(param, f"Invalid '{param}': the value is too large (at most "
+                                f"{max_chars} characters of JSON).")
+    return size
+
+
 # --- client events ----------------------------------------------------------------
 
 
@@ -96,7 +201,8 @@ def check_client_event(event: object) -> tuple[str, JSON]:
         raise invalid_type("type", "a string")
     if kind not in CLIENT_EVENTS:
         supported = ", ".join(f"'{t}'" for t in CLIENT_EVENTS)
-        raise invalid_value("type", f"Invalid value: '{kind}'. Supported values are: {supported}.")
+        raise invalid_value("type", f"Invalid value: '{shown(kind)}'. Supported values are: "
+                            f"{supported}.")
     for key in event:
         if key not in CLIENT_EVENTS[kind] and key not in ("type", "event_id"):
             raise unknown(key)
@@ -163,19 +269,26 @@ def _number(value: Any, param: str, lo: float, hi: float) -> float:
     if not lo <= value <= hi:
         raise ProtocolError(
             "decimal_out_of_range" if isinstance(value, float) else "integer_out_of_range",
-            f"Invalid '{param}': expected a value between {lo} and {hi}, got {value}.",
+            f"Invalid '{param}': expected a value between {lo} and {hi}, got {shown(value)}.",
             param,
         )
     return value
 
 
-def _int(value: Any, param: str, lo: int = 0) -> int:
+def _int(value: Any, param: str, lo: int = 0, hi: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise invalid_type(param, "an integer")
     if value < lo:
         raise ProtocolError(
             "integer_below_min_value",
-            f"Invalid '{param}': Expected a value >= {lo}, but got {value} instead.", param,
+            f"Invalid '{param}': Expected a value >= {lo}, but got {shown(value)} instead.",
+            param,
+        )
+    if hi is not None and value > hi:
+        raise ProtocolError(
+            "integer_above_max_value",
+            f"Invalid '{param}': Expected a value <= {hi}, but got {shown(value)} instead.",
+            param,
         )
     return value
 
@@ -194,21 +307,65 @@ def _max_tokens(value: Any, param: str) -> int | str:
     return value
 
 
-def _string(value: Any, param: str) -> str:
+def _string(value: Any, param: str, max_chars: int = MAX_SHORT_CHARS) -> str:
     if not isinstance(value, str):
         raise invalid_type(param, "a string")
+    if len(value) > max_chars:
+        raise string_too_long(param, max_chars, len(value))
     return value
+
+
+def _voice(value: Any, param: str) -> str | JSON:
+    """A voice name or a custom voice object ({"id": ...})."""
+    if isinstance(value, dict):
+        voice: JSON = copy.deepcopy(bounded_json(value, param))
+        return voice
+    if not isinstance(value, str):
+        raise invalid_type(param, "a string or an object")
+    return _string(value, param)
+
+
+def _metadata(value: Any, param: str) -> JSON | None:
+    """Up to 16 string pairs, as the service allows."""
+    if value is None:
+        return None
+    meta = _as_dict(value, param)
+    if len(meta) > MAX_METADATA_PAIRS:
+        raise invalid_value(param, f"Invalid '{param}': expected at most "
+                            f"{MAX_METADATA_PAIRS} pairs, got {len(meta)}.")
+    for key, val in meta.items():
+        if len(key) > MAX_METADATA_KEY:
+            raise string_too_long(f"{param}.{key[:MAX_METADATA_KEY]}", MAX_METADATA_KEY, len(key))
+        _string(val, f"{param}.{key}", MAX_METADATA_VALUE)
+    return dict(meta)
+
+
+def _function_name(value: Any, param: str) -> str:
+    name = _string(value, param, MAX_NAME_CHARS)
+    if not NAME_PATTERN.fullmatch(name):
+        raise invalid_value(param, f"Invalid '{param}': string does not match pattern. "
+                            "Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'.")
+    return name
 
 
 def validate_tools(value: Any, param: str) -> list[JSON]:
     if not isinstance(value, list):
         raise invalid_type(param, "an array of objects")
+    if len(value) > MAX_TOOLS:
+        raise array_too_long(param, MAX_TOOLS, len(value))
+    total = 0
     for i, tool in enumerate(value):
         tool = _as_dict(tool, f"{param}[{i}]")
+        total += json_size(tool, f"{param}[{i}]", MAX_TOOL_CHARS)
+        if total > MAX_TOOLS_CHARS:
+            raise invalid_value(param, f"Invalid '{param}': the tools are too large (at most "
+                                f"{MAX_TOOLS_CHARS} characters of JSON in all).")
         if tool.get("type", "function") not in ("function", "mcp"):
             raise invalid_value(f"{param}[{i}].type", "Supported values are: 'function' and 'mcp'.")
-        if tool.get("type", "function") == "function" and not isinstance(tool.get("name"), str):
-            raise missing(f"{param}[{i}].name")
+        if tool.get("type", "function") == "function":
+            if "name" not in tool:
+                raise missing(f"{param}[{i}].name")
+            _function_name(tool["name"], f"{param}[{i}].name")
     return copy.deepcopy(value)
 
 
@@ -220,7 +377,10 @@ def validate_tool_choice(value: Any, param: str) -> str | JSON:
     choice = _as_dict(value, param)
     if choice.get("type") not in ("function", "mcp"):
         raise invalid_value(f"{param}.type", "Supported values are: 'function' and 'mcp'.")
-    return dict(choice)
+    if "name" in choice:
+        _string(choice["name"], f"{param}.name", MAX_NAME_CHARS)
+    checked: JSON = copy.deepcopy(bounded_json(choice, param))
+    return checked
 
 
 def validate_turn_detection(value: Any, param: str) -> JSON | None:
@@ -237,7 +397,7 @@ def validate_turn_detection(value: Any, param: str) -> JSON | None:
     out = dict(DEFAULT_TURN_DETECTION, type=kind)
     if kind == "semantic_vad":
         eagerness = td.get("eagerness", "auto")
-        if eagerness not in SEMANTIC_SILENCE_MS:
+        if not isinstance(eagerness, str) or eagerness not in SEMANTIC_SILENCE_MS:
             raise invalid_value(f"{param}.eagerness", "Supported values are: 'low', 'medium', "
                                 "'high' and 'auto'.")
         out = {"type": kind, "eagerness": eagerness, "create_response": True,
@@ -247,9 +407,9 @@ def validate_turn_detection(value: Any, param: str) -> JSON | None:
         if key == "threshold":
             out[key] = _number(val, p, 0.0, 1.0)
         elif key in ("prefix_padding_ms", "silence_duration_ms"):
-            out[key] = _int(val, p)
+            out[key] = _int(val, p, 0, MAX_VAD_MS)
         elif key == "idle_timeout_ms":
-            out[key] = None if val is None else _int(val, p)
+            out[key] = None if val is None else _int(val, p, 0, MAX_VAD_MS)
         elif key in ("create_response", "interrupt_response"):
             out[key] = _bool(val, p)
     return out
@@ -258,7 +418,7 @@ def validate_turn_detection(value: Any, param: str) -> JSON | None:
 def validate_transcription(value: Any, param: str) -> JSON | None:
     if value is None:
         return None
-    tr = _as_dict(value, param)
+    tr = copy.deepcopy(bounded_json(_as_dict(value, param), param))
     _check_keys(tr, {"model", "language", "prompt", "delay", "keywords", "languages"}, param)
     return {"model": tr.get("model", "whisper-1"), **{k: v for k, v in tr.items() if k != "model"}}
 
@@ -269,7 +429,7 @@ def validate_noise_reduction(value: Any, param: str) -> JSON | None:
     nr = _as_dict(value, param)
     if nr.get("type") not in ("near_field", "far_field"):
         raise invalid_value(f"{param}.type", "Supported values are: 'near_field' and 'far_field'.")
-    return dict(nr)
+    return dict(copy.deepcopy(bounded_json(nr, param)))
 
 
 def validate_ga_format(value: Any, param: str) -> JSON:
@@ -283,14 +443,14 @@ def validate_ga_format(value: Any, param: str) -> JSON:
         raise ProtocolError(
             "integer_below_min_value" if isinstance(rate, int) and rate < 24000
             else "invalid_value",
-            f"Invalid '{param}.rate': Expected a value >= 24000, but got {rate} instead.",
+            f"Invalid '{param}.rate': Expected a value >= 24000, but got {shown(rate)} instead.",
             f"{param}.rate",
         )
     return dict(PCM_FORMAT)
 
 
 def validate_beta_format(value: Any, param: str) -> JSON:
-    if value not in BETA_FORMATS:
+    if not isinstance(value, str) or value not in BETA_FORMATS:
         raise invalid_value(param, "Supported values are: 'pcm16', 'g711_ulaw' and 'g711_alaw'.")
     if value != "pcm16":
         raise invalid_value(param, "The offline backend supports only 'pcm16'.")
@@ -347,7 +507,7 @@ def _apply_ga(s: JSON, upd: JSON) -> None:
                                                 "session.output_modalities")
     for key in ("truncation", "prompt", "reasoning", "parallel_tool_calls"):
         if key in upd:
-            s[key] = copy.deepcopy(upd[key])
+            s[key] = copy.deepcopy(bounded_json(upd[key], f"session.{key}"))
     if "audio" not in upd:
         return
     audio = _as_dict(upd["audio"], "session.audio")
@@ -376,9 +536,7 @@ def _apply_ga(s: JSON, upd: JSON) -> None:
         if "format" in out:
             cur["format"] = validate_ga_format(out["format"], f"{p}.format")
         if "voice" in out:
-            if not isinstance(out["voice"], str | dict):
-                raise invalid_type(f"{p}.voice", "a string or an object")
-            cur["voice"] = copy.deepcopy(out["voice"])
+            cur["voice"] = _voice(out["voice"], f"{p}.voice")
         if "speed" in out:
             cur["speed"] = _number(out["speed"], f"{p}.speed", 0.25, 1.5)
 
@@ -424,17 +582,17 @@ def _apply_common(s: JSON, upd: JSON, max_tokens_key: str) -> None:
     if "model" in upd:
         s["model"] = _string(upd["model"], "session.model")
     if "instructions" in upd:
-        s["instructions"] = _string(upd["instructions"], "session.instructions")
+        s["instructions"] = _string(upd["instructions"], "session.instructions",
+                                    MAX_INSTRUCTIONS_CHARS)
     if "tools" in upd:
         s["tools"] = validate_tools(upd["tools"], "session.tools")
     if "tool_choice" in upd:
         s["tool_choice"] = validate_tool_choice(upd["tool_choice"], "session.tool_choice")
     if max_tokens_key in upd:
         s["max_output_tokens"] = _max_tokens(upd[max_tokens_key], f"session.{max_tokens_key}")
-    if "tracing" in upd:
-        s["tracing"] = copy.deepcopy(upd["tracing"])
-    if "include" in upd:
-        s["include"] = copy.deepcopy(upd["include"])
+    for key in ("tracing", "include"):
+        if key in upd:
+            s[key] = copy.deepcopy(bounded_json(upd[key], f"session.{key}"))
 
 
 # --- responses ----------------------------------------------------------------------
@@ -462,7 +620,9 @@ def parse_response_options(dialect: Dialect, value: Any, session: JSON) -> Respo
         "modalities": list(session["output_modalities"]),
         "instructions": session["instructions"],
         "voice": session["audio"]["output"]["voice"],
-        "tools": copy.deepcopy(session["tools"]),
+        # Shared, not copied: a session's objects are replaced by updates, never changed
+        # in place, and a copy per response would multiply a large tool list.
+        "tools": session["tools"],
         "tool_choice": session["tool_choice"],
         "max_output_tokens": session["max_output_tokens"],
         "temperature": session["temperature"],
@@ -483,7 +643,8 @@ def parse_response_options(dialect: Dialect, value: Any, session: JSON) -> Respo
                             "parallel_tool_calls"}
     _check_keys(r, allowed, "response")
     if "instructions" in r:
-        opts["instructions"] = _string(r["instructions"], "response.instructions")
+        opts["instructions"] = _string(r["instructions"], "response.instructions",
+                                       MAX_INSTRUCTIONS_CHARS)
     if "tools" in r:
         opts["tools"] = validate_tools(r["tools"], "response.tools")
     if "tool_choice" in r:
@@ -494,12 +655,12 @@ def parse_response_options(dialect: Dialect, value: Any, session: JSON) -> Respo
                                 "'none'.")
         opts["conversation"] = r["conversation"]
     if "metadata" in r:
-        if r["metadata"] is not None and not isinstance(r["metadata"], dict):
-            raise invalid_type("response.metadata", "an object")
-        opts["metadata"] = r["metadata"]
+        opts["metadata"] = _metadata(r["metadata"], "response.metadata")
     if "input" in r:
         if not isinstance(r["input"], list):
             raise invalid_type("response.input", "an array")
+        if len(r["input"]) > MAX_INPUT_ITEMS:
+            raise array_too_long("response.input", MAX_INPUT_ITEMS, len(r["input"]))
         opts["input"] = r["input"]
     if dialect is Dialect.BETA:
         if "modalities" in r:
@@ -528,7 +689,7 @@ def parse_response_options(dialect: Dialect, value: Any, session: JSON) -> Respo
             if "format" in out:
                 validate_ga_format(out["format"], "response.audio.output.format")
             if "voice" in out:
-                opts["voice"] = out["voice"]
+                opts["voice"] = _voice(out["voice"], "response.audio.output.voice")
     return ResponseOptions(**opts)
 
 
@@ -544,6 +705,14 @@ class NewItem:
     heard: str | None  # the item's text for the responder; None until audio is recognised
 
 
+def _optional_id(raw: JSON, key: str, prefix: str, new_id: Callable[[str], str]) -> str:
+    """A client-chosen id (a string of at most MAX_NAME_CHARS) or a new one."""
+    value = raw.get(key)
+    if value is None or value == "":
+        return new_id(prefix)
+    return _string(value, f"item.{key}", MAX_NAME_CHARS)
+
+
 def validate_item(raw: Any, new_id: Callable[[str], str]) -> NewItem:
     """An item from conversation.item.create (or response.input); new_id fills missing ids."""
     if not isinstance(raw, dict):
@@ -552,9 +721,6 @@ def validate_item(raw: Any, new_id: Callable[[str], str]) -> NewItem:
     if kind is None:
         raise missing("item.type")
     common = {"id", "type", "object", "status"}
-    item_id = raw.get("id") or new_id("item")
-    if not isinstance(item_id, str):
-        raise invalid_type("item.id", "a string")
     if kind == "function_call_output":
         for key in raw:
             if key not in common | {"call_id", "output"}:
@@ -562,11 +728,11 @@ def validate_item(raw: Any, new_id: Callable[[str], str]) -> NewItem:
         for key in ("call_id", "output"):
             if key not in raw:
                 raise missing(f"item.{key}")
-            if not isinstance(raw[key], str):
-                raise invalid_type(f"item.{key}", "a string")
-        return NewItem({"id": item_id, "type": kind, "object": "realtime.item",
-                        "status": "completed", "call_id": raw["call_id"],
-                        "output": raw["output"]}, None, None)
+        call_id = _string(raw["call_id"], "item.call_id", MAX_NAME_CHARS)
+        output = _string(raw["output"], "item.output", MAX_TEXT_CHARS)
+        return NewItem({"id": _optional_id(raw, "id", "item", new_id), "type": kind,
+                        "object": "realtime.item", "status": "completed", "call_id": call_id,
+                        "output": output}, None, None)
     if kind == "function_call":
         for key in raw:
             if key not in common | {"call_id", "name", "arguments"}:
@@ -574,11 +740,14 @@ def validate_item(raw: Any, new_id: Callable[[str], str]) -> NewItem:
         for key in ("name", "arguments"):
             if not isinstance(raw.get(key), str):
                 raise missing(f"item.{key}")
-        return NewItem({"id": item_id, "type": kind, "object": "realtime.item",
-                        "status": "completed", "call_id": raw.get("call_id") or new_id("call"),
-                        "name": raw["name"], "arguments": raw["arguments"]}, None, None)
+        name = _string(raw["name"], "item.name", MAX_NAME_CHARS)
+        arguments = _string(raw["arguments"], "item.arguments", MAX_TEXT_CHARS)
+        return NewItem({"id": _optional_id(raw, "id", "item", new_id), "type": kind,
+                        "object": "realtime.item", "status": "completed",
+                        "call_id": _optional_id(raw, "call_id", "call", new_id),
+                        "name": name, "arguments": arguments}, None, None)
     if kind != "message":
-        raise invalid_value("item.type", f"Invalid value: '{kind}'. Supported values are: "
+        raise invalid_value("item.type", f"Invalid value: '{shown(kind)}'. Supported values are: "
                             "'message', 'function_call' and 'function_call_output'.")
     for key in raw:
         if key not in common | {"role", "content"}:
@@ -594,10 +763,13 @@ def validate_item(raw: Any, new_id: Callable[[str], str]) -> NewItem:
         raise missing("item.content")
     if not isinstance(content, list) or not all(isinstance(p, dict) for p in content):
         raise invalid_type("item.content", "an array of objects")
+    if len(content) > MAX_CONTENT_PARTS:
+        raise array_too_long("item.content", MAX_CONTENT_PARTS, len(content))
+    item_id = _optional_id(raw, "id", "item", new_id)
     allowed = {
-        "user": {"input_text", "input_audio", "input_image"},
-        "system": {"input_text"},
-        "assistant": {"text", "output_text", "audio", "output_audio"},
+        "user": ("input_text", "input_audio", "input_image"),
+        "system": ("input_text",),
+        "assistant": ("text", "output_text", "audio", "output_audio"),
     }[role]
     parts: list[JSON] = []
     audio: bytes | None = None
@@ -607,7 +779,7 @@ def validate_item(raw: Any, new_id: Callable[[str], str]) -> NewItem:
         if ptype not in allowed:
             raise invalid_value(
                 f"item.content[{i}].type",
-                f"Invalid value: '{ptype}'. Supported values are: "
+                f"Invalid value: '{shown(ptype)}'. Supported values are: "
                 + ", ".join(f"'{a}'" for a in sorted(allowed)) + ".",
             )
         if ptype in ("audio", "output_audio"):
@@ -616,23 +788,39 @@ def validate_item(raw: Any, new_id: Callable[[str], str]) -> NewItem:
         if ptype in ("input_text", "text", "output_text"):
             if not isinstance(part.get("text"), str):
                 raise missing(f"item.content[{i}].text")
-            heard_parts.append(part["text"])
+            text = _string(part["text"], f"item.content[{i}].text", MAX_TEXT_CHARS)
+            heard_parts.append(text)
             parts.append({"type": "output_text" if role == "assistant" else "input_text",
-                          "text": part["text"]})
+                          "text": text})
         elif ptype == "input_audio":
-            try:
-                pcm = base64.b64decode(part.get("audio") or "", validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise invalid_value(f"item.content[{i}].audio",
-                                    "Invalid audio: expected base64.") from exc
-            audio = pcm[: len(pcm) - len(pcm) % 2]
+            audio = _input_audio(part.get("audio"), f"item.content[{i}].audio")
             transcript = part.get("transcript")
-            if isinstance(transcript, str):
+            if transcript is not None:
+                transcript = _string(transcript, f"item.content[{i}].transcript",
+                                     MAX_TEXT_CHARS)
                 heard_parts.append(transcript)
             parts.append({"type": "input_audio", "transcript": transcript})
         else:
-            parts.append(dict(part))
+            image = bounded_json(part, f"item.content[{i}]", MAX_IMAGE_CHARS)
+            parts.append(copy.deepcopy(image))
     data = {"id": item_id, "type": "message", "object": "realtime.item",
             "status": "completed", "role": role, "content": parts}
     heard = " ".join(heard_parts) if heard_parts or audio is None else None
     return NewItem(data, audio, heard)
+
+
+def _input_audio(value: Any, param: str) -> bytes:
+    """The pcm16 of an input_audio part (whole samples, at most MAX_ITEM_AUDIO_MS)."""
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise invalid_type(param, "a base64 string")
+    limit = MAX_ITEM_AUDIO_MS * BYTES_PER_MS
+    if len(value) // 4 * 3 > limit + 3:
+        raise invalid_value(param, f"Invalid '{param}': at most {MAX_ITEM_AUDIO_MS} ms of "
+                            "audio per item.")
+    try:
+        pcm = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise invalid_value(param, "Invalid audio: expected base64.") from exc
+    return pcm[: len(pcm) - len(pcm) % 2]
