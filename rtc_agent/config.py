@@ -9,6 +9,7 @@ Precedence: flag > environment > config file > default.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import tomllib
@@ -21,6 +22,7 @@ from rtc_agent.realtime.settings import SessionSettings, TurnDetection
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WEB_DIR = PROJECT_ROOT / "web"
 DEFAULT_SEARCH_DIR = PROJECT_ROOT / "docs"
+DEFAULT_LIMIT_EXEMPT = ("127.0.0.0/8", "::1/128")
 
 
 def _env(name: str) -> str | None:
@@ -58,6 +60,20 @@ class ServeConfig:
     offline_args: list[str] = field(default_factory=list)
     connect_timeout_s: float = 30.0
     decode_on_loop: bool = True
+    # TURN credentials live this long; coturn checks expiry only when a relay is
+    # allocated, so a call outlives them, but a leaked pair soon stops working.
+    turn_ttl_s: int = 600
+    # Abuse limits of the HTTP server (docs/deployment.md, "Limits"); 0 turns one off.
+    header_timeout_s: float = 10.0  # TLS handshake + request head; also idle keep-alive
+    body_timeout_s: float = 10.0  # the whole body of an offer
+    max_connections: int = 512
+    max_connections_per_address: int = 32
+    offers_per_minute: int = 10  # per address
+    max_pending_per_address: int = 4  # calls not yet connected, per address
+    # Per-address limits skip these networks: loopback is the operator's own tools
+    # or a reverse proxy that carries every caller (which must do its own limiting).
+    limit_exempt: list[str] = field(default_factory=lambda: list(DEFAULT_LIMIT_EXEMPT))
+    hsts_max_age_s: int = 15_552_000  # 180 days; sent only over HTTPS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,6 +118,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--turn-url", action="append", dest="turn_urls", metavar="URL",
       help="TURN URL handed to callers with short-lived credentials (repeatable)")
     a("--turn-secret", help="coturn static-auth-secret for TURN REST credentials")
+    a("--turn-ttl-s", type=int, help="lifetime of minted TURN credentials (default 600)")
+    a("--header-timeout-s", type=float,
+      help="seconds for the TLS handshake and a request head; idle connections close "
+           "after it too (default 10)")
+    a("--body-timeout-s", type=float, help="seconds to receive an offer's body (default 10)")
+    a("--max-connections", type=int, help="open HTTP connections in all (default 512; 0: off)")
+    a("--max-connections-per-address", type=int,
+      help="open HTTP connections per client address (default 32; 0: off)")
+    a("--offers-per-minute", type=int,
+      help="POST /offer per client address and minute (default 10; 0: off)")
+    a("--max-pending-per-address", type=int,
+      help="calls per client address still connecting (ICE) (default 4; 0: off)")
+    a("--limit-exempt", action="append", dest="limit_exempt", metavar="CIDR",
+      help="network the per-address limits skip (repeatable; default loopback; 'none': no "
+           "exemption)")
+    a("--hsts-max-age-s", type=int,
+      help="Strict-Transport-Security max-age under HTTPS (default 15552000; 0: no header)")
     a("--tts", choices=["piper", "espeak"], help="offline backend voice engine")
     a("--decode-thread", action="store_true", default=None,
       help="decode caller audio on aiortc's per-call thread (for A/B benchmarks)")
@@ -192,7 +225,44 @@ def from_args(args: argparse.Namespace) -> ServeConfig:
         turn_secret=_pick(args.turn_secret, "turn_secret", {}, "", None),
         tts=_pick(args.tts, "tts", {}, "", "piper"),
         decode_on_loop=not _pick(args.decode_thread, "decode_thread", {}, "", False, bool),
+        turn_ttl_s=int(_pick(args.turn_ttl_s, "turn_ttl_s", {}, "", 600, int)),
+        header_timeout_s=float(_pick(args.header_timeout_s, "header_timeout_s", {}, "", 10.0,
+                                     float)),
+        body_timeout_s=float(_pick(args.body_timeout_s, "body_timeout_s", {}, "", 10.0, float)),
+        max_connections=int(_pick(args.max_connections, "max_connections", {}, "", 512, int)),
+        max_connections_per_address=int(_pick(args.max_connections_per_address,
+                                              "max_connections_per_address", {}, "", 32, int)),
+        offers_per_minute=int(_pick(args.offers_per_minute, "offers_per_minute", {}, "", 10,
+                                    int)),
+        max_pending_per_address=int(_pick(args.max_pending_per_address,
+                                          "max_pending_per_address", {}, "", 4, int)),
+        limit_exempt=_exempt(args.limit_exempt or _env_list("limit_exempt")),
+        hsts_max_age_s=int(_pick(args.hsts_max_age_s, "hsts_max_age_s", {}, "", 15_552_000,
+                                 int)),
     )
+    _check_limits(cfg)
+    return cfg
+
+
+def _exempt(given: list[str]) -> list[str]:
+    """Networks the per-address limits skip: the default, or the given ones ('none': none)."""
+    if not given:
+        return list(DEFAULT_LIMIT_EXEMPT)
+    if any(g.strip().lower() == "none" for g in given):
+        return []
+    for network in given:
+        ipaddress.ip_network(network.strip(), strict=False)  # ValueError names the bad one
+    return [g.strip() for g in given]
+
+
+def _check_limits(cfg: ServeConfig) -> None:
     if cfg.max_calls < 0:
         raise ValueError("--max-calls must be >= 0")
-    return cfg
+    if cfg.turn_ttl_s <= 0:
+        raise ValueError("--turn-ttl-s must be > 0")
+    if cfg.header_timeout_s <= 0 or cfg.body_timeout_s <= 0:
+        raise ValueError("--header-timeout-s and --body-timeout-s must be > 0")
+    for name in ("max_connections", "max_connections_per_address", "offers_per_minute",
+                 "max_pending_per_address", "hsts_max_age_s"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0 (0 turns it off)")

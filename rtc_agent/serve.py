@@ -17,15 +17,19 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from rtc_agent import config as config_module
+from rtc_agent import logs
 from rtc_agent.config import ServeConfig
 from rtc_agent.ice import restrict_host_addresses
 from rtc_agent.offline.process import OfflineProcess
 from rtc_agent.realtime.service import offline_service, service_from_settings
 from rtc_agent.signaling.app import SignalingServer, create_app
+from rtc_agent.signaling.limits import GuardedSite
 from rtc_agent.tools.registry import ToolRegistry
 from rtc_agent.tools.search import search_tool
 
 log = logging.getLogger(__name__)
+
+LINGERING_S = 2.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +59,10 @@ async def running(cfg: ServeConfig) -> AsyncIterator[SignalingServer]:
     runner: web.AppRunner | None = None
     try:
         server = SignalingServer(cfg, service, build_tools(cfg))
+        if child is not None:  # supervised: /healthz and /offer follow its state
+            offline = child
+            server.backend_state = lambda: offline.state
+            server.backend_restarts = lambda: offline.restarts
         ssl_context = None
         if cfg.https or cfg.cert:
             from rtc_agent.signaling.certs import ensure_certs, https_context
@@ -63,9 +71,16 @@ async def running(cfg: ServeConfig) -> AsyncIterator[SignalingServer]:
                                         str(cfg.key) if cfg.key else None, str(cfg.cert_dir))
             if cfg.cert is None:
                 server.ca_cert = ensure_certs(cfg.cert_dir).ca_cert
-        runner = web.AppRunner(create_app(server), access_log=None)
+        # keepalive_timeout: aiohttp's own idle limit, as a second line behind the
+        # guard's deadline (GuardedSite), which also covers the first request's head.
+        # lingering_time: how long a body nobody wanted (a refused offer) is read and
+        # dropped before closing; aiohttp's 10 s would let a stalled body hold on.
+        runner = web.AppRunner(create_app(server), access_log=None,
+                               keepalive_timeout=cfg.header_timeout_s,
+                               lingering_time=LINGERING_S)
         await runner.setup()
-        site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ssl_context)
+        site = GuardedSite(runner, cfg.host, cfg.port, limits=server.limits,
+                           ssl_context=ssl_context)
         await site.start()
         if cfg.port == 0:
             cfg.port = runner.addresses[0][1]
@@ -94,8 +109,7 @@ async def serve(cfg: ServeConfig, stop: asyncio.Event | None = None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=getattr(args, "log_level", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(getattr(args, "log_level", "INFO"))
     cfg = config_module.from_args(args)
     try:
         # uvloop carries measurably more calls per core (see docs/benchmarks.md).

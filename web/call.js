@@ -2,7 +2,7 @@
 // Peer, the conversation and the status together, and keeps the record that
 // tests and devtools read (`hook`, exposed as window.rtcAgent by main.js).
 
-import { OfferError, Peer, deleteCall } from "./peer.js";
+import { OfferError, Peer, deleteCall, fetchConfig } from "./peer.js";
 import * as audio from "./audio.js";
 import { Conversation } from "./conversation.js";
 import {
@@ -62,7 +62,8 @@ function showNotice(kind, text) {
 }
 
 function authHeaders() {
-  const token = params.get("token") || ui.tokenValue() || "";
+  // What the caller typed wins over ?token=, so a wrong link can be corrected.
+  const token = ui.tokenValue() || params.get("token") || "";
   return token ? { Authorization: `Bearer ${token}` } : {};
 }
 
@@ -74,11 +75,15 @@ function renderDiagnostics() {
 
 async function loadConfig() {
   try {
-    // Never wait forever: without the settings the page still shows why.
-    const res = await fetch("config", { cache: "no-store", signal: AbortSignal.timeout(10000) });
-    if (!res.ok) throw new Error(`HTTP ${res.status}`);
-    hook.config = await res.json();
+    // Never wait forever (fetchConfig times out): without the settings the page still shows why.
+    hook.config = await fetchConfig(authHeaders());
   } catch (err) {
+    if (err instanceof OfferError && err.status === 401) {
+      // a token is needed (or ?token= is wrong): ask for it; the call fetches again
+      hook.config = { tokenRequired: true };
+      ui.showTokenField();
+      return true;
+    }
     hook.config = { iceServers: [], tokenRequired: false };
     showNotice(...ui.configNotice(err));
     return false;
@@ -181,6 +186,18 @@ export async function startCall() {
   ui.unlockPlayback();
   setState(PageState.CONNECTING);
   ui.enableCallButton(false);
+  try {
+    // Fresh settings for each call: TURN credentials last minutes, and with a
+    // token only a valid one gets them (before the microphone is even asked for).
+    hook.config = await fetchConfig(authHeaders());
+  } catch (e) {
+    const [kind, text] = e instanceof OfferError ? ui.offerErrorNotice(e) : ui.configNotice(e);
+    if (kind === "auth") ui.showTokenField();
+    showNotice(kind, text);
+    setState(PageState.IDLE);
+    ui.enableCallButton(true);
+    return;
+  }
   try {
     localStream = await navigator.mediaDevices.getUserMedia(micConstraints());
   } catch (err) {

@@ -8,7 +8,7 @@ import { EVENTS_CHANNEL, MAX_PLAYOUT_DELAY_MS } from "./protocol.js";
 const ICE_GATHER_TIMEOUT_MS = 5000;
 const CLOSE_AFTER_DELETE_MS = 2000;
 
-/** An HTTP refusal of the offer, with what the page needs to explain it. */
+/** An HTTP refusal (of the offer, or of /config), with what the page needs to explain it. */
 export class OfferError extends Error {
   constructor(message, { status, code = null, retryAfter = null }) {
     super(message);
@@ -16,6 +16,40 @@ export class OfferError extends Error {
     this.code = code;
     this.retryAfter = retryAfter;
   }
+}
+
+async function refusal(res) {
+  let body = null;
+  try {
+    body = await res.json();
+  } catch {
+    body = null;
+  }
+  const err = (body && body.error) || {};
+  return new OfferError(err.message || `HTTP ${res.status}`, {
+    status: res.status,
+    code: err.code || null,
+    retryAfter: res.headers.get("Retry-After"),
+  });
+}
+
+/**
+ * The server's settings for a call, fetched afresh each time: its TURN credentials
+ * are short-lived, and with --token only a valid token gets them. Throws an
+ * OfferError (status 401) when a token is needed and missing or wrong.
+ */
+export async function fetchConfig(headers) {
+  const res = await fetch("config", {
+    cache: "no-store",
+    headers,
+    signal: AbortSignal.timeout(10000),
+  });
+  if (!res.ok) throw await refusal(res);
+  const config = await res.json();
+  if (config.tokenRequired && !Array.isArray(config.iceServers)) {
+    throw new OfferError("an access token is required", { status: 401, code: "unauthorized" });
+  }
+  return config;
 }
 
 async function postOffer(offer, headers) {

@@ -86,9 +86,15 @@ export function micErrorNotice(err) {
 
 /** Wording for an OfferError (the server's HTTP answer to the offer). */
 export function offerErrorNotice(e) {
+  const wait = e.retryAfter ? ` Try again in about ${e.retryAfter} s.` : " Try again in a moment.";
+  if (e.code === "backend_unavailable") {
+    return ["backend", `The agent's speech service is not available right now.${wait}`];
+  }
   if (e.status === 503 || e.code === "at_capacity") {
-    const wait = e.retryAfter ? ` Try again in about ${e.retryAfter} s.` : " Try again in a moment.";
     return ["capacity", `The agent is busy: every line is in use.${wait}`];
+  }
+  if (e.status === 429) {
+    return ["rate-limited", `Too many call attempts from this network.${wait}`];
   }
   if (e.status === 401 || e.status === 403) {
     return ["auth", `The server refused the call (${e.message}). Check the access token.`];

@@ -293,17 +293,22 @@ class ScriptedCaller:
         report = await self.pc.getStats()
         for s in report.values():
             kind = getattr(s, "type", "")
+            # aiortc leaves a figure None until it has measured it (an RTT needs a
+            # receiver report first), so each is taken only once it exists.
             if kind == "inbound-rtp" and getattr(s, "kind", "") == "audio":
-                out["in_packets_received"] += s.packetsReceived
-                out["in_packets_lost"] += s.packetsLost
-                out["in_jitter_ms"] = s.jitter / (SAMPLE_RATE / 1000)
+                out["in_packets_received"] += s.packetsReceived or 0
+                out["in_packets_lost"] += s.packetsLost or 0
+                if s.jitter is not None:
+                    out["in_jitter_ms"] = s.jitter / (SAMPLE_RATE / 1000)
             elif kind == "outbound-rtp" and getattr(s, "kind", "") == "audio":
-                out["out_packets_sent"] += s.packetsSent
+                out["out_packets_sent"] += s.packetsSent or 0
             elif kind == "remote-inbound-rtp" and getattr(s, "kind", "") == "audio":
                 out["out_packets_lost"] = s.packetsLost
                 out["out_fraction_lost"] = s.fractionLost
-                out["out_jitter_ms"] = s.jitter / (SAMPLE_RATE / 1000)
-                out["rtt_ms"] = s.roundTripTime * 1000
+                if s.jitter is not None:
+                    out["out_jitter_ms"] = s.jitter / (SAMPLE_RATE / 1000)
+                if s.roundTripTime is not None:
+                    out["rtt_ms"] = s.roundTripTime * 1000
         return out
 
     async def hangup(self) -> None:

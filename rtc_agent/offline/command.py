@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 
+from rtc_agent import logs
 from rtc_agent.offline.driver import Limits
 from rtc_agent.offline.server import (
     IDLE_TIMEOUT_S,
@@ -147,8 +148,7 @@ def run(args: argparse.Namespace) -> int:
             set_parent_death_signal(signal.SIGKILL)
         if os.getppid() != args.parent_pid:  # the parent died before the signal was armed
             return 1
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_level)
     asyncio.run(serve_forever(args))
     return 0
 

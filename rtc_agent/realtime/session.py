@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,9 @@ BENIGN_ERROR_CODES = frozenset(
 # their items are dropped (only their ids are remembered, to ignore late events),
 # and a reconnect replays at most the last MAX_REPLAY_ENTRIES turns.
 MAX_REPLAY_ENTRIES = 100
+# Typed messages that arrive before the session is configured (or while it is
+# being replaced) wait for it, up to this many; older ones give way.
+MAX_HELD_TEXTS = 5
 RECENT_RESPONSES = 64
 
 
@@ -203,11 +207,14 @@ class RealtimeSession:
         self._response_done: set[str] = set()  # done, but items still playing or tools running
         self._create_after_active = False
         self._history: dict[str, HistoryEntry] = {}  # item_id -> turn, oldest first
+        self._configured = False  # the service acknowledged our session.update
+        self._held_texts: deque[str] = deque(maxlen=MAX_HELD_TEXTS)
 
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> list[Effect]:
         """Configure a freshly opened session."""
+        self._configured = False
         return [SendUpstream(session_update(self.dialect, self.settings, self.tools))]
 
     def on_reconnected(self) -> list[Effect]:
@@ -236,6 +243,7 @@ class RealtimeSession:
                 effects.extend(self._finalize(item))
         # Pending tool rounds cannot be answered on a new conversation.
         self._tool_calls.clear()
+        self._configured = False
         effects.extend(self._set_state(CallState.RECONNECTING))
         return effects
 
@@ -249,6 +257,26 @@ class RealtimeSession:
         effects = handler(self, event)
         self._retire()
         return effects
+
+    def _on_session_updated(self, event: dict[str, Any]) -> list[Effect]:
+        """The session is configured: typed messages held until now go out."""
+        self._configured = True
+        if not self._held_texts:
+            return []
+        effects: list[Effect] = []
+        while self._held_texts:
+            effects.append(SendUpstream(text_item(self.dialect, "user",
+                                                  self._held_texts.popleft())))
+        effects.extend(self._create_response())
+        effects.extend(self._set_state(CallState.THINKING))
+        return effects
+
+    def _create_response(self) -> list[Effect]:
+        if self.active_response_id is None:
+            return [SendUpstream({"type": "response.create"})]
+        # A cancel is on its way; a create now would collide with it.
+        self._create_after_active = True
+        return []
 
     def _on_speech_started(self, event: dict[str, Any]) -> list[Effect]:
         td = self.settings.turn_detection
@@ -454,12 +482,11 @@ class RealtimeSession:
 
     def _on_text(self, text: str) -> list[Effect]:
         effects = self._interrupt()
-        effects.append(SendUpstream(text_item(self.dialect, "user", text)))
-        if self.active_response_id is None:
-            effects.append(SendUpstream({"type": "response.create"}))
-        else:
-            # A cancel is on its way; a create now would collide with it.
-            self._create_after_active = True
+        if self._configured:
+            effects.append(SendUpstream(text_item(self.dialect, "user", text)))
+            effects.extend(self._create_response())
+        else:  # nothing to send it to yet: it goes out on session.updated
+            self._held_texts.append(text)
         # History records the text when the service echoes the item back.
         effects.append(SendCaller(caller.transcript_done("user", "", text)))
         effects.extend(self._set_state(CallState.THINKING))
@@ -632,6 +659,7 @@ class RealtimeSession:
 
 
 _UPSTREAM_HANDLERS = {
+    "session.updated": RealtimeSession._on_session_updated,
     "input_audio_buffer.speech_started": RealtimeSession._on_speech_started,
     "input_audio_buffer.speech_stopped": RealtimeSession._on_speech_stopped,
     "conversation.item.added": RealtimeSession._on_user_item,

@@ -2,15 +2,20 @@
 
 Routes: POST /offer, DELETE /calls/{call_id}, GET /healthz, GET /config, and
 the web client from web/ at /. Every error is JSON: {"error": {"code", "message"}}.
-Started by `rtc_agent.serve`, which chooses the Realtime service and listens.
+Started by `rtc_agent.serve`, which chooses the Realtime service and listens
+through `limits.GuardedSite`. What one offer may cost is `offer.py`'s business;
+connection caps, the head/idle deadline and per-address rate limits `limits.py`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import logging
+import math
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,13 +28,33 @@ from aiortc import RTCSessionDescription
 from rtc_agent.call import Call
 from rtc_agent.config import ServeConfig
 from rtc_agent.realtime.service import RealtimeService
+from rtc_agent.signaling.limits import (
+    ConnectionLimits,
+    RateLimiter,
+    address_key,
+    exempt,
+    parse_networks,
+)
+from rtc_agent.signaling.offer import MAX_OFFER_BYTES, Refusal, read_body, sdp_refusal
 from rtc_agent.signaling.turn import ice_servers as build_ice_servers
 from rtc_agent.tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
 
-MAX_OFFER_BYTES = 64 * 1024
 RETRY_AFTER_S = 5
+BACKEND_RETRY_AFTER_S = 10  # the offline backend restarts in a few seconds
+
+# The page loads only its own modules and stylesheet; its scripts set styles
+# through the CSSOM (allowed), never inline. `data:` is the empty favicon.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+# A web client file: path segments of plain characters, none starting with a dot
+# (so no "..", no dotfiles), not too long. Anything else is a 404 without
+# touching the file system.
+_SEGMENT = r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}"
+STATIC_PATH = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT}){{0,7}}")
 
 
 def json_error(status: int, code: str, message: str, **headers: str) -> web.Response:
@@ -50,20 +75,59 @@ class SignalingServer:
     ca_cert: Path | None = None  # the local CA, offered at /ca.pem for phones to trust
     pending: int = 0  # offers being answered, counted against --max-calls
     calls_total: int = 0
+    # The Realtime backend's health, "up" | "restarting" | "down", and its restarts
+    # (None: a cloud service, taken as up).
+    backend_state: Callable[[], str] | None = None
+    backend_restarts: Callable[[], int] | None = None
+    limits: ConnectionLimits = field(init=False)
+    offer_limiter: RateLimiter = field(init=False)
+    _answering: dict[str, int] = field(default_factory=dict)  # per address key
+    _call_address: dict[str, str] = field(default_factory=dict)  # call id -> address key
+    _exempt: list[Any] = field(init=False)  # networks the per-address limits skip
 
-    def ice_servers(self) -> list[dict[str, Any]]:
+    def __post_init__(self) -> None:
+        cfg = self.config
+        self.limits = ConnectionLimits(
+            max_total=cfg.max_connections, max_per_address=cfg.max_connections_per_address,
+            head_timeout_s=cfg.header_timeout_s, exempt_networks=cfg.limit_exempt)
+        self.offer_limiter = RateLimiter(cfg.offers_per_minute)
+        self._exempt = parse_networks(cfg.limit_exempt)
+
+    def ice_servers(self, user: str = "rtc-agent") -> list[dict[str, Any]]:
         return build_ice_servers(self.config.ice_servers, self.config.turn_urls,
-                                 self.config.turn_secret)
+                                 self.config.turn_secret, self.config.turn_ttl_s, user)
+
+    def state(self) -> str:
+        """The backend's state: "up" | "restarting" | "down"."""
+        return self.backend_state() if self.backend_state is not None else "up"
 
     # ------------------------------------------------------------ guards
+
+    def _given_token(self, request: web.Request) -> str | None:
+        """The token a request presents: `Authorization: Bearer` (any case), else ?token=."""
+        scheme, _, value = request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        return request.query.get("token") or None
 
     def _authorized(self, request: web.Request) -> bool:
         token = self.config.token
         if not token:
             return True
-        header = request.headers.get("Authorization", "")
-        given = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
+        given = self._given_token(request) or ""
         return hmac.compare_digest(given.encode(), token.encode())
+
+    def _limited(self, request: web.Request) -> bool:
+        """Whether the per-address limits apply to this caller (see --limit-exempt)."""
+        return not exempt(request.remote, self._exempt)
+
+    def _pending_from(self, key: str) -> int:
+        """Calls from this address not yet connected, and offers being answered."""
+        waiting = sum(
+            1 for call_id, call in self.calls.items()
+            if self._call_address.get(call_id) == key and not call.closed
+            and call.pc.connectionState in ("new", "connecting"))
+        return waiting + self._answering.get(key, 0)
 
     def _origin_allowed(self, request: web.Request) -> bool:
         origin = request.headers.get("Origin")
@@ -77,13 +141,26 @@ class SignalingServer:
         if not self._origin_allowed(request):
             return json_error(403, "origin_not_allowed",
                               "this origin may not place calls (see --allow-origin)")
+        key = address_key(request.remote)
+        limited = self._limited(request)
+        # Before the token check, so guessing tokens is rate-limited too.
+        wait = self.offer_limiter.take(key) if limited else 0.0
+        if wait:
+            return json_error(429, "rate_limited", "too many call attempts from your address",
+                              **{"Retry-After": str(math.ceil(wait))})
         if not self._authorized(request):
             return json_error(401, "unauthorized", "a valid access token is required")
-        if request.content_length is not None and request.content_length > MAX_OFFER_BYTES:
-            return json_error(413, "too_large", f"offers are limited to {MAX_OFFER_BYTES} bytes")
-        body = await request.content.read(MAX_OFFER_BYTES + 1)
-        if len(body) > MAX_OFFER_BYTES:
-            return json_error(413, "too_large", f"offers are limited to {MAX_OFFER_BYTES} bytes")
+        if self.state() != "up":
+            return json_error(503, "backend_unavailable",
+                              f"the speech backend is {self.state()}; try again shortly",
+                              **{"Retry-After": str(BACKEND_RETRY_AFTER_S)})
+        try:
+            body = await read_body(request, MAX_OFFER_BYTES, self.config.body_timeout_s)
+        except Refusal as refused:
+            response = json_error(refused.status, refused.code, refused.message)
+            if refused.status in (408, 413):
+                response.force_close()  # do not read on what the caller is still sending
+            return response
         try:
             data = json.loads(body)
         except (ValueError, RecursionError):  # RecursionError: deep nesting
@@ -95,19 +172,26 @@ class SignalingServer:
         sdp = data.get("sdp")
         if not isinstance(sdp, str) or not sdp.strip():
             return json_error(400, "invalid_sdp", "'sdp' must be a non-empty string")
-        if "\nm=audio " not in "\n" + sdp.replace("\r\n", "\n"):
-            return json_error(400, "no_audio", "the offer has no audio m-line")
+        refusal = sdp_refusal(sdp)  # before aiortc parses it: bounds what one offer costs
+        if refusal is not None:
+            return json_error(refusal.status, refusal.code, refusal.message)
         if len(self.calls) + self.pending >= self.config.max_calls:
             return json_error(503, "at_capacity", "the server is at capacity; try again shortly",
                               **{"Retry-After": str(RETRY_AFTER_S)})
+        cap = self.config.max_pending_per_address
+        if limited and cap and self._pending_from(key) >= cap:
+            return json_error(429, "too_many_pending",
+                              "too many calls from your address are still connecting",
+                              **{"Retry-After": str(RETRY_AFTER_S)})
         self.pending += 1
+        self._answering[key] = self._answering.get(key, 0) + 1
         call_id = secrets.token_urlsafe(9)
         call = Call(
             call_id,
             service=self.service,
             settings=self.config.session,
             tools=self.tools,
-            ice_servers=self.ice_servers(),
+            ice_servers=self.ice_servers(user=f"call-{call_id}"),
             connect_timeout_s=self.config.connect_timeout_s,
             decode_on_loop=self.config.decode_on_loop,
             on_closed=self._forget,
@@ -119,14 +203,21 @@ class SignalingServer:
             return json_error(400, "invalid_sdp", f"cannot use this offer: {exc}"[:300])
         finally:
             self.pending -= 1
+            left = self._answering.get(key, 1) - 1
+            if left > 0:
+                self._answering[key] = left
+            else:
+                self._answering.pop(key, None)
         if call.closed:
             return json_error(500, "call_failed", call.close_reason or "the call ended")
         self.calls[call_id] = call
+        self._call_address[call_id] = key
         self.calls_total += 1
         return web.json_response({"sdp": answer.sdp, "type": answer.type, "call_id": call_id})
 
     def _forget(self, call: Call) -> None:
         self.calls.pop(call.call_id, None)
+        self._call_address.pop(call.call_id, None)
 
     async def hang_up(self, request: web.Request) -> web.Response:
         if not self._origin_allowed(request):
@@ -140,20 +231,44 @@ class SignalingServer:
         return web.json_response({"call_id": call.call_id, "closed": True})
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({
-            "ok": True,
-            "calls": len(self.calls),
-            "max_calls": self.config.max_calls,
-            "calls_total": self.calls_total,
-            "backend": self.service.kind,
-        })
+        """Liveness for anyone (status code and `status`); the details need the token."""
+        state = self.state()
+        up = state == "up"
+        body: dict[str, Any] = {"status": "ok" if up else "unavailable"}
+        if self._authorized(request):
+            body.update({
+                "ok": up,
+                "calls": len(self.calls),
+                "max_calls": self.config.max_calls,
+                "calls_total": self.calls_total,
+                "backend": self.service.kind,
+                "backend_state": state,
+                "backend_restarts": self.backend_restarts() if self.backend_restarts else 0,
+                "connections": self.limits.total,
+            })
+        return web.json_response(body, status=200 if up else 503,
+                                 headers={"Cache-Control": "no-store"})
 
     async def client_config(self, request: web.Request) -> web.Response:
-        # Short-lived TURN credentials, minted per request; never a cloud key.
+        """What the page needs to call: ICE servers with TURN credentials minted for this
+        request (never a cloud key). With --token they go only to a valid token; without
+        one the page learns that it must ask for it."""
+        if not self._origin_allowed(request):
+            return json_error(403, "origin_not_allowed", "this origin may not use this server")
+        no_store = {"Cache-Control": "no-store"}  # credentials: no cache may keep them
+        if self.config.token:
+            if self._given_token(request) is None:
+                return web.json_response({"tokenRequired": True}, headers=no_store)
+            if not self._authorized(request):
+                return json_error(401, "unauthorized", "a valid access token is required")
+        user = f"web-{secrets.token_hex(6)}"
+        if self.config.turn_urls:
+            log.info("TURN credentials %s (%d s) for %s", user, self.config.turn_ttl_s,
+                     request.remote)
         return web.json_response({
-            "iceServers": self.ice_servers(),
+            "iceServers": self.ice_servers(user=user),
             "tokenRequired": bool(self.config.token),
-        })
+        }, headers=no_store)
 
     async def index(self, request: web.Request) -> web.StreamResponse:
         # no-cache: a page cached from an older release would load stale modules.
@@ -168,10 +283,17 @@ class SignalingServer:
                                 headers={"Content-Type": "application/x-x509-ca-cert"})
 
     async def static(self, request: web.Request) -> web.StreamResponse:
-        """A file of the web client; anything outside web/ or missing is a JSON 404."""
-        root = self.config.web_dir.resolve()
-        path = (root / request.match_info["path"]).resolve()
-        if not path.is_relative_to(root) or not path.is_file():
+        """A file of the web client; anything outside web/, odd or missing is a JSON 404."""
+        name = request.match_info["path"]
+        if not STATIC_PATH.fullmatch(name):  # NUL, "..", dotfiles, overlong: never looked up
+            return json_error(404, "not_found", "no such file")
+        try:
+            root = self.config.web_dir.resolve()
+            path = (root / name).resolve()
+            found = path.is_relative_to(root) and path.is_file()
+        except (OSError, ValueError):
+            found = False
+        if not found:
             return json_error(404, "not_found", "no such file")
         headers = {"Cache-Control": "no-cache"}
         if path.suffix == ".js":
@@ -225,9 +347,50 @@ def cors(server: SignalingServer) -> Any:
     return middleware
 
 
+def hsts_applies(host: str) -> bool:
+    """Whether HSTS suits this Host: a DNS name, but not localhost or a .local name.
+
+    HSTS binds a name, on every port, to HTTPS: set on `localhost` or `NAME.local`
+    it would break the plain-http sites a developer's machine serves under the same
+    name. Browsers ignore it on IP addresses anyway.
+    """
+    name = host.strip().lower()
+    if name.startswith("["):  # an IPv6 literal, [addr]:port
+        return False
+    if name.count(":") == 1:  # name:port
+        name = name.partition(":")[0]
+    name = name.rstrip(".")
+    if not name or name == "localhost":
+        return False
+    if name.endswith((".localhost", ".local")):
+        return False
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return True
+    return False
+
+
+def security_headers(server: SignalingServer) -> Any:
+    """Headers for every response the app sends (the page, files, JSON)."""
+
+    async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        headers = response.headers
+        headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("Referrer-Policy", "no-referrer")  # ?token= must not leak onward
+        headers.setdefault("X-Frame-Options", "DENY")  # frame-ancestors for older browsers
+        if request.secure and server.config.hsts_max_age_s and hsts_applies(request.host):
+            headers.setdefault("Strict-Transport-Security",
+                               f"max-age={server.config.hsts_max_age_s}")
+
+    return on_response_prepare
+
+
 def create_app(server: SignalingServer) -> web.Application:
-    app = web.Application(middlewares=[cors(server), json_errors],
+    app = web.Application(middlewares=[server.limits.middleware(), cors(server), json_errors],
                           client_max_size=MAX_OFFER_BYTES * 2)
+    app.on_response_prepare.append(security_headers(server))
     app.router.add_post("/offer", server.offer)
     app.router.add_delete("/calls/{call_id}", server.hang_up)
     app.router.add_get("/healthz", server.healthz)

@@ -5,7 +5,14 @@ that coturn checks with `use-auth-secret`: the username is
 `<expiry unix time>:<user>` and the password is base64(HMAC-SHA1(secret,
 username)). The server never stores per-user passwords; whoever knows the
 shared secret can mint short-lived credentials, and coturn rejects them once
-the expiry has passed.
+the expiry has passed. coturn checks the expiry when a relay session is
+created and does not tear down a session already running when it passes, so a
+short lifetime costs a call nothing; the page fetches `/config` afresh for
+each call.
+
+The `<user>` part names who the pair was minted for (a caller's request id, a
+call id): coturn logs it with every allocation, and the operator can match it
+to the signaling server's log.
 """
 
 from __future__ import annotations
@@ -16,9 +23,11 @@ import hmac
 import time
 from collections.abc import Sequence
 
+DEFAULT_TTL_S = 600
+
 
 def turn_credentials(
-    secret: str, ttl_s: int = 3600, user: str = "rtc-agent", now: float | None = None
+    secret: str, ttl_s: int = DEFAULT_TTL_S, user: str = "rtc-agent", now: float | None = None
 ) -> tuple[str, str]:
     """Return (username, password) valid for `ttl_s` seconds from `now`."""
     if not secret:
@@ -42,7 +51,8 @@ def ice_servers(
     ice_server_urls: Sequence[str],
     turn_urls: Sequence[str],
     turn_secret: str | None,
-    ttl_s: int = 3600,
+    ttl_s: int = DEFAULT_TTL_S,
+    user: str = "rtc-agent",
 ) -> list[dict]:
     """Browser-style RTCIceServer dicts: STUN urls as given, TURN urls with fresh credentials.
 
@@ -50,7 +60,8 @@ def ice_servers(
     are TURN urls (`--turn-url`). Every TURN url needs `turn_secret`: a TURN
     server without credentials would only fail the call later, so it fails here.
     All TURN urls share one credential pair, grouped in one entry, as a browser
-    tries each url of an entry with the same username.
+    tries each url of an entry with the same username. `user` goes into the
+    username (see the module's docstring).
     """
     stun: list[str] = []
     turn: list[str] = []
@@ -70,6 +81,6 @@ def ice_servers(
     if turn:
         if not turn_secret:
             raise ValueError("TURN urls need a shared secret (--turn-secret)")
-        username, credential = turn_credentials(turn_secret, ttl_s)
+        username, credential = turn_credentials(turn_secret, ttl_s, user)
         servers.append({"urls": turn, "username": username, "credential": credential})
     return servers

@@ -51,3 +51,52 @@ def test_the_filter_covers_other_libraries_and_tracebacks() -> None:
     text = stream.getvalue()
     assert KEY not in text
     assert text.count(REDACTED) >= 2 and "connect failed" in text
+
+
+async def test_websockets_debug_handshake_logs_carry_no_key(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """The real case: websockets at DEBUG logs the Authorization header of the handshake."""
+    import asyncio
+    import json
+
+    from websockets.asyncio.server import ServerConnection, serve
+
+    from rtc_agent import logs
+    from rtc_agent.protocol import Dialect
+    from rtc_agent.realtime.client import RealtimeClient
+    from rtc_agent.realtime.service import RealtimeService
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(json.dumps({"type": "session.created", "session": {"id": "s"}}))
+        await ws.wait_closed()
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    logs.configure("DEBUG")
+    try:
+        async with serve(handler, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            seen: list[str] = []
+            client = RealtimeClient(
+                RealtimeService("custom", f"ws://127.0.0.1:{port}/v1/realtime?api-key={KEY}",
+                                Dialect.GA, {"Authorization": f"Bearer {AZURE_KEY}"}),
+                on_event=lambda e: seen.append(e["type"]), on_connected=lambda again: None,
+                on_disconnected=lambda reason: None)
+            task = asyncio.create_task(client.run())
+            for _ in range(100):
+                if seen:
+                    break
+                await asyncio.sleep(0.02)
+            await client.close()
+            task.cancel()
+    finally:
+        for handler_ in list(root.handlers):
+            root.removeHandler(handler_)
+        for handler_ in saved[0]:
+            root.addHandler(handler_)
+        root.setLevel(saved[1])
+    err = capfd.readouterr().err
+    assert seen == ["session.created"]
+    assert "Authorization" in err, "websockets logged no handshake: the test proves nothing"
+    assert KEY not in err and AZURE_KEY not in err
+    assert REDACTED in err

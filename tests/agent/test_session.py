@@ -35,6 +35,13 @@ def audio(ms: int) -> str:
     return base64.b64encode(b"\x01\x00" * (24 * ms)).decode()
 
 
+def configured(s: RealtimeSession) -> RealtimeSession:
+    """A session whose session.update the service has acknowledged."""
+    s.start()
+    s.handle_upstream({"type": "session.updated", "session": {}})
+    return s
+
+
 def start_reply(s: RealtimeSession, rid: str = "resp_1", item: str = "item_a") -> list:
     out = s.handle_upstream({"type": "response.created", "response": {"id": rid}})
     out += s.handle_upstream({"type": "response.output_item.added", "response_id": rid,
@@ -167,7 +174,7 @@ def test_no_interruption_when_agent_is_silent() -> None:
 
 
 def test_typed_text_interrupts_and_defers_create_until_cancel_lands() -> None:
-    s = RealtimeSession(Dialect.GA, SessionSettings())
+    s = configured(RealtimeSession(Dialect.GA, SessionSettings()))
     playing_reply(s)
     out = s.on_text("stop, what time is it")
     events = upstream(out)
@@ -182,7 +189,7 @@ def test_typed_text_interrupts_and_defers_create_until_cancel_lands() -> None:
 
 
 def test_typed_text_when_idle_creates_response_at_once() -> None:
-    s = RealtimeSession(Dialect.BETA, SessionSettings())
+    s = configured(RealtimeSession(Dialect.BETA, SessionSettings()))
     events = upstream(s.on_text("hello"))
     assert events[0]["item"]["content"][0]["type"] == "input_text"
     assert events[-1] == {"type": "response.create"}
@@ -373,3 +380,23 @@ def test_late_audio_of_a_finished_response_is_not_played() -> None:
     out = s.handle_upstream({"type": "response.output_audio.delta", "response_id": "resp_0",
                              "item_id": "item_0", "delta": audio(100)})
     assert out == []
+
+
+def test_text_typed_before_the_session_is_configured_waits_for_it() -> None:
+    s = RealtimeSession(Dialect.GA, SessionSettings())
+    s.start()
+    out = s.on_text("hello there")
+    assert upstream(out) == []  # the socket may not even be open yet: nothing is lost
+    assert caller(out)[0]["text"] == "hello there"
+    out = s.on_text("and another")
+    events = upstream(s.handle_upstream({"type": "session.updated", "session": {}}))
+    assert [e["type"] for e in events] == ["conversation.item.create",
+                                           "conversation.item.create", "response.create"]
+    assert [e["item"]["content"][0]["text"] for e in events[:2]] == ["hello there",
+                                                                      "and another"]
+    # The same while a dropped session is being replaced.
+    s.on_disconnected()
+    s.on_reconnected()
+    assert upstream(s.on_text("are you back")) == []
+    events = upstream(s.handle_upstream({"type": "session.updated", "session": {}}))
+    assert [e["type"] for e in events] == ["conversation.item.create", "response.create"]

@@ -87,12 +87,24 @@ async def test_token_origin_capacity_and_hangup(agent: SignalingServer) -> None:
         async with http.delete(f"{base}/calls/{call_id}",
                                headers={"Authorization": "Bearer s3cret"}) as r:
             assert r.status == 200
+        # /healthz: a bare liveness answer for anyone, the details with the token
         async with http.get(f"{base}/healthz") as r:
+            assert (r.status, await r.json()) == (200, {"status": "ok"})
+        async with http.get(f"{base}/healthz",
+                            headers={"Authorization": "bearer s3cret"}) as r:
             health = await r.json()
         assert health["calls"] == 0 and health["backend"] == "offline"
+        assert health["backend_state"] == "up" and health["status"] == "ok"
+        assert health["backend_restarts"] == 0
+        assert agent.backend_state is not None  # serve wired the supervised child in
+        # /config: no ICE servers (TURN credentials) without the token
         async with http.get(f"{base}/config") as r:
             cfg = await r.json()
-        assert cfg == {"iceServers": [], "tokenRequired": True}
+        assert cfg == {"tokenRequired": True}
+        async with http.get(f"{base}/config", headers={"Authorization": "Bearer no"}) as r:
+            assert (r.status, (await r.json())["error"]["code"]) == (401, "unauthorized")
+        async with http.get(f"{base}/config", headers={"Authorization": "BEARER s3cret"}) as r:
+            assert await r.json() == {"iceServers": [], "tokenRequired": True}
         async with http.options(f"{base}/offer", headers={
                 "Origin": "https://app.example",
                 "Access-Control-Request-Method": "POST"}) as r:
@@ -113,6 +125,17 @@ async def test_token_origin_capacity_and_hangup(agent: SignalingServer) -> None:
     await pc2.close()
 
 
+async def test_the_bearer_scheme_is_case_insensitive(agent: SignalingServer) -> None:
+    for scheme in ("bearer", "BEARER", "Bearer", "bEaReR"):
+        status, data, _ = await post(agent, None, raw=b"{nope",
+                                     headers={"Authorization": f"{scheme} s3cret"})
+        assert (status, data["error"]["code"]) == (400, "invalid_json"), scheme
+    for header in ("Basic s3cret", "Bearer", "Bearers3cret", "Token s3cret"):
+        status, data, _ = await post(agent, None, raw=b"{nope",
+                                     headers={"Authorization": header})
+        assert status == 401, header
+
+
 async def test_https_serves_the_local_ca_for_phones(tmp_path) -> None:
     import ssl
 
@@ -129,3 +152,76 @@ async def test_https_serves_the_local_ca_for_phones(tmp_path) -> None:
             assert b"PRIVATE" not in pem
             async with http.get(f"{base}/healthz", ssl=ctx) as r:
                 assert (await r.json())["ok"] is True
+            async with http.get(f"{base}/", ssl=ctx, headers={"Host": "agent.example.org"}) as r:
+                assert r.headers["Strict-Transport-Security"] == "max-age=15552000"
+
+
+# ---------------------------------------------------------------- TURN credentials
+
+
+async def test_config_mints_short_lived_turn_credentials_per_caller() -> None:
+    import time
+
+    from tests.signaling.rawhttp import cloud_server
+
+    async with cloud_server(token="tok", turn_urls=["turn:turn.example:3478"],
+                            turn_secret="shh", allow_origins=["https://app.example"]) as server:
+        base = f"http://127.0.0.1:{server.config.port}"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/config") as r:
+                assert await r.json() == {"tokenRequired": True}  # no credentials
+            async with http.get(f"{base}/config?token=tok",
+                                headers={"Origin": "https://evil.example"}) as r:
+                assert r.status == 403
+            users = []
+            for _ in range(2):
+                async with http.get(f"{base}/config",
+                                    headers={"Authorization": "bearer tok"}) as r:
+                    assert r.headers["Cache-Control"] == "no-store"
+                    turn = (await r.json())["iceServers"][0]
+                assert turn["urls"] == ["turn:turn.example:3478"] and turn["credential"]
+                expiry, user = turn["username"].split(":", 1)
+                assert abs(int(expiry) - (time.time() + 600)) < 5  # 10 minutes by default
+                users.append(user)
+            assert users[0] != users[1] and all(u.startswith("web-") for u in users)
+        server.config.turn_ttl_s = 60
+        servers = server.ice_servers(user="call-x")
+        assert servers[0]["username"].endswith(":call-x")
+        assert int(servers[0]["username"].split(":")[0]) - time.time() < 65
+
+
+# ---------------------------------------------------------------- backend supervision
+
+
+async def test_backend_state_gates_healthz_and_offers() -> None:
+    from tests.signaling.rawhttp import cloud_server
+
+    state = {"now": "up", "restarts": 0}
+    async with cloud_server(token="tok") as server:
+        server.backend_state = lambda: state["now"]
+        server.backend_restarts = lambda: state["restarts"]
+        base = f"http://127.0.0.1:{server.config.port}"
+        auth = {"Authorization": "Bearer tok"}
+        pc, sdp = await offer_sdp()
+        await pc.close()
+        offer = json.dumps({"type": "offer", "sdp": sdp})
+        async with aiohttp.ClientSession() as http:
+            for now, restarts in [("restarting", 1), ("down", 1)]:
+                state.update(now=now, restarts=restarts)
+                async with http.get(f"{base}/healthz") as r:
+                    assert (r.status, await r.json()) == (503, {"status": "unavailable"})
+                async with http.get(f"{base}/healthz", headers=auth) as r:
+                    health = await r.json()
+                assert r.status == 503 and health["backend"] == "custom"
+                assert (health["backend_state"], health["backend_restarts"]) == (now, 1)
+                async with http.post(f"{base}/offer", data=offer, headers=auth) as r:
+                    error = (await r.json())["error"]
+                    assert (r.status, error["code"]) == (503, "backend_unavailable")
+                    assert now in error["message"]
+                    assert int(r.headers["Retry-After"]) > 0
+                assert server.calls == {}
+            state["now"] = "up"
+            async with http.get(f"{base}/healthz", headers=auth) as r:
+                assert r.status == 200 and (await r.json())["backend_state"] == "up"
+            async with http.post(f"{base}/offer", data=offer, headers=auth) as r:
+                assert r.status == 200, await r.text()

@@ -12,6 +12,7 @@ Typical use::
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import secrets
 import shutil
@@ -52,6 +53,7 @@ class Stack:
     turn_secret: str | None = None
     turn_log: Path | None = None
     certs: Any = None  # rtc_agent.signaling.certs.CertPaths when serving HTTPS
+    token: str | None = None  # --token, presented where the server wants it
     extra: dict = field(default_factory=dict)
 
     def url(self, path: str = "/", host: str = "127.0.0.1") -> str:
@@ -61,7 +63,8 @@ class Stack:
         return f"{scheme}://{host}:{self.port}{path}"
 
     def healthz(self) -> dict:
-        return self.ns.get_json(self.url("/healthz"))
+        """The details; with --token they need the token (the bare answer is public)."""
+        return self.ns.get_json(self.url("/healthz"), token=self.token)
 
     def server_log(self) -> str:
         return self.ns.tail(self.server, 20000)
@@ -171,7 +174,8 @@ def stack_factory(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
         cmd += list(args)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = ns.spawn(cmd, tmp_path / f"{server}-{ns.name}.log", env=env)
-        stack = Stack(ns, port, proc, turn_url, turn_secret, turn_log, cert_paths)
+        token = next((b for a, b in itertools.pairwise(args) if a == "--token"), None)
+        stack = Stack(ns, port, proc, turn_url, turn_secret, turn_log, cert_paths, token)
         ns.wait_http(stack.url("/healthz"), proc, timeout_s=60)
         return stack
 
@@ -232,6 +236,24 @@ def question_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
         w.setframerate(rate)
         w.writeframes(padded.tobytes())
     return out
+
+
+# Every Content-Security-Policy violation the page meets, for tests to assert on
+# (init scripts run outside the page's CSP).
+CSP_WATCH = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (e) =>
+  window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`));
+"""
+
+
+def watch_csp(page: Any) -> Any:
+    page.add_init_script(CSP_WATCH)
+    return page
+
+
+def csp_violations(page: Any) -> list[str]:
+    return page.evaluate("window.__cspViolations || []")
 
 
 def artifact_path(name: str) -> Path:

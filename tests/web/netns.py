@@ -164,8 +164,9 @@ class NetNS:
         code, _, body = out.stdout.partition("\n")
         return (int(code) if code.isdigit() else 0), body
 
-    def get_json(self, url: str) -> dict:
-        status, body = self.http("GET", url)
+    def get_json(self, url: str, token: str | None = None) -> dict:
+        headers = [f"Authorization: Bearer {token}"] if token else []
+        status, body = self.http("GET", url, headers=headers)
         if status != 200:
             raise RuntimeError(f"GET {url}: HTTP {status} {body[:200]}")
         return json.loads(body)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.web.conftest import Stack, artifact_path
+from tests.web.conftest import Stack, artifact_path, csp_violations, watch_csp
 from tests.web.test_page import wait_for, wait_ready
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -35,7 +35,7 @@ def final(role: str) -> str:
 
 
 def place_call(stack: Stack, browser_factory, audio: Path, query: str = "?raw=1"):  # type: ignore[no-untyped-def]
-    page = browser_factory(stack, audio=audio).new_page()
+    page = watch_csp(browser_factory(stack, audio=audio).new_page())
     page.on("console", lambda m: print("console:", m.text) if m.type == "error" else None)
     page.goto(stack.url("/" + query))
     wait_ready(page)
@@ -82,6 +82,8 @@ def test_spoken_and_typed_call(stack_factory, browser_factory, question_wav: Pat
     assert page.locator("#chat .msg.user.typed").count() == 1
     print("transcripts:", page.evaluate("rtcAgent.transcripts"))
     page.screenshot(path=str(artifact_path("call-offline-backend.png")), full_page=True)
+    # the page did all of this within its Content-Security-Policy
+    assert csp_violations(page) == []
 
     page.click("#call")  # hang up
     assert wait_calls(stack, 0) == 0
@@ -127,18 +129,38 @@ def test_full_server_turns_the_second_caller_away(
 
 
 def test_token_required(stack_factory, browser_factory, question_wav: Path) -> None:
-    """--token: the page asks for it, a wrong one is refused, ?token= lets the call in."""
-    stack = stack_factory("rtc-agent", args=["--token", "let-me-in"])
-    assert stack.ns.get_json(stack.url("/config"))["tokenRequired"] is True
+    """--token: the page asks for it, a wrong one is refused, and TURN credentials go
+    only to a valid one: the page fetches /config again with the token, so a relay-only
+    call through coturn works once the caller types it in."""
+    stack = stack_factory("rtc-agent", turn=True, args=["--token", "let-me-in"])
+    config = stack.ns.get_json(stack.url("/config"))
+    assert config == {"tokenRequired": True}  # no ICE servers, no TURN credentials
+    assert stack.ns.http("GET", stack.url("/config"), headers=["Authorization: Bearer no"])[0] \
+        == 401
+    assert stack.ns.get_json(stack.url("/healthz")) == {"status": "ok"}  # details need it
     browser = browser_factory(stack, audio=question_wav)
-    page = browser.new_page()
-    page.goto(stack.url("/"))
+    page = watch_csp(browser.new_page())
+    page.goto(stack.url("/?raw=1&relay=1"))
     wait_ready(page)
     assert page.is_visible("#token")
     page.fill("#token", "wrong")
     page.click("#call")
     page.wait_for_selector("#notice[data-kind='auth']", timeout=20000)
+    assert page.evaluate("rtcAgent.connectionState") == "new"  # refused before any peer
     assert stack.healthz()["calls"] == 0
+
+    page.fill("#token", "let-me-in")
+    page.click("#call")
+    wait_for(page, "rtcAgent.connectionState === 'connected'", 30, "connected over the relay")
+    wait_for(page, "rtcAgent.events.some(e => e.type === 'session.ready')", 30, "ready")
+    stats = page.evaluate("rtcAgent.stats()")
+    assert stats["localCandidateType"] == "relay", stats
+    turn = [s for s in page.evaluate("rtcAgent.config.iceServers") if s.get("username")]
+    assert turn and int(turn[0]["username"].split(":")[0]) - time.time() <= 600
+    assert wait_calls(stack, 1) == 1
+    assert csp_violations(page) == []
+    page.click("#call")
+    assert wait_calls(stack, 0) == 0
     page.close()
 
     page = place_call(stack, browser_factory, question_wav, "?raw=1&token=let-me-in")
