@@ -73,7 +73,10 @@ MAX_SESSION_S = {Dialect.GA: 3600, Dialect.BETA: 1800}  # what the cloud allows
 # What one session keeps (defensive bounds; see ItemStore): the agent replays at most
 # its last 100 turns, and an hour-long call then holds what a ten-minute one holds.
 MAX_ITEMS = 1024
-MAX_STORED_AUDIO_MS = 10 * 60_000  # user and reply audio together
+# Audio is kept only for truncation and retrieval of recent items; two minutes
+# (5.8 MB) covers any reply being played. With ten minutes kept, a 15-minute soak
+# of four calls grew the process by 94 MB, still under that cap (docs/benchmarks.md).
+MAX_STORED_AUDIO_MS = 2 * 60_000  # user and reply audio together
 MAX_STORED_TEXT_CHARS = 2_000_000
 
 
