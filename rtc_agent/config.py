@@ -73,6 +73,9 @@ class ServeConfig:
     # Per-address limits skip these networks: loopback is the operator's own tools
     # or a reverse proxy that carries every caller (which must do its own limiting).
     limit_exempt: list[str] = field(default_factory=lambda: list(DEFAULT_LIMIT_EXEMPT))
+    # Reverse proxies whose X-Forwarded-Proto/-Host/-For are believed (none by default):
+    # the client's scheme, host and address then come from those headers.
+    trusted_proxies: list[str] = field(default_factory=list)
     hsts_max_age_s: int = 15_552_000  # 180 days; sent only over HTTPS
 
 
@@ -133,6 +136,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--limit-exempt", action="append", dest="limit_exempt", metavar="CIDR",
       help="network the per-address limits skip (repeatable; default loopback; 'none': no "
            "exemption)")
+    a("--trusted-proxy", action="append", dest="trusted_proxies", metavar="ADDR_OR_CIDR",
+      help="reverse proxy whose X-Forwarded-Proto, -Host and -For are believed (repeatable; "
+           "default none)")
     a("--hsts-max-age-s", type=int,
       help="Strict-Transport-Security max-age under HTTPS (default 15552000; 0: no header)")
     a("--tts", choices=["piper", "espeak"], help="offline backend voice engine")
@@ -237,6 +243,8 @@ def from_args(args: argparse.Namespace) -> ServeConfig:
         max_pending_per_address=int(_pick(args.max_pending_per_address,
                                           "max_pending_per_address", {}, "", 4, int)),
         limit_exempt=_exempt(args.limit_exempt or _env_list("limit_exempt")),
+        trusted_proxies=_networks("--trusted-proxy",
+                                  args.trusted_proxies or _env_list("trusted_proxies")),
         hsts_max_age_s=int(_pick(args.hsts_max_age_s, "hsts_max_age_s", {}, "", 15_552_000,
                                  int)),
     )
@@ -252,6 +260,16 @@ def _exempt(given: list[str]) -> list[str]:
         return []
     for network in given:
         ipaddress.ip_network(network.strip(), strict=False)  # ValueError names the bad one
+    return [g.strip() for g in given]
+
+
+def _networks(flag: str, given: list[str]) -> list[str]:
+    """Addresses or CIDR networks, checked (a ValueError names the flag and the bad one)."""
+    for network in given:
+        try:
+            ipaddress.ip_network(network.strip(), strict=False)
+        except ValueError as exc:
+            raise ValueError(f"{flag}: {exc}") from None
     return [g.strip() for g in given]
 
 

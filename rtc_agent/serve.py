@@ -87,6 +87,9 @@ async def running(cfg: ServeConfig) -> AsyncIterator[SignalingServer]:
         server.scheme = "https" if ssl_context else "http"
         log.info("rtc-agent serving %s://%s:%s with backend %s (%s)", server.scheme, cfg.host,
                  cfg.port, service.kind, service.describe())
+        if cfg.trusted_proxies:
+            log.info("believing X-Forwarded-Proto/-Host/-For from %s (--trusted-proxy)",
+                     ", ".join(cfg.trusted_proxies))
         yield server
     finally:
         if runner is not None:

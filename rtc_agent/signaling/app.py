@@ -4,7 +4,9 @@ Routes: POST /offer, DELETE /calls/{call_id}, GET /healthz, GET /config, and
 the web client from web/ at /. Every error is JSON: {"error": {"code", "message"}}.
 Started by `rtc_agent.serve`, which chooses the Realtime service and listens
 through `limits.GuardedSite`. What one offer may cost is `offer.py`'s business;
-connection caps, the head/idle deadline and per-address rate limits `limits.py`'s.
+connection caps, the head/idle deadline and per-address rate limits `limits.py`'s;
+the scheme, host and client address a trusted reverse proxy forwards `proxy.py`'s
+(handlers see them as `request.scheme`, `.host` and `.remote`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from rtc_agent.signaling.limits import (
     parse_networks,
 )
 from rtc_agent.signaling.offer import MAX_OFFER_BYTES, Refusal, read_body, sdp_refusal
+from rtc_agent.signaling.proxy import middleware as proxy_middleware
+from rtc_agent.signaling.proxy import view as forwarded_view
 from rtc_agent.signaling.turn import ice_servers as build_ice_servers
 from rtc_agent.tools.registry import ToolRegistry
 
@@ -84,14 +88,17 @@ class SignalingServer:
     _answering: dict[str, int] = field(default_factory=dict)  # per address key
     _call_address: dict[str, str] = field(default_factory=dict)  # call id -> address key
     _exempt: list[Any] = field(init=False)  # networks the per-address limits skip
+    proxies: list[Any] = field(init=False)  # --trusted-proxy networks (proxy.py)
 
     def __post_init__(self) -> None:
         cfg = self.config
         self.limits = ConnectionLimits(
             max_total=cfg.max_connections, max_per_address=cfg.max_connections_per_address,
-            head_timeout_s=cfg.header_timeout_s, exempt_networks=cfg.limit_exempt)
+            head_timeout_s=cfg.header_timeout_s, exempt_networks=cfg.limit_exempt,
+            proxy_networks=cfg.trusted_proxies)
         self.offer_limiter = RateLimiter(cfg.offers_per_minute)
         self._exempt = parse_networks(cfg.limit_exempt)
+        self.proxies = parse_networks(cfg.trusted_proxies)
 
     def ice_servers(self, user: str = "rtc-agent") -> list[dict[str, Any]]:
         return build_ice_servers(self.config.ice_servers, self.config.turn_urls,
@@ -118,7 +125,9 @@ class SignalingServer:
         return hmac.compare_digest(given.encode(), token.encode())
 
     def _limited(self, request: web.Request) -> bool:
-        """Whether the per-address limits apply to this caller (see --limit-exempt)."""
+        """Whether the per-address limits apply to this caller (see --limit-exempt).
+
+        `request.remote` is the client a trusted proxy forwards for (proxy.py)."""
         return not exempt(request.remote, self._exempt)
 
     def _pending_from(self, key: str) -> int:
@@ -130,6 +139,8 @@ class SignalingServer:
         return waiting + self._answering.get(key, 0)
 
     def _origin_allowed(self, request: web.Request) -> bool:
+        """Same origin as the page (the scheme and host the client used, which a
+        trusted proxy forwards), or one named by --allow-origin."""
         origin = request.headers.get("Origin")
         if origin is None or origin == f"{request.scheme}://{request.host}":
             return True
@@ -380,7 +391,10 @@ def security_headers(server: SignalingServer) -> Any:
         headers.setdefault("X-Content-Type-Options", "nosniff")
         headers.setdefault("Referrer-Policy", "no-referrer")  # ?token= must not leak onward
         headers.setdefault("X-Frame-Options", "DENY")  # frame-ancestors for older browsers
-        if request.secure and server.config.hsts_max_age_s and hsts_applies(request.host):
+        # The original request (aiohttp prepares responses with it): a trusted
+        # proxy's view of it was kept there by the proxy middleware.
+        seen = forwarded_view(request)
+        if seen.scheme == "https" and server.config.hsts_max_age_s and hsts_applies(seen.host):
             headers.setdefault("Strict-Transport-Security",
                                f"max-age={server.config.hsts_max_age_s}")
 
@@ -388,7 +402,9 @@ def security_headers(server: SignalingServer) -> Any:
 
 
 def create_app(server: SignalingServer) -> web.Application:
-    app = web.Application(middlewares=[server.limits.middleware(), cors(server), json_errors],
+    app = web.Application(middlewares=[server.limits.middleware(),
+                                       proxy_middleware(server.proxies), cors(server),
+                                       json_errors],
                           client_max_size=MAX_OFFER_BYTES * 2)
     app.on_response_prepare.append(security_headers(server))
     app.router.add_post("/offer", server.offer)

@@ -107,17 +107,22 @@ class ConnectionLimits:
     """Open connections in all and per address, and each connection's guard.
 
     `max_total` / `max_per_address` of 0 turn that cap off. Addresses inside
-    `exempt_networks` are not capped per address (they still count in all).
+    `exempt_networks` are not capped per address (they still count in all), nor
+    are trusted proxies (`proxy_networks`): at accept time only the proxy is
+    visible, and it carries every caller behind it. Per-request limits count the
+    client it forwards for (`rtc_agent.signaling.proxy`).
     """
 
     def __init__(self, *, max_total: int = 0, max_per_address: int = 0,
-                 head_timeout_s: float = 10.0, exempt_networks: Iterable[str] = ()) -> None:
+                 head_timeout_s: float = 10.0, exempt_networks: Iterable[str] = (),
+                 proxy_networks: Iterable[str] = ()) -> None:
         if head_timeout_s <= 0:
             raise ValueError("head_timeout_s must be > 0")
         self.max_total = max_total
         self.max_per_address = max_per_address
         self.head_timeout_s = head_timeout_s
         self.exempt_networks = parse_networks(exempt_networks)
+        self.proxy_networks = parse_networks(proxy_networks)
         self.total = 0
         self.refused = 0
         self._per_address: dict[str, int] = {}
@@ -132,7 +137,8 @@ class ConnectionLimits:
         if self.max_total and self.total >= self.max_total:
             return None, (503, "too_many_connections",
                           "the server has too many open connections; try again shortly")
-        key = None if exempt(host, self.exempt_networks) else address_key(host)
+        uncapped = exempt(host, self.exempt_networks) or exempt(host, self.proxy_networks)
+        key = None if uncapped else address_key(host)
         if key is not None and self.max_per_address and \
                 self._per_address.get(key, 0) >= self.max_per_address:
             return None, (429, "too_many_connections",
