@@ -400,29 +400,26 @@ class Conversation:
                                content_index=index, audio_end_ms=end_ms))
         return out
 
-    def _on_conversation_item_delete(self, event: JSON) -> list[Output]:
+    def _named_item(self, event: JSON, action: str) -> Item:
+        """The item an event names by `item_id`, or the service's error for `action`."""
         if "item_id" not in event:
             raise missing("item_id")
         item = self.find(event["item_id"])
         if item is None:
             raise ProtocolError(
-                "item_delete_invalid_item_id",
-                "Error deleting item: the item with id "
+                f"item_{action}_invalid_item_id",
+                f"Error {action.removesuffix('e')}ing item: the item with id "
                 f"'{shown(event['item_id'])}' does not exist.",
             )
+        return item
+
+    def _on_conversation_item_delete(self, event: JSON) -> list[Output]:
+        item = self._named_item(event, "delete")
         self.store.remove(item)
         return [self._event("conversation.item.deleted", item_id=item.id)]
 
     def _on_conversation_item_retrieve(self, event: JSON) -> list[Output]:
-        if "item_id" not in event:
-            raise missing("item_id")
-        item = self.find(event["item_id"])
-        if item is None:
-            raise ProtocolError(
-                "item_retrieve_invalid_item_id",
-                "Error retrieving item: the item with id "
-                f"'{shown(event['item_id'])}' does not exist.",
-            )
+        item = self._named_item(event, "retrieve")
         audio = b64encode(bytes(item.audio)) if item.audio is not None else None
         return [self._event("conversation.item.retrieved",
                             item=item_out(self.dialect, item.data, audio_b64=audio))]
