@@ -235,6 +235,9 @@ class RealtimeSession:
         effects: list[Effect] = []
         if self.active_response_id:
             self._discarded_responses.add(self.active_response_id)
+            # Its response.done will never come: let _retire forget it once its
+            # items are final, or each reconnect would leave an entry behind.
+            self._response_done.add(self.active_response_id)
             self.active_response_id = None
         self._create_after_active = False
         for item in self._items.values():
@@ -245,6 +248,7 @@ class RealtimeSession:
         self._tool_calls.clear()
         self._configured = False
         effects.extend(self._set_state(CallState.RECONNECTING))
+        self._retire()
         return effects
 
     # ------------------------------------------------------------ upstream
