@@ -15,7 +15,6 @@ import base64
 import binascii
 import json
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,17 +63,11 @@ class RecentIds:
         if len(self._ids) > self._limit:
             del self._ids[next(iter(self._ids))]
 
-    def discard(self, key: str) -> None:
-        self._ids.pop(key, None)
-
     def __contains__(self, key: object) -> bool:
         return key in self._ids
 
     def __len__(self) -> int:
         return len(self._ids)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._ids))
 
 
 # ---------------------------------------------------------------- effects
