@@ -54,6 +54,7 @@ MAX_EARLY_MESSAGES = 64  # held until the caller's data channel opens
 # aiortc queues what a data channel sends without limit; a caller that stops
 # reading (its SCTP window closed) must not grow the server's memory.
 MAX_CALLER_BACKLOG_BYTES = 1 << 20
+END_NOTICE_S = 0.2  # an ending's reason goes out this long before the hang-up
 
 
 class Call:
@@ -70,8 +71,12 @@ class Call:
         connect_timeout_s: float = 30.0,
         decode_on_loop: bool = True,
         on_closed: Callable[[Call], None] | None = None,
+        node: str | None = None,
+        worker: str | None = None,
     ) -> None:
         self.call_id = call_id
+        self.node = node
+        self.worker = worker
         self.service = service
         self.created = time.monotonic()
         self._tools = tools
@@ -196,11 +201,7 @@ class Call:
             if not isinstance(exc, UpstreamFailed):
                 log.exception("call %s: upstream crashed", self.call_id)
             log.warning("call %s: upstream failed: %s", self.call_id, exc)
-            self._to_caller(caller.error("upstream_failed",
-                                         f"The agent's service is unavailable: {exc}"))
-            # Let the error reach the caller before the peer goes away.
-            await asyncio.sleep(0.2)
-            await self.close("upstream failed")
+            await self.end("upstream_failed", f"The agent's service is unavailable: {exc}")
 
     def _on_upstream_connected(self, reconnected: bool) -> None:
         if reconnected:
@@ -224,7 +225,8 @@ class Call:
         if self._ready_sent or not self._session_configured or self._channel is None:
             return
         self._ready_sent = True
-        self._to_caller(caller.session_ready(self.call_id, self.service.kind))
+        self._to_caller(caller.session_ready(self.call_id, self.service.kind,
+                                             node=self.node, worker=self.worker))
         self._to_caller(caller.state_changed(self.session.state))
 
     # ------------------------------------------------------------ effects
@@ -298,6 +300,16 @@ class Call:
             self._apply(self.session.on_text(message["text"]))
 
     # ------------------------------------------------------------ teardown
+
+    async def end(self, code: str, message: str) -> None:
+        """End the call from the server's side, telling the caller why first."""
+        if self._closing:
+            await self._closed.wait()
+            return
+        self._to_caller(caller.error(code, message))
+        # Let the error reach the caller before the peer goes away.
+        await asyncio.sleep(END_NOTICE_S)
+        await self.close(message)
 
     async def close(self, reason: str = "hung up") -> None:
         """Free everything the call holds; safe to call more than once."""

@@ -12,11 +12,14 @@ import argparse
 import ipaddress
 import json
 import os
+import secrets
+import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rtc_agent.ice import parse_port_range
 from rtc_agent.realtime.settings import SessionSettings, TurnDetection
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +80,16 @@ class ServeConfig:
     # the client's scheme, host and address then come from those headers.
     trusted_proxies: list[str] = field(default_factory=list)
     hsts_max_age_s: int = 15_552_000  # 180 days; sent only over HTTPS
+    # Scale-out (docs/deployment.md, "Many workers, many nodes").
+    workers: int = 1  # worker processes of this node; from_args resolves "auto"
+    node_id: str = ""  # from_args picks "<hostname>-<random>" when not given
+    redis_url: str | None = None
+    cluster_secret: str | None = None  # authenticates forwarding between workers
+    internal_host: str = "127.0.0.1"  # where workers take forwarded requests
+    internal_port: int = 0  # worker i listens on internal_port + i (0: any free port)
+    public_address: str | None = None  # announced in ICE instead of the local address
+    udp_ports: tuple[int, int] | None = None  # media ports, split between the workers
+    drain_timeout_s: float = 600.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,6 +157,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--tts", choices=["piper", "espeak"], help="offline backend voice engine")
     a("--decode-thread", action="store_true", default=None,
       help="decode caller audio on aiortc's per-call thread (for A/B benchmarks)")
+    a("--workers", help="worker processes, each with its own event loop: a number, or "
+                         "'auto' for the cores this process may use (default auto)")
+    a("--node-id", help="this node's name in /healthz and the cluster (default: the host "
+                        "name and a random suffix)")
+    a("--redis-url", help="redis://host:port/db of the cluster registry (many nodes); "
+                          "needs --cluster-secret")
+    a("--cluster-secret", help="shared secret that authenticates requests forwarded between "
+                               "workers and nodes (default: random, for one node)")
+    a("--internal-host", help="address workers listen on for forwarded requests; other "
+                              "nodes must reach it under --redis-url (default 127.0.0.1)")
+    a("--internal-port", type=int, help="first internal port: worker i listens on PORT+i "
+                                        "(default 0: any free port)")
+    a("--public-address", help="address ICE announces instead of the local one, for a node "
+                               "behind 1:1 NAT (cloud VMs)")
+    a("--udp-ports", metavar="LOW-HIGH", help="UDP ports for media (host candidates), split "
+                                             "between the workers (default: any)")
+    a("--drain-timeout", type=float, dest="drain_timeout_s",
+      help="on SIGTERM, seconds current calls may go on before they are ended (default 600)")
     a("--log-level", default=os.environ.get("RTC_AGENT_LOG_LEVEL", "INFO"))
 
 
@@ -247,9 +278,51 @@ def from_args(args: argparse.Namespace) -> ServeConfig:
                                   args.trusted_proxies or _env_list("trusted_proxies")),
         hsts_max_age_s=int(_pick(args.hsts_max_age_s, "hsts_max_age_s", {}, "", 15_552_000,
                                  int)),
+        workers=_workers(_pick(getattr(args, "workers", None), "workers", {}, "", "auto")),
+        node_id=_pick(getattr(args, "node_id", None), "node_id", {}, "", "") or _node_id(),
+        redis_url=_pick(getattr(args, "redis_url", None), "redis_url", {}, "", None),
+        cluster_secret=_pick(getattr(args, "cluster_secret", None), "cluster_secret", {}, "",
+                             None),
+        internal_host=_pick(getattr(args, "internal_host", None), "internal_host", {}, "",
+                            "127.0.0.1"),
+        internal_port=int(_pick(getattr(args, "internal_port", None), "internal_port", {}, "",
+                                0, int)),
+        public_address=_pick(getattr(args, "public_address", None), "public_address", {}, "",
+                             None),
+        udp_ports=_udp_ports(_pick(getattr(args, "udp_ports", None), "udp_ports", {}, "",
+                                   None)),
+        drain_timeout_s=float(_pick(getattr(args, "drain_timeout_s", None), "drain_timeout",
+                                    {}, "", 600.0, float)),
     )
     _check_limits(cfg)
     return cfg
+
+
+def _workers(value: Any) -> int:
+    """A number of workers, or "auto": the cores this process may run on."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+    try:
+        count = int(text)
+    except ValueError:
+        raise ValueError(f"--workers: expected a number or 'auto', got {value!r}") from None
+    if count < 1:
+        raise ValueError("--workers must be >= 1")
+    return count
+
+
+def _node_id() -> str:
+    """A name unique enough for a cluster: the host's, and a suffix per run."""
+    return f"{socket.gethostname() or 'node'}-{secrets.token_hex(3)}"
+
+
+def _udp_ports(value: str | None) -> tuple[int, int] | None:
+    try:
+        return parse_port_range(value) if value else None
+    except ValueError as exc:
+        raise ValueError(f"--udp-ports: {exc}") from None
 
 
 def _exempt(given: list[str]) -> list[str]:
@@ -276,6 +349,18 @@ def _networks(flag: str, given: list[str]) -> list[str]:
 def _check_limits(cfg: ServeConfig) -> None:
     if cfg.max_calls < 0:
         raise ValueError("--max-calls must be >= 0")
+    if cfg.redis_url and not cfg.cluster_secret:
+        raise ValueError("--redis-url needs --cluster-secret (the same on every node)")
+    if cfg.redis_url and cfg.internal_host in ("0.0.0.0", "::", ""):
+        raise ValueError("--internal-host must be an address other nodes can reach under "
+                         "--redis-url, not a wildcard")
+    if cfg.drain_timeout_s < 0:
+        raise ValueError("--drain-timeout must be >= 0")
+    if cfg.udp_ports is not None:
+        size = cfg.udp_ports[1] - cfg.udp_ports[0] + 1
+        if size < cfg.workers:
+            raise ValueError(f"--udp-ports: {size} ports cannot be split between "
+                             f"{cfg.workers} workers")
     if cfg.turn_ttl_s <= 0:
         raise ValueError("--turn-ttl-s must be > 0")
     if cfg.header_timeout_s <= 0 or cfg.body_timeout_s <= 0:

@@ -44,8 +44,15 @@ class CallState(StrEnum):
 # ---------------------------------------------------------------- server -> caller
 
 
-def session_ready(call_id: str, backend: str) -> ServerMessage:
-    return {"type": "session.ready", "call_id": call_id, "backend": backend}
+def session_ready(call_id: str, backend: str, *, node: str | None = None,
+                  worker: str | None = None) -> ServerMessage:
+    """The call is ready; `node` and `worker` name the process that holds it."""
+    message: ServerMessage = {"type": "session.ready", "call_id": call_id, "backend": backend}
+    if node is not None:
+        message["node"] = node
+    if worker is not None:
+        message["worker"] = worker
+    return message
 
 
 def state_changed(state: CallState) -> ServerMessage:

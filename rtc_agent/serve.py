@@ -1,8 +1,15 @@
 """`rtc-agent serve`: choose the Realtime service, start the signaling server, run.
 
-The composition root: with no cloud service configured it starts the offline
-Realtime server as a child process (`rtc_agent.offline.process`), then serves
-`rtc_agent.signaling.app` over HTTP or HTTPS until SIGINT/SIGTERM.
+The composition root. With `--workers 1` one process does everything: with no
+cloud service configured it starts the offline Realtime server as a child
+(`rtc_agent.offline.process`), then serves `rtc_agent.signaling.app` over HTTP
+or HTTPS. With more workers, `rtc_agent.cluster.supervisor` runs the node and
+starts each worker as `python -m rtc_agent.serve`, which lands in `worker_main`
+here and serves the same app on the node's shared socket.
+
+Stopping: the first SIGTERM/SIGINT drains (no new calls; current ones go on until
+they end or --drain-timeout passes, then end with `server_shutdown`); a second
+ends at once.
 """
 
 from __future__ import annotations
@@ -11,23 +18,37 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
-from collections.abc import AsyncIterator
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
 from rtc_agent import config as config_module
 from rtc_agent import logs
+from rtc_agent.cluster.forward import Forwarder
+from rtc_agent.cluster.membership import Membership
+from rtc_agent.cluster.node_table import NodeTable
+from rtc_agent.cluster.registry import RedisRegistry
+from rtc_agent.cluster.supervisor import NodeSupervisor, WorkerSpec, read_spec
 from rtc_agent.config import ServeConfig
-from rtc_agent.ice import restrict_host_addresses
+from rtc_agent.ice import (
+    announce_public_address,
+    restrict_host_addresses,
+    restrict_udp_ports,
+    split_port_range,
+)
+from rtc_agent.lifeline import set_parent_death_signal, watch_parent
 from rtc_agent.offline.process import OfflineProcess
 from rtc_agent.realtime.service import offline_service, service_from_settings
-from rtc_agent.signaling.app import SignalingServer, create_app
+from rtc_agent.signaling.app import SignalingServer, create_app, create_internal_app
 from rtc_agent.signaling.limits import GuardedSite
 from rtc_agent.tools.registry import ToolRegistry
 from rtc_agent.tools.search import search_tool
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("rtc_agent.serve")  # also when run as __main__ (a worker)
 
 LINGERING_S = 2.0
 
@@ -42,27 +63,74 @@ def build_tools(cfg: ServeConfig) -> ToolRegistry:
     return tools
 
 
-@contextlib.asynccontextmanager
-async def running(cfg: ServeConfig) -> AsyncIterator[SignalingServer]:
-    """Start the Realtime service (a child process when offline) and the HTTP site.
+def share(total: int, parts: int, index: int) -> int:
+    """Worker `index`'s share of `total` (calls): even, the first ones one larger."""
+    return total // parts + (1 if index < total % parts else 0)
 
-    With `cfg.port == 0` the chosen port is written back into `cfg.port`.
-    """
+
+def _configure_ice(cfg: ServeConfig, index: int, workers: int) -> None:
     if cfg.ice_addresses:
         restrict_host_addresses(cfg.ice_addresses)
+    if cfg.udp_ports is not None:
+        restrict_udp_ports(split_port_range(cfg.udp_ports, workers, index))
+    if cfg.public_address:
+        announce_public_address(cfg.public_address)
+
+
+@contextlib.asynccontextmanager
+async def running(cfg: ServeConfig, spec: WorkerSpec | None = None
+                  ) -> AsyncIterator[SignalingServer]:
+    """Start the Realtime service (a child process when offline, unless the node's
+    supervisor runs it) and the HTTP site; as worker `spec.index` of a node, on the
+    node's shared socket. With `cfg.port == 0` the chosen port is written back."""
+    index, workers = (spec.index, spec.workers) if spec else (0, 1)
+    _configure_ice(cfg, index, workers)
+    table = NodeTable(spec.table_fd, spec.workers) if spec else None
     child: OfflineProcess | None = None
+    backend_state: Callable[[], str] | None = None
+    backend_restarts: Callable[[], int] | None = None
     service = service_from_settings(realtime_url=cfg.realtime_url, model=cfg.model,
                                     beta=cfg.realtime_beta)
-    if service is None:
+    if service is None and spec is not None and spec.offline_url and table is not None:
+        node_table = table  # the supervisor runs the backend and reports its state here
+        service = offline_service(spec.offline_url)
+        backend_state = lambda: str(node_table.node().get("backend_state", "up"))  # noqa: E731
+        backend_restarts = lambda: int(node_table.node().get("backend_restarts", 0))  # noqa: E731
+    elif service is None:
         child = OfflineProcess(["--tts", cfg.tts, *cfg.offline_args])
         service = offline_service(await child.start())
-    runner: web.AppRunner | None = None
+        offline = child
+        backend_state = lambda: offline.state  # noqa: E731
+        backend_restarts = lambda: offline.restarts  # noqa: E731
+    registry = RedisRegistry(cfg.redis_url) if cfg.redis_url else None
+    runners: list[web.AppRunner] = []
+    server: SignalingServer | None = None
+    reporting: asyncio.Task[None] | None = None
     try:
         server = SignalingServer(cfg, service, build_tools(cfg))
-        if child is not None:  # supervised: /healthz and /offer follow its state
-            offline = child
-            server.backend_state = lambda: offline.state
-            server.backend_restarts = lambda: offline.restarts
+        server.backend_state, server.backend_restarts = backend_state, backend_restarts
+        internal_url = ""
+        clustered = registry is not None or workers > 1
+        if clustered:
+            assert cfg.cluster_secret, "a node's workers share a secret (the supervisor's)"
+            internal = web.AppRunner(create_internal_app(server, cfg.cluster_secret),
+                                     access_log=None)
+            await internal.setup()
+            runners.append(internal)
+            if spec is not None:
+                isock = socket.socket(fileno=os.dup(spec.internal_fd))
+                isite: web.BaseSite = web.SockSite(internal, isock)
+            else:
+                isite = web.TCPSite(internal, cfg.internal_host, cfg.internal_port)
+            await isite.start()
+            host, port = internal.addresses[0][:2]
+            internal_url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+            server.forwarder = Forwarder(cfg.cluster_secret)
+        server.membership = Membership(
+            node=cfg.node_id or "local", index=index, url=internal_url,
+            capacity=share(cfg.max_calls, workers, index),
+            load=lambda: len(server.calls) + server.pending, calls=server.calls.keys,
+            calls_total=lambda: server.calls_total, table=table, registry=registry)
         ssl_context = None
         if cfg.https or cfg.cert:
             from rtc_agent.signaling.certs import ensure_certs, https_context
@@ -79,48 +147,121 @@ async def running(cfg: ServeConfig) -> AsyncIterator[SignalingServer]:
                                keepalive_timeout=cfg.header_timeout_s,
                                lingering_time=LINGERING_S)
         await runner.setup()
+        runners.append(runner)
+        sock = socket.socket(fileno=os.dup(spec.listen_fd)) if spec else None
         site = GuardedSite(runner, cfg.host, cfg.port, limits=server.limits,
-                           ssl_context=ssl_context)
+                           ssl_context=ssl_context, sock=sock)
         await site.start()
         if cfg.port == 0:
             cfg.port = runner.addresses[0][1]
         server.scheme = "https" if ssl_context else "http"
-        log.info("rtc-agent serving %s://%s:%s with backend %s (%s)", server.scheme, cfg.host,
-                 cfg.port, service.kind, service.describe())
+        reporting = asyncio.create_task(server.membership.run(), name="membership")
+        log.info("worker %s serving %s://%s:%s with backend %s (%s)", server.membership.id,
+                 server.scheme, cfg.host, cfg.port, service.kind, service.describe())
         if cfg.trusted_proxies:
             log.info("believing X-Forwarded-Proto/-Host/-For from %s (--trusted-proxy)",
                      ", ".join(cfg.trusted_proxies))
         yield server
     finally:
-        if runner is not None:
-            await runner.cleanup()
+        if reporting is not None:
+            reporting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporting
+        if server is not None:
+            await server.membership.leave()
+        for each in reversed(runners):
+            await each.cleanup()  # the public app's shutdown ends the calls still going
+        if server is not None and server.forwarder is not None:
+            await server.forwarder.close()
+        if registry is not None:
+            await registry.close()
+        if table is not None:
+            table.close()
         if child is not None:
             await child.stop()
 
 
-async def serve(cfg: ServeConfig, stop: asyncio.Event | None = None) -> None:
-    """Run until `stop` is set (or SIGINT/SIGTERM)."""
+async def serve(cfg: ServeConfig, stop: asyncio.Event | None = None,
+                spec: WorkerSpec | None = None) -> None:
+    """Run until `stop` is set (at once) or a signal (drain first; see the docstring)."""
     stop = stop or asyncio.Event()
+    drain = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        (stop if drain.is_set() else drain).set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    async with running(cfg) as server:
-        print(f"rtc-agent listening on {server.scheme}://{cfg.host}:{cfg.port} "
-              f"(backend: {server.service.kind})", flush=True)
-        await stop.wait()
+            loop.add_signal_handler(sig, on_signal)
+    async with running(cfg, spec) as server:
+        if spec is None:
+            print(f"rtc-agent listening on {server.scheme}://{cfg.host}:{cfg.port} "
+                  f"(backend: {server.service.kind})", flush=True)
+        await _first(stop.wait(), drain.wait())
+        if drain.is_set() and not stop.is_set():
+            log.info("worker %s draining: %d calls may go on for up to %.0f s",
+                     server.membership.id, len(server.calls), cfg.drain_timeout_s)
+            server.start_draining()
+            await _first(stop.wait(), server.drained.wait(),
+                         asyncio.sleep(cfg.drain_timeout_s))
+            if server.calls:
+                log.info("worker %s ending %d calls", server.membership.id, len(server.calls))
+
+
+async def _first(*aws: object) -> None:
+    """Wait until the first of these finishes; cancel the others."""
+    tasks = [asyncio.ensure_future(a) for a in aws]  # type: ignore[call-overload]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        # uvloop carries measurably more calls per core (see docs/benchmarks.md).
+        import uvloop
+
+        return uvloop.new_event_loop
+    except ImportError:
+        return None
 
 
 def run(args: argparse.Namespace) -> int:
     logs.configure(getattr(args, "log_level", "INFO"))
     cfg = config_module.from_args(args)
-    try:
-        # uvloop carries measurably more calls per core (see docs/benchmarks.md).
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:
-        loop_factory = None
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        if cfg.workers > 1:
+            return runner.run(NodeSupervisor(cfg).run())
         runner.run(serve(cfg))
     return 0
+
+
+def worker_main(argv: list[str] | None = None) -> int:
+    """A worker process of `serve --workers N` (started by the supervisor, not by people)."""
+    parser = argparse.ArgumentParser(prog="rtc-agent worker")
+    parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument("--parent-death-signal", action="store_true")
+    args = parser.parse_args(argv)
+    if args.parent_death_signal:
+        set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != args.parent_pid:  # the supervisor died before the signal was armed
+        return 1
+    spec = read_spec(0)
+    logs.configure(os.environ.get("RTC_AGENT_LOG_LEVEL", "INFO"))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides (see its docstring)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        watch_parent(args.parent_pid, stop, asyncio.get_running_loop())
+        await serve(spec.config, stop, spec)
+
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(main())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main())

@@ -27,6 +27,7 @@ class WorkerLoad:
     draining: bool = False
     cpu: float = 0.0  # cores used over the last second (1.0 = one core busy)
     updated: float = 0.0  # time.time() of the report
+    calls_total: int = 0  # calls it has taken since it started
 
     @property
     def full(self) -> bool:
@@ -52,7 +53,8 @@ class WorkerLoad:
                 id=_str(data["id"]), node=_str(data["node"]), index=_int(data["index"]),
                 pid=_int(data["pid"]), url=_str(data["url"]), calls=_int(data["calls"]),
                 capacity=_int(data["capacity"]), draining=bool(data.get("draining", False)),
-                cpu=_float(data.get("cpu", 0.0)), updated=_float(data.get("updated", 0.0)))
+                cpu=_float(data.get("cpu", 0.0)), updated=_float(data.get("updated", 0.0)),
+                calls_total=_int(data.get("calls_total", 0)))
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not a worker report: {exc}") from None
         return load

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import ctypes
 import logging
 import os
 import signal
 import socket
 import sys
-import threading
-import time
 
 from rtc_agent import logs
+from rtc_agent.lifeline import set_parent_death_signal, watch_parent
 from rtc_agent.offline.driver import Limits
 from rtc_agent.offline.server import (
     IDLE_TIMEOUT_S,
@@ -31,8 +28,6 @@ from rtc_agent.offline.server import (
 
 log = logging.getLogger(__name__)
 
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-EXIT_GRACE_S = 3.0  # after the parent is gone, a clean shutdown gets this long
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -85,38 +80,6 @@ def config_from_args(args: argparse.Namespace) -> OfflineServerConfig:
         max_session_s=args.max_session_s, idle_timeout_s=args.idle_timeout_s,
         compression=not args.no_compression,
     )
-
-
-def set_parent_death_signal(sig: int) -> bool:
-    """Ask Linux to send sig when the parent goes (prctl PR_SET_PDEATHSIG).
-
-    The kernel ties this to the parent *thread* that forked: the supervisor only asks
-    for it when it spawns from its main thread (asyncio forks on the loop's thread).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    libc = ctypes.CDLL(None, use_errno=True)
-    return int(libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)) == 0
-
-
-def watch_parent(parent_pid: int, stop: asyncio.Event, loop: asyncio.AbstractEventLoop) -> None:
-    """Stop when stdin, a pipe whose other end only the parent holds, reaches EOF.
-
-    That happens whatever killed the parent and whichever thread started us. Then
-    shut down cleanly, or exit hard after EXIT_GRACE_S.
-    """
-
-    def wait_for_eof() -> None:
-        with contextlib.suppress(OSError):
-            while os.read(0, 4096):
-                pass
-        log.warning("parent %s is gone: stopping", parent_pid)
-        with contextlib.suppress(RuntimeError):  # the loop may have closed already
-            loop.call_soon_threadsafe(stop.set)
-        time.sleep(EXIT_GRACE_S)
-        os._exit(1)
-
-    threading.Thread(target=wait_for_eof, name="parent-watch", daemon=True).start()
 
 
 async def serve_forever(args: argparse.Namespace) -> None:

@@ -28,7 +28,16 @@ from aiohttp import web
 from aiortc import RTCSessionDescription
 
 from rtc_agent.call import Call
+from rtc_agent.cluster.forward import (
+    CLIENT_HEADER,
+    SECRET_HEADER,
+    Forwarder,
+    ForwardFailed,
+    authentic,
+)
+from rtc_agent.cluster.membership import Membership
 from rtc_agent.config import ServeConfig
+from rtc_agent.ice import PortRangeExhausted
 from rtc_agent.realtime.service import RealtimeService
 from rtc_agent.signaling.limits import (
     ConnectionLimits,
@@ -46,6 +55,7 @@ from rtc_agent.tools.registry import ToolRegistry
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 5
+MAX_PLACEMENT_TRIES = 4  # workers asked for one offer before answering 503
 BACKEND_RETRY_AFTER_S = 10  # the offline backend restarts in a few seconds
 
 # The page loads only its own modules and stylesheet; its scripts set styles
@@ -89,6 +99,10 @@ class SignalingServer:
     _call_address: dict[str, str] = field(default_factory=dict)  # call id -> address key
     _exempt: list[Any] = field(init=False)  # networks the per-address limits skip
     proxies: list[Any] = field(init=False)  # --trusted-proxy networks (proxy.py)
+    # This worker's place in its node and cluster; a lone process is a node of one.
+    membership: Membership = None  # type: ignore[assignment]  # set in __post_init__
+    forwarder: Forwarder | None = None  # None: no other worker to forward to
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -99,6 +113,11 @@ class SignalingServer:
         self.offer_limiter = RateLimiter(cfg.offers_per_minute)
         self._exempt = parse_networks(cfg.limit_exempt)
         self.proxies = parse_networks(cfg.trusted_proxies)
+        if self.membership is None:
+            self.membership = Membership(
+                node=cfg.node_id or "local", index=0, url="", capacity=cfg.max_calls,
+                load=lambda: len(self.calls) + self.pending, calls=self.calls.keys,
+                calls_total=lambda: self.calls_total)
 
     def ice_servers(self, user: str = "rtc-agent") -> list[dict[str, Any]]:
         return build_ice_servers(self.config.ice_servers, self.config.turn_urls,
@@ -186,16 +205,75 @@ class SignalingServer:
         refusal = sdp_refusal(sdp)  # before aiortc parses it: bounds what one offer costs
         if refusal is not None:
             return json_error(refusal.status, refusal.code, refusal.message)
-        if len(self.calls) + self.pending >= self.config.max_calls:
-            return json_error(503, "at_capacity", "the server is at capacity; try again shortly",
-                              **{"Retry-After": str(RETRY_AFTER_S)})
         cap = self.config.max_pending_per_address
         if limited and cap and self._pending_from(key) >= cap:
             return json_error(429, "too_many_pending",
                               "too many calls from your address are still connecting",
                               **{"Retry-After": str(RETRY_AFTER_S)})
-        self.pending += 1
         self._answering[key] = self._answering.get(key, 0) + 1
+        try:
+            return await self._place(request, body, sdp, key)
+        finally:
+            left = self._answering.get(key, 1) - 1
+            if left > 0:
+                self._answering[key] = left
+            else:
+                self._answering.pop(key, None)
+
+    async def _place(self, request: web.Request, body: bytes, sdp: str,
+                     key: str) -> web.Response:
+        """Answer here, or on the least-loaded worker of the node (or cluster) that will.
+
+        A worker refusing for want of room (503) is skipped and the next one tried, so
+        the caller gets 503 only when every worker is full or draining.
+        """
+        membership = self.membership
+        tried: set[str] = set()
+        refused: web.Response | None = None
+        for _ in range(MAX_PLACEMENT_TRIES):
+            candidates = await membership.candidates(exclude=tried)
+            if not candidates:
+                break
+            target = candidates[0]
+            tried.add(target.id)
+            if target.id == membership.id:
+                response = await self._answer_here(sdp, key, request.remote)
+                if response.status != 503:
+                    return response
+                refused = response
+                continue
+            if self.forwarder is None:
+                continue
+            membership.placed(target.id)
+            try:
+                forwarded = await self.forwarder.send("POST", f"{target.url}/offer",
+                                                      client=request.remote, body=body)
+            except ForwardFailed as exc:
+                log.warning("offer not placed on %s: %s", target.id, exc)
+                continue
+            response = web.Response(status=forwarded.status, body=forwarded.body,
+                                    headers=forwarded.headers)
+            if forwarded.status != 503:
+                return response
+            refused = response
+        if refused is not None:
+            return refused
+        if membership.node_draining():
+            return json_error(503, "draining", "the server is shutting down; try again shortly",
+                              **{"Retry-After": str(RETRY_AFTER_S)})
+        return json_error(503, "at_capacity", "the server is at capacity; try again shortly",
+                          **{"Retry-After": str(RETRY_AFTER_S)})
+
+    async def _answer_here(self, sdp: str, key: str, remote: str | None) -> web.Response:
+        """Take the call on this worker, if it has room."""
+        if self.membership.draining:
+            return json_error(503, "draining", "this worker is shutting down",
+                              **{"Retry-After": str(RETRY_AFTER_S)})
+        if len(self.calls) + self.pending >= self.membership.capacity:
+            return json_error(503, "at_capacity", "the server is at capacity; try again shortly",
+                              **{"Retry-After": str(RETRY_AFTER_S)})
+        self.pending += 1
+        self.membership.publish()
         call_id = secrets.token_urlsafe(9)
         call = Call(
             call_id,
@@ -206,59 +284,112 @@ class SignalingServer:
             connect_timeout_s=self.config.connect_timeout_s,
             decode_on_loop=self.config.decode_on_loop,
             on_closed=self._forget,
+            node=self.membership.node,
+            worker=self.membership.id,
         )
         try:
             answer = await call.answer(RTCSessionDescription(sdp=sdp, type="offer"))
+        except PortRangeExhausted as exc:
+            await call.close("no media port")
+            log.warning("offer refused: %s", exc)
+            return json_error(503, "no_media_ports", "no UDP port is free for the call's media",
+                              **{"Retry-After": str(RETRY_AFTER_S)})
         except Exception as exc:  # aiortc's SDP parser raises many kinds
             await call.close("bad offer")
             return json_error(400, "invalid_sdp", f"cannot use this offer: {exc}"[:300])
         finally:
             self.pending -= 1
-            left = self._answering.get(key, 1) - 1
-            if left > 0:
-                self._answering[key] = left
-            else:
-                self._answering.pop(key, None)
         if call.closed:
             return json_error(500, "call_failed", call.close_reason or "the call ended")
         self.calls[call_id] = call
         self._call_address[call_id] = key
         self.calls_total += 1
+        self.membership.call_started(call_id)
+        log.info("call %s placed on %s for %s", call_id, self.membership.id, remote)
         return web.json_response({"sdp": answer.sdp, "type": answer.type, "call_id": call_id})
 
     def _forget(self, call: Call) -> None:
-        self.calls.pop(call.call_id, None)
+        if self.calls.pop(call.call_id, None) is not None:
+            self.membership.call_ended(call.call_id)
         self._call_address.pop(call.call_id, None)
+        if not self.calls and self.membership.draining:
+            self.drained.set()
 
     async def hang_up(self, request: web.Request) -> web.Response:
         if not self._origin_allowed(request):
             return json_error(403, "origin_not_allowed", "this origin may not manage calls")
         if not self._authorized(request):
             return json_error(401, "unauthorized", "a valid access token is required")
-        call = self.calls.get(request.match_info["call_id"])
+        call_id = request.match_info["call_id"]
+        if call_id in self.calls:
+            return await self._hang_up_here(call_id)
+        return await self._to_owner(request, call_id)
+
+    async def _hang_up_here(self, call_id: str) -> web.Response:
+        call = self.calls.get(call_id)
         if call is None:
             return json_error(404, "no_such_call", "no call with that id")
         await call.close("hung up by the caller")
         return web.json_response({"call_id": call.call_id, "closed": True})
 
+    async def _to_owner(self, request: web.Request, call_id: str) -> web.Response:
+        """Pass a request about a call held by another worker on to it (404: nobody has it)."""
+        if self.forwarder is not None and STATIC_PATH.fullmatch(call_id):
+            body = await request.read() if request.can_read_body else None
+            for worker in await self.membership.owners(call_id):
+                try:
+                    forwarded = await self.forwarder.send(
+                        request.method, f"{worker.url}{request.rel_url.path}",
+                        client=request.remote, body=body)
+                except ForwardFailed as exc:
+                    log.warning("cannot reach %s for call %s: %s", worker.id, call_id, exc)
+                    continue
+                if forwarded.status != 404:
+                    return web.Response(status=forwarded.status, body=forwarded.body,
+                                        headers=forwarded.headers)
+        return json_error(404, "no_such_call", "no call with that id")
+
     async def healthz(self, request: web.Request) -> web.Response:
-        """Liveness for anyone (status code and `status`); the details need the token."""
+        """Liveness for anyone (status code and `status`); the details need the token.
+
+        `status` is "ok", "draining" (a node shutting down: a load balancer should send
+        it nothing new) or "unavailable" (its speech backend is down)."""
         state = self.state()
         up = state == "up"
-        body: dict[str, Any] = {"status": "ok" if up else "unavailable"}
+        draining = self.membership.node_draining()
+        status = "unavailable" if not up else "draining" if draining else "ok"
+        body: dict[str, Any] = {"status": status}
         if self._authorized(request):
+            node = await self.membership.health()
             body.update({
-                "ok": up,
-                "calls": len(self.calls),
+                "ok": status == "ok",
+                **node,
                 "max_calls": self.config.max_calls,
-                "calls_total": self.calls_total,
                 "backend": self.service.kind,
                 "backend_state": state,
                 "backend_restarts": self.backend_restarts() if self.backend_restarts else 0,
                 "connections": self.limits.total,
             })
-        return web.json_response(body, status=200 if up else 503,
+        return web.json_response(body, status=200 if status == "ok" else 503,
                                  headers={"Cache-Control": "no-store"})
+
+    # ------------------------------------------------------------ internal routes
+
+    async def internal_offer(self, request: web.Request) -> web.Response:
+        """An offer another worker placed here, already vetted and admitted there."""
+        try:
+            body = await read_body(request, MAX_OFFER_BYTES, self.config.body_timeout_s)
+            data = json.loads(body)
+        except (Refusal, ValueError, RecursionError):
+            return json_error(400, "invalid_offer", "expected a JSON offer")
+        sdp = data.get("sdp") if isinstance(data, dict) else None
+        if not isinstance(sdp, str) or sdp_refusal(sdp) is not None:
+            return json_error(400, "invalid_sdp", "expected a vetted offer")
+        client = request.headers.get(CLIENT_HEADER)
+        return await self._answer_here(sdp, address_key(client), client)
+
+    async def internal_hang_up(self, request: web.Request) -> web.Response:
+        return await self._hang_up_here(request.match_info["call_id"])
 
     async def client_config(self, request: web.Request) -> web.Response:
         """What the page needs to call: ICE servers with TURN credentials minted for this
@@ -313,7 +444,15 @@ class SignalingServer:
         return web.FileResponse(path, headers=headers)
 
     async def close_all(self) -> None:
-        await asyncio.gather(*(c.close("server shutting down") for c in list(self.calls.values())))
+        """End every call, telling each caller why first (`server_shutdown`)."""
+        await asyncio.gather(*(c.end("server_shutdown", "The server is shutting down.")
+                               for c in list(self.calls.values())))
+
+    def start_draining(self) -> None:
+        """Take no new calls here; `drained` is set once the last call has ended."""
+        self.membership.start_draining()
+        if not self.calls:
+            self.drained.set()
 
 
 @web.middleware
@@ -419,4 +558,22 @@ def create_app(server: SignalingServer) -> web.Application:
         await server.close_all()
 
     app.on_shutdown.append(on_shutdown)
+    return app
+
+
+def create_internal_app(server: SignalingServer, secret: str) -> web.Application:
+    """The routes other workers forward to; nothing without the cluster secret."""
+
+    @web.middleware
+    async def cluster_only(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if not authentic(request.headers.get(SECRET_HEADER), secret):
+            return json_error(403, "forbidden", "internal address: cluster members only")
+        return await handler(request)
+
+    app = web.Application(middlewares=[cluster_only, json_errors],
+                          client_max_size=MAX_OFFER_BYTES * 2)
+    app.router.add_post("/offer", server.internal_offer)
+    app.router.add_delete("/calls/{call_id}", server.internal_hang_up)
     return app

@@ -20,6 +20,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import socket
 import ssl
 import time
 from asyncio import sslproto
@@ -381,15 +382,19 @@ class ConnectionGuard(asyncio.Protocol):
 
 
 class GuardedSite(web.BaseSite):
-    """A TCP site (like `web.TCPSite`) whose connections go through `ConnectionGuard`."""
+    """A TCP site (like `web.TCPSite`) whose connections go through `ConnectionGuard`.
+
+    Given `sock` (a node's shared listening socket), it accepts from that instead of
+    binding `host:port`."""
 
     def __init__(self, runner: web.BaseRunner, host: str | None, port: int, *,
                  limits: ConnectionLimits, ssl_context: ssl.SSLContext | None = None,
-                 backlog: int = 128) -> None:
+                 backlog: int = 128, sock: socket.socket | None = None) -> None:
         super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
         self._host = host
         self._port = port
         self._limits = limits
+        self._sock = sock
 
     @property
     def name(self) -> str:
@@ -401,9 +406,15 @@ class GuardedSite(web.BaseSite):
         factory = self._runner.server
         assert factory is not None
         limits, ssl_context = self._limits, self._ssl_context
-        self._server = await asyncio.get_running_loop().create_server(
-            lambda: ConnectionGuard(limits, factory, ssl_context),
-            self._host, self._port, backlog=self._backlog)
+        loop = asyncio.get_running_loop()
+        if self._sock is not None:
+            self._server = await loop.create_server(
+                lambda: ConnectionGuard(limits, factory, ssl_context), sock=self._sock,
+                backlog=self._backlog)
+        else:
+            self._server = await loop.create_server(
+                lambda: ConnectionGuard(limits, factory, ssl_context),
+                self._host, self._port, backlog=self._backlog)
 
     async def stop(self) -> None:
         await super().stop()

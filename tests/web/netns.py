@@ -218,6 +218,44 @@ class NetNS:
         return path
 
 
+def create_split() -> tuple[NetNS, NetNS]:
+    """Two namespaces joined by one veth pair: the first keeps rtca0 (`server_ip`),
+    the second gets rtca1 (`peer_ip`).
+
+    Inside one namespace both addresses are local and traffic between them
+    never crosses the link; across two, a packet from the peer enters the
+    first namespace through its netfilter hooks, as from another host (a NAT
+    in front of the server can then be emulated there). Delete the second
+    before the first.
+    """
+    ns = NetNS.create()
+    peer = NetNS(name=f"{ns.name}p", subnet=ns.subnet)
+    try:
+        _run("ip", "netns", "add", peer.name)
+        _run("ip", "netns", "exec", peer.name, "sysctl", "-qw",
+             "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+        _run("ip", "-n", peer.name, "link", "set", "lo", "up")
+        _run("ip", "-n", ns.name, "link", "set", "rtca1", "netns", peer.name)
+        _run("ip", "-n", peer.name, "addr", "add", f"{peer.peer_ip}/24", "dev", "rtca1")
+        _run("ip", "-n", peer.name, "link", "set", "rtca1", "up")
+    except Exception:
+        peer.delete()
+        ns.delete()
+        raise
+    return ns, peer
+
+
+@contextlib.contextmanager
+def split_netns() -> Iterator[tuple[NetNS, NetNS]]:
+    """`create_split`, deleted afterwards."""
+    ns, peer = create_split()
+    try:
+        yield ns, peer
+    finally:
+        peer.delete()
+        ns.delete()
+
+
 @contextlib.contextmanager
 def netns() -> Iterator[NetNS]:
     ns = NetNS.create()
