@@ -55,6 +55,7 @@ from rtc_agent.tools.registry import ToolRegistry
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 5
+VIA_HEADER = "X-Rtc-Agent-Via"
 MAX_PLACEMENT_TRIES = 4  # workers asked for one offer before answering 503
 BACKEND_RETRY_AFTER_S = 10  # the offline backend restarts in a few seconds
 
@@ -345,8 +346,11 @@ class SignalingServer:
                     log.warning("cannot reach %s for call %s: %s", worker.id, call_id, exc)
                     continue
                 if forwarded.status != 404:
+                    # Which worker passed it on: an operator (and a test) can tell a
+                    # forwarded request from one its owner received.
                     return web.Response(status=forwarded.status, body=forwarded.body,
-                                        headers=forwarded.headers)
+                                        headers={**forwarded.headers,
+                                                 VIA_HEADER: self.membership.id})
         return json_error(404, "no_such_call", "no call with that id")
 
     async def healthz(self, request: web.Request) -> web.Response:
