@@ -132,8 +132,11 @@ class Membership:
 
     # ------------------------------------------------------------ placement
 
-    async def candidates(self, exclude: Collection[str] = ()) -> list[WorkerLoad]:
-        """Workers that may take a call, best first."""
+    async def candidates(self, exclude: Collection[str] = (), *,
+                         full: bool = False) -> list[WorkerLoad]:
+        """Workers that may take a call, best first. With `full`, also those whose last
+        report said they were full: a report can be a second old, and a worker that was
+        full then may have room now (it refuses otherwise)."""
         workers = await self.cluster_workers()
         if workers is None:
             workers = self.node_workers()
@@ -150,6 +153,9 @@ class Membership:
             adjusted.append(worker)
         for stale in [k for k, v in self._placed.items() if not v]:
             del self._placed[stale]
+        if full:
+            adjusted = [dataclasses.replace(w, calls=min(w.calls, w.capacity - 1))
+                        for w in adjusted if w.capacity > 0]
         return ranked(adjusted, exclude=exclude)
 
     def placed(self, worker_id: str) -> None:

@@ -256,7 +256,7 @@ class RedisRegistry:
                 existed = await self._publish(load, force=True)
                 outages = self._outages
                 if not existed or outages != synced_outages or started >= next_refresh:
-                    await self._record(calls(), load.id, force=True)
+                    await self._record(_valid_ids(calls()), load.id, force=True)
                     synced_outages, next_refresh = outages, started + self._call_refresh_s
             except RegistryUnavailable:
                 pass  # `_call` logged the outage (once) and set the state
@@ -368,6 +368,14 @@ def _describe(exc: BaseException) -> str:
 def _check_id(value: str) -> None:
     if not value or len(value.encode()) > MAX_ID_BYTES:
         raise ValueError(f"an id must be 1 to {MAX_ID_BYTES} bytes")
+
+
+def _valid_ids(ids: Iterable[str]) -> list[str]:
+    """The ids that can be keys; one bad id must not stop the heartbeat."""
+    valid = [i for i in ids if i and len(i.encode()) <= MAX_ID_BYTES]
+    if isinstance(ids, Collection) and len(valid) != len(ids):
+        log.debug("cluster registry: %d call ids too long to record", len(ids) - len(valid))
+    return valid
 
 
 def _wrong_type(result: Any) -> bool:

@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 5
 VIA_HEADER = "X-Rtc-Agent-Via"
-MAX_PLACEMENT_TRIES = 4  # workers asked for one offer before answering 503
+MAX_PLACEMENT_TRIES = 8  # workers asked for one offer before answering 503
 BACKEND_RETRY_AFTER_S = 10  # the offline backend restarts in a few seconds
 
 # The page loads only its own modules and stylesheet; its scripts set styles
@@ -232,7 +232,8 @@ class SignalingServer:
         tried: set[str] = set()
         refused: web.Response | None = None
         for _ in range(MAX_PLACEMENT_TRIES):
-            candidates = await membership.candidates(exclude=tried)
+            candidates = (await membership.candidates(exclude=tried)
+                          or await membership.candidates(exclude=tried, full=True))
             if not candidates:
                 break
             target = candidates[0]

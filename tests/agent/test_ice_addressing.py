@@ -209,7 +209,7 @@ async def test_a_call_in_a_port_range_connects_and_frees_its_ports() -> None:
         assert bindable(ports) != list(range(ports[0], ports[1] + 1))  # really bound there
         channel = caller.events  # type: ignore[attr-defined]
         got: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        channel.on("message", lambda m: got.done() or got.set_result(m))
+        channel.on("message", lambda m: None if got.done() else got.set_result(m))
         channel.on("open", lambda: channel.send("hello"))
         await caller.setRemoteDescription(server.localDescription)
         async with asyncio.timeout(15):
@@ -402,6 +402,7 @@ async def test_answer_announces_the_public_address_only() -> None:
         assert "127.0.0.1" not in sdp  # neither in a candidate nor in the c= line
         assert f"c=IN IP4 {PUBLIC}" in sdp
         # same ports as the sockets aioice bound, which stay on the local address
+        assert server.sctp is not None
         gatherer = server.sctp.transport.transport.iceGatherer
         local = gatherer._connection.local_candidates
         assert {p for _, p, _ in sent} == {c.port for c in local}
@@ -443,8 +444,8 @@ def test_public_address_rewrites_its_family_and_related_addresses() -> None:
                    ("srflx", "198.51.100.1", 40000, PUBLIC),
                    ("relay", "198.51.100.2", 50000, "198.51.100.1")]
     announce_public_address("2001:db8::99")
-    got = [(c.type, c.ip) for c in RTCIceGatherer.getLocalCandidates(gatherer)]
-    assert got[:2] == [("host", "10.0.0.5"), ("host", "2001:db8::99")]
+    hosts = [(c.type, c.ip) for c in RTCIceGatherer.getLocalCandidates(gatherer)][:2]
+    assert hosts == [("host", "10.0.0.5"), ("host", "2001:db8::99")]
 
 
 # ------------------------------------------------------------ through a real 1:1 NAT

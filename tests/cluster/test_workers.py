@@ -32,7 +32,12 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
 async def place(url: str, count: int) -> list[ScriptedCaller]:
     """`count` calls placed at once; each is connected and has its `session.ready`."""
     callers = [ScriptedCaller(url) for _ in range(count)]
-    await asyncio.gather(*(c.connect(timeout=READY_S) for c in callers))
+    results = await asyncio.gather(*(c.connect(timeout=READY_S) for c in callers),
+                                   return_exceptions=True)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        await hang_up(callers)
+        raise failed[0]
     return callers
 
 
