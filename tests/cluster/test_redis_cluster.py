@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rtc_agent.loadtest.caller import CallFailed, ScriptedCaller
+from rtc_agent.loadtest.caller import CallFailed
 from tests.cluster.nodes import SECRET, Node, http
 from tests.cluster.redis_server import RedisServer
 from tests.cluster.test_workers import hang_up, place, ready, spoken_turn

@@ -207,9 +207,10 @@ async def test_sigterm_drains_then_exits_zero(tmp_path: Path) -> None:
         callers = await place(node.url, 2)
         node.signal(signal.SIGTERM)
         deadline = time.monotonic() + 5
-        while node.health()[1].get("status") != "draining" and time.monotonic() < deadline:
+        while (health := node.health())[1].get("status") != "draining":
+            assert time.monotonic() < deadline, health
             await asyncio.sleep(0.1)
-        status, body = node.health()
+        status, body = health
         assert status == 503 and body["status"] == "draining"
         with pytest.raises(CallFailed) as refused:
             await place(node.url, 1)
