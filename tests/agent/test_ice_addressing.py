@@ -282,7 +282,9 @@ async def test_exhausted_range_fails_set_local_description_and_leaks_nothing() -
 
 
 async def test_a_connection_closed_while_gathering_keeps_no_port() -> None:
-    """aioice's close() only closes the sockets it already knows of."""
+    """A call hung up while its answer is gathering keeps no port: aioice's close()
+    closes only the sockets it already knows of, so the adapter closes what it bound
+    after that."""
     ports = free_range(2)
     restrict_udp_ports(ports)
     conn = aioice.ice.Connection(ice_controlling=True)

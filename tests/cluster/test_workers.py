@@ -258,3 +258,56 @@ async def test_a_second_signal_ends_at_once(tmp_path: Path) -> None:
         await hang_up(callers)
     finally:
         node.stop()
+
+
+# ---------------------------------------------------------------- media ports
+
+
+def _free_udp_range(size: int) -> int:
+    """The first port of `size` consecutive UDP ports free on loopback a moment ago."""
+    import random
+    import socket
+
+    for _ in range(50):
+        low = random.randrange(40000, 60000 - size)
+        sockets = []
+        try:
+            for port in range(low, low + size):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return low
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError("no free UDP range")
+
+
+async def test_udp_ports_split_between_workers_and_a_full_range_is_503(tmp_path: Path) -> None:
+    low = _free_udp_range(10)
+    node = Node(tmp_path, "u", workers=2, max_calls=20,
+                args=("--udp-ports", f"{low}-{low + 9}")).start()
+    callers: list[ScriptedCaller] = []
+    try:
+        callers = await place(node.url, 10)
+        shares = {"u/0": range(low, low + 5), "u/1": range(low + 5, low + 10)}
+        for caller in callers:
+            assert caller.pc is not None and caller.pc.remoteDescription is not None
+            ports = [int(line.split()[5]) for line in
+                     caller.pc.remoteDescription.sdp.splitlines()
+                     if line.startswith("a=candidate:")]
+            assert ports and all(p in shares[ready(caller)["worker"]] for p in ports), (
+                ports, ready(caller)["worker"], low)
+        with pytest.raises(CallFailed) as refused:
+            await place(node.url, 1)
+        assert refused.value.kind == "http_5xx"
+        assert "503 no_media_ports" in refused.value.detail
+        assert "Retry-After" in refused.value.detail
+        # a port freed by a hang-up is used again
+        await callers.pop().hangup()
+        callers += await place(node.url, 1)
+    finally:
+        await hang_up(callers)
+        node.stop()
