@@ -354,6 +354,12 @@ def _check_limits(cfg: ServeConfig) -> None:
     if cfg.redis_url and cfg.internal_host in ("0.0.0.0", "::", ""):
         raise ValueError("--internal-host must be an address other nodes can reach under "
                          "--redis-url, not a wildcard")
+    if cfg.public_address:
+        try:
+            ipaddress.ip_address(cfg.public_address)
+        except ValueError:
+            raise ValueError(f"--public-address: {cfg.public_address!r} is not an IP "
+                             "address") from None
     if cfg.drain_timeout_s < 0:
         raise ValueError("--drain-timeout must be >= 0")
     if cfg.udp_ports is not None:
