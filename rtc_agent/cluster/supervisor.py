@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 RESTART_BACKOFF_S = (0.1, 0.5, 1.0, 2.0)  # capped: a dead worker is back within 2 s
 STABLE_S = 30.0  # a worker that lived this long restarts with the shortest delay again
 READY_TIMEOUT_S = 60.0
+MAX_START_FAILURES = 5  # a worker dying before it ever served, this often: give up
 KILL_AFTER_S = 10.0  # after the second signal, workers that still run are killed
 _LENGTH = struct.Struct("<I")
 
@@ -100,10 +101,10 @@ class NodeSupervisor:
         self._stopping = False
         self._signals = 0
         self.restarts = 0
+        self.failed = False
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        done = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._on_signal)
@@ -120,17 +121,18 @@ class NodeSupervisor:
                                      beta=cfg.realtime_beta) is None:
                 self._offline = OfflineProcess(["--tts", cfg.tts, *cfg.offline_args])
                 self._offline_url = await self._offline.start()
-            watchers = [asyncio.create_task(self._keep(i, done)) for i in range(self.count)]
+            watchers = [asyncio.create_task(self._keep(i)) for i in range(self.count)]
             backend = asyncio.create_task(self._report_backend())
             await self._wait_ready()
-            scheme = "https" if cfg.https or cfg.cert else "http"
-            print(f"rtc-agent listening on {scheme}://{cfg.host}:{port} "
-                  f"({self.count} workers, node {cfg.node_id})", flush=True)
+            if not self._stopping:
+                scheme = "https" if cfg.https or cfg.cert else "http"
+                print(f"rtc-agent listening on {scheme}://{cfg.host}:{port} "
+                      f"({self.count} workers, node {cfg.node_id})", flush=True)
             await asyncio.gather(*watchers)
             backend.cancel()
         finally:
             await self._shutdown()
-        return 0
+        return 1 if self.failed else 0
 
     # ------------------------------------------------------------ workers
 
@@ -155,7 +157,7 @@ class NodeSupervisor:
         log.info("worker %d started (pid %d)", index, proc.pid)
         return proc
 
-    async def _keep(self, index: int, done: asyncio.Event) -> None:
+    async def _keep(self, index: int) -> None:
         """Run worker `index` until the node stops, starting it again when it dies."""
         loop = asyncio.get_running_loop()
         failures = 0
@@ -165,11 +167,22 @@ class NodeSupervisor:
             code = await proc.wait()
             if proc.stdin is not None:
                 proc.stdin.close()
+            served = self.table.worker(index) is not None  # it got as far as reporting
             self.table.clear(index)
             if self._stopping:
                 log.info("worker %d (pid %d) exited with %s", index, proc.pid, code)
                 return
             failures = 1 if loop.time() - started >= STABLE_S else failures + 1
+            if not served and failures > MAX_START_FAILURES:
+                # A worker that cannot even start (a bad certificate, a broken install)
+                # would only fail again: stop the node and say so.
+                log.error("worker %d failed to start %d times in a row (exit status %s): "
+                          "stopping the node", index, failures - 1, code)
+                self.failed = True
+                self._stopping = True
+                self.table.set_node(draining=True)
+                self._signal_workers()
+                return
             delay = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S)) - 1]
             log.warning("worker %d (pid %d) exited with %s: restarting in %.1f s",
                         index, proc.pid, code, delay)
@@ -183,7 +196,8 @@ class NodeSupervisor:
         """Until every worker has reported once (or READY_TIMEOUT_S)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + READY_TIMEOUT_S
-        while len(self.table.live()) < self.count and loop.time() < deadline:  # noqa: ASYNC110
+        while (len(self.table.live()) < self.count and loop.time() < deadline  # noqa: ASYNC110
+               and not self._stopping):
             await asyncio.sleep(0.05)  # the table is shared memory: nothing to wait on
 
     async def _report_backend(self) -> None:

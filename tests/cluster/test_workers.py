@@ -311,3 +311,20 @@ async def test_udp_ports_split_between_workers_and_a_full_range_is_503(tmp_path:
     finally:
         await hang_up(callers)
         node.stop()
+
+
+def test_a_worker_that_cannot_start_stops_the_node(tmp_path: Path) -> None:
+    """Not a restart loop forever: a clear error and exit status 1."""
+    import subprocess
+    import sys
+
+    from tests.cluster.nodes import ROOT, offline_env
+
+    missing = tmp_path / "missing.pem"
+    done = subprocess.run(
+        [sys.executable, "-m", "rtc_agent.cli", "serve", "--workers", "2", "--port", "0",
+         "--ice-address", "127.0.0.1", "--cert", str(missing), "--key", str(missing)],
+        capture_output=True, text=True, timeout=120, env=offline_env(), cwd=ROOT)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "failed to start 5 times in a row" in done.stderr
+    assert "rtc-agent listening" not in done.stdout
