@@ -1,0 +1,835 @@
+"""Scale-out of `rtc-agent serve`: CPU per call per worker, and the cost of forwarding an offer.
+
+One command, one run, same machine; everything it starts is stopped at the end (also on
+Ctrl-C, SIGTERM or an error).
+
+1. CPU per call per worker, `--workers 2` against `--workers 1`, at the same calls per
+   worker (`--calls-per-worker n`, default 8):
+   config A = one node `serve --workers 1` with n calls; config B = one node
+   `serve --workers 2` with 2n calls. Run A, B, A, B (`--rounds 2`), each on a freshly
+   started node, to show the run-to-run spread. `--max-calls` is the node's and split
+   evenly between its workers, so it is set to (n + 2) per worker.
+   The callers (`rtc-agent loadtest`, spread over `--caller-procs` processes, default 2)
+   talk in a loop: a piper-spoken "what is twelve times seven" (tests/speech.py
+   `speak_wav`), wait for the reply, let it play, pause 5 s. They run under
+   `nice -n 19`, and the node's offline backend (one child per node, found as the child
+   of the node process that is not a worker) is reniced to `--backend-nice` (default 10,
+   every thread), so the workers win the 2 cores whenever they compete. Nothing is pinned:
+   with two workers on a 2-core machine there is no core to spare for the rest.
+   Every 0.5 s the script reads /healthz (each worker's pid and calls) and /proc:
+   utime + stime of each worker, the supervisor, the backend, every caller process and
+   the whole machine's busy time. The window starts 1 s after /healthz first lists all
+   the calls and lasts `--window` seconds (default 40; shorter if a call ends early, which
+   is reported). Per worker: CPU % of a core over the window / its calls = CPU % per call
+   per worker. B/A is that figure (all of a config's worker CPU over all its calls) of B
+   over A, per round and over all rounds (target: <= 1.1).
+   "Holds": every call connected and received >= 49 frames/s with its received stream
+   lagging its own schedule by < 100 ms (p95), as in bench/call_cost.py.
+2. Offer-to-answer time through a forwarding node vs direct (`--offers`, default 60 per
+   path): a redis-server (loopback, no persistence) and two nodes on it, each
+   `--workers 1`; node A has `--max-calls 0`, so it forwards every offer to node B.
+   One real aiortc offer (audio transceiver + "events" data channel, host candidates
+   restricted to 127.0.0.1) is POSTed again and again, alternating direct to B and via A
+   (after `--warmup` untimed offers per path); the time is POST -> 200 answer body read,
+   on a fresh connection each time. Each call's owner is read from Redis
+   (`rtc-agent:call:<id>`), then the call is hung up with DELETE /calls/{id} on the node
+   it was posted to (which must answer 200). At the end node B's /healthz `calls_total`
+   must equal the number of offers and node A's must be 0.
+
+Reproduce (about 6 minutes with the defaults):
+
+    .venv/bin/python bench/workers.py --json bench/results/workers.json
+
+A short check (about 3 minutes):
+
+    .venv/bin/python bench/workers.py --calls-per-worker 4 --window 15 --offers 20 \
+        --json /tmp/workers-short.json
+
+Server logs, loadtest JSON and the per-run figures stay in `--work-dir` (printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.*, tests.*
+
+from bench.call_cost import (
+    CLK_TCK,
+    PROMPT_TEXT,
+    PY,
+    ROOT,
+    cpu_seconds,
+    free_port,
+    machine_busy_seconds,
+    offline_env,
+    thread_cpu_seconds,
+)
+from rtc_agent.loadtest.metrics import summarize
+
+SAMPLE_S = 0.5
+SETTLE_S = 1.0  # after the last call is up, before the window opens
+PAUSE_S = 5.0  # callers: silence between a reply and the next prompt
+CORES = os.cpu_count() or 1
+
+
+class Stop(Exception):
+    """SIGTERM to this script: unwind and stop everything, as on Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Stop(f"signal {signum}")
+
+
+# ------------------------------------------------------------------ processes
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of pid (every thread's)."""
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children(p)
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def renice_all_threads(pid: int, nice: int) -> int:
+    """Linux nice values are per thread: set every current thread of pid; how many."""
+    done = 0
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, int(task.name), nice)
+                done += 1
+    return done
+
+
+def http_json(method: str, url: str, body: bytes | None = None,
+              timeout: float = 5.0) -> tuple[int, dict[str, Any], dict[str, str]]:
+    request = urllib.request.Request(url, data=body, method=method)
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            raw, status, headers = resp.read(), resp.status, dict(resp.headers)
+    except urllib.error.HTTPError as err:
+        raw, status, headers = err.read(), err.code, dict(err.headers)
+    try:
+        parsed = json.loads(raw) if raw else {}
+    except ValueError:
+        parsed = {"raw": raw[:200].decode(errors="replace")}
+    return status, parsed, headers
+
+
+def health(url: str) -> dict[str, Any]:
+    try:
+        return http_json("GET", f"{url}/healthz", timeout=3)[1]
+    except OSError:
+        return {}
+
+
+class ServeNode:
+    """`rtc-agent serve` on a free loopback port, in its own session, logging to a file.
+
+    Stopping: SIGTERM twice (drain, then end every call at once), SIGKILL after 20 s;
+    then any worker or backend of it still alive is killed by PID (they exit with their
+    supervisor by themselves; this is the belt to those braces)."""
+
+    def __init__(self, work: Path, name: str, workers: int, max_calls: int,
+                 extra: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.workers = workers
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = work / f"serve-{name}.log"
+        self.cmd = [PY, "-m", "rtc_agent.cli", "serve", "--host", "127.0.0.1",
+                    "--port", str(self.port), "--ice-address", "127.0.0.1",
+                    "--workers", str(workers), "--max-calls", str(max_calls),
+                    "--node-id", name, "--log-level", "WARNING", *extra]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.worker_pids: list[int] = []
+        self.backend_pid: int | None = None
+        self.started_s = 0.0
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 120.0) -> dict[str, Any]:
+        t0 = time.monotonic()
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=offline_env(),
+                                         cwd=ROOT, start_new_session=True)
+        deadline = t0 + timeout
+        body: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"node {self.name} exited {self.proc.returncode}:\n"
+                                   f"{self.tail()}")
+            body = health(self.url)
+            workers = body.get("workers") or []
+            if (body.get("ok") and body.get("backend_state") == "up"
+                    and len(workers) == self.workers):
+                self.worker_pids = [int(w["pid"]) for w in workers]
+                others = [p for p in children(self.pid) if p not in self.worker_pids]
+                self.backend_pid = others[0] if len(others) == 1 else None
+                self.started_s = time.monotonic() - t0
+                return body
+            time.sleep(0.3)
+        raise RuntimeError(f"node {self.name} not ready after {timeout} s ({body}):\n"
+                           f"{self.tail()}")
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        mine = set(self.worker_pids) | ({self.backend_pid} if self.backend_pid else set())
+        mine |= set(descendants(proc.pid)) - {proc.pid}
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.2)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        deadline = time.monotonic() + 5
+        while any(alive(p) for p in mine) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for p in mine:
+            if alive(p) and "rtc_agent" in cmdline(p):
+                with contextlib.suppress(OSError):
+                    os.kill(p, signal.SIGKILL)
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def log_findings(self, limit: int = 12) -> dict[str, Any]:
+        """Warnings, errors and tracebacks in the node's log."""
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return {"lines": 0, "notable": []}
+        notable = [ln for ln in text.splitlines()
+                   if re.search(r"WARNING|ERROR|CRITICAL|Traceback|Exception", ln)]
+        return {"lines": len(text.splitlines()), "count": len(notable),
+                "notable": notable[:limit]}
+
+
+@contextlib.contextmanager
+def running(node: ServeNode) -> Iterator[ServeNode]:
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """A child started with start_new_session: its process group is its pid."""
+    if proc.poll() is None:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+    with contextlib.suppress(OSError):  # runner processes left in the group
+        os.killpg(proc.pid, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.wait()
+
+
+# ------------------------------------------------------------------ 1. CPU per call
+
+
+@dataclass
+class Sample:
+    t: float
+    calls: int
+    worker_calls: dict[int, int]  # pid -> calls, from /healthz
+    worker_cpu_field: dict[int, float]  # pid -> /healthz "cpu" (cores, last second)
+    cpu: dict[str, float]  # name -> CPU seconds
+    callers: dict[int, float]  # caller pid -> CPU seconds
+
+
+@dataclass
+class CpuRun:
+    label: str
+    round: int
+    workers: int
+    calls: int
+    node: dict[str, Any] = field(default_factory=dict)
+    window: dict[str, Any] = field(default_factory=dict)
+    per_worker: list[dict[str, Any]] = field(default_factory=list)
+    processes_pct: dict[str, float] = field(default_factory=dict)
+    media: dict[str, Any] = field(default_factory=dict)
+    log: dict[str, Any] = field(default_factory=dict)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def cpu_per_call_pct(self) -> float | None:
+        """All of the node's worker CPU over all its calls (% of a core per call)."""
+        cpu = sum(w["cpu_pct"] for w in self.per_worker)
+        calls = sum(w["calls"] for w in self.per_worker)
+        return cpu / calls if self.per_worker and calls else None
+
+
+def sample(node: ServeNode, loadtest_pid: int) -> Sample:
+    h = health(node.url)
+    workers = h.get("workers") or []
+    cpu: dict[str, float] = {"machine": machine_busy_seconds()}
+    for w in workers:
+        pid = int(w["pid"])
+        with contextlib.suppress(OSError):
+            cpu[f"worker:{pid}"] = cpu_seconds(pid)
+            main, other = thread_cpu_seconds(pid)
+            cpu[f"worker_main:{pid}"], cpu[f"worker_threads:{pid}"] = main, other
+    if node.workers > 1:
+        with contextlib.suppress(OSError):
+            cpu["supervisor"] = cpu_seconds(node.pid)
+    if node.backend_pid:
+        with contextlib.suppress(OSError):
+            cpu["backend"] = cpu_seconds(node.backend_pid)
+    callers: dict[int, float] = {}
+    for pid in descendants(loadtest_pid):
+        with contextlib.suppress(OSError):
+            callers[pid] = cpu_seconds(pid)
+    return Sample(time.monotonic(), int(h.get("calls", -1)),
+                  {int(w["pid"]): int(w["calls"]) for w in workers},
+                  {int(w["pid"]): float(w.get("cpu", 0.0)) for w in workers}, cpu, callers)
+
+
+def run_cpu(label: str, rnd: int, workers: int, per_worker: int, args: argparse.Namespace,
+            prompt: Path, work: Path) -> CpuRun:
+    calls = workers * per_worker
+    run = CpuRun(label, rnd, workers, calls)
+    node = ServeNode(work, f"{label.lower()}{rnd}", workers, (per_worker + 2) * workers)
+    with running(node):
+        body = node.start()
+        reniced = 0
+        if node.backend_pid and args.backend_nice:
+            reniced = renice_all_threads(node.backend_pid, args.backend_nice)
+        run.node = {"name": node.name, "pid": node.pid, "workers": node.worker_pids,
+                    "backend_pid": node.backend_pid, "backend_threads_reniced": reniced,
+                    "start_s": round(node.started_s, 2), "capacity": body.get("capacity"),
+                    "worker_capacity": [w["capacity"] for w in body["workers"]]}
+        out = work / f"loadtest-{node.name}.json"
+        ramp = min(5.0, calls * 0.15)
+        # the window opens once every call is up (process start 3 s + ramp + connect);
+        # no turn starts after `duration`, so that must cover the window with room to spare
+        duration = 3.0 + ramp + 6.0 + SETTLE_S + args.window
+        procs = max(1, min(args.caller_procs, calls))
+        cmd = ["nice", "-n", str(args.caller_nice), PY, "-m", "rtc_agent.cli", "loadtest",
+               "--url", node.url, "--calls", str(calls), "--ramp", str(ramp),
+               "--duration", str(duration), "--prompts", str(prompt), "--json", str(out),
+               "--pause", str(PAUSE_S), "--turn-timeout", "15", "--procs", str(procs)]
+        with (work / f"loadtest-{node.name}.log").open("wb") as lt_log:
+            lt = subprocess.Popen(cmd, stdout=lt_log, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, env=offline_env(), cwd=ROOT,
+                                  start_new_session=True)
+        samples: list[Sample] = []
+        try:
+            hard = time.monotonic() + duration + 90
+            while lt.poll() is None and time.monotonic() < hard:
+                samples.append(sample(node, lt.pid))
+                time.sleep(SAMPLE_S)
+        finally:
+            stop_group(lt)
+        run.log = node.log_findings()
+    run.samples = [{"t": round(s.t - samples[0].t, 2), "calls": s.calls,
+                    "worker_calls": s.worker_calls, "worker_cpu_field": s.worker_cpu_field,
+                    "cpu": {k: round(v, 3) for k, v in s.cpu.items()},
+                    "callers": round(sum(s.callers.values()), 3)} for s in samples]
+    _window(run, samples, args.window)
+    doc = json.loads(out.read_text()) if out.exists() else None
+    run.media = _media(doc, calls, lt.returncode)
+    return run
+
+
+def _window(run: CpuRun, samples: list[Sample], window: float) -> None:
+    full = [i for i, s in enumerate(samples) if s.calls == run.calls]
+    if not full:
+        run.window = {"ok": False, "why": "never all calls up at once",
+                      "max_calls_seen": max((s.calls for s in samples), default=0)}
+        return
+    t_open = samples[full[0]].t + SETTLE_S
+    a_i = next((i for i in full if samples[i].t >= t_open), None)
+    if a_i is None:
+        run.window = {"ok": False, "why": "all calls up too briefly"}
+        return
+    b_i = a_i
+    for i in range(a_i, len(samples)):  # contiguous: all calls up, within the window
+        if samples[i].calls != run.calls or samples[i].t - samples[a_i].t > window + 0.25:
+            break
+        b_i = i
+    a, b = samples[a_i], samples[b_i]
+    span = b.t - a.t
+    if span < 1.0:
+        run.window = {"ok": False, "why": f"window only {span:.1f} s"}
+        return
+    run.window = {"ok": span >= 0.9 * window, "seconds": round(span, 2),
+                  "requested": window, "samples": b_i - a_i + 1,
+                  "why": "" if span >= 0.9 * window else "a call ended early"}
+    # calls per worker must not move inside the window
+    for pid in sorted(a.worker_calls):
+        counts = {samples[i].worker_calls.get(pid, -1) for i in range(a_i, b_i + 1)}
+        key = f"worker:{pid}"
+        if key not in a.cpu or key not in b.cpu:
+            continue
+        cpu_pct = 100 * (b.cpu[key] - a.cpu[key]) / span
+        main_pct = 100 * (b.cpu[f"worker_main:{pid}"] - a.cpu[f"worker_main:{pid}"]) / span
+        n = a.worker_calls[pid]
+        fields = [samples[i].worker_cpu_field.get(pid, 0.0) for i in range(a_i, b_i + 1)]
+        run.per_worker.append({
+            "pid": pid, "calls": n, "calls_steady": counts == {n}, "cpu_pct": cpu_pct,
+            "main_thread_pct": main_pct, "other_threads_pct": max(0.0, cpu_pct - main_pct),
+            "cpu_per_call_pct": cpu_pct / n if n else None,
+            "healthz_cpu_mean_pct": 100 * sum(fields) / len(fields) if fields else None,
+        })
+    pct: dict[str, float] = {}
+    for name in ("supervisor", "backend", "machine"):
+        if name in a.cpu and name in b.cpu:
+            pct[name] = 100 * (b.cpu[name] - a.cpu[name]) / span
+    pct["callers"] = 100 * sum(v - a.callers.get(pid, 0.0)
+                               for pid, v in b.callers.items()) / span
+    pct["workers"] = sum(w["cpu_pct"] for w in run.per_worker)
+    ours = pct["workers"] + pct["callers"] + pct.get("supervisor", 0) + pct.get("backend", 0)
+    if "machine" in pct:
+        pct["machine_of_all_cores"] = pct["machine"] / CORES  # % of the machine
+        pct["rest_of_machine"] = pct["machine"] - ours
+    run.processes_pct = pct
+
+
+def _media(doc: dict[str, Any] | None, n: int, status: int | None) -> dict[str, Any]:
+    """bench/call_cost.py's "holds": every call connected, >= 49 frames/s, lag p95 < 100 ms."""
+    if doc is None:
+        return {"holds": False, "why": "no loadtest JSON", "exit_status": status}
+    calls = doc.get("calls", [])
+    fps = [c.get("rx_fps") or 0.0 for c in calls]
+    lags = [c["rx_lag_ms_p95"] if c.get("rx_lag_ms_p95") is not None else 1e9 for c in calls]
+    connected = [c for c in calls if c.get("connect_ms") is not None]
+    send_lag = [c["stats"].get("send_max_lag_ms") or 0 for c in calls if c.get("stats")]
+    s = doc.get("summary", {})
+    turns = [t for c in calls for t in c.get("turns", [])]
+    answered = [t for t in turns if t.get("latency_ms") is not None]
+    holds = (len(calls) == n and len(connected) == n and min(fps, default=0) >= 49
+             and max(lags, default=1e9) < 100)
+    return {
+        "holds": holds, "calls": len(calls), "connected": len(connected),
+        "min_rx_fps": min(fps, default=0.0), "max_rx_lag_p95_ms": max(lags, default=None),
+        "caller_send_lag_max_ms": max(send_lag, default=None),
+        "failures": s.get("failures", {}), "turns": len(turns), "turns_answered": len(answered),
+        "turn_latency_ms": summarize(t["latency_ms"] for t in answered),
+        "exit_status": status,
+        "per_call": [{"index": c.get("index"), "call_id": c.get("call_id"),
+                      "proc": c.get("proc"), "connect_ms": c.get("connect_ms"),
+                      "rx_fps": c.get("rx_fps"), "rx_lag_ms_p95": c.get("rx_lag_ms_p95"),
+                      "frames_received": c.get("frames_received"),
+                      "turns": len(c.get("turns", [])),
+                      "failures": [f.get("kind") for f in c.get("failures", [])]}
+                     for c in calls],
+    }
+
+
+# ------------------------------------------------------------------ 2. forwarding
+
+
+async def make_offer() -> tuple[Any, str]:
+    """One aiortc offer on loopback: an audio transceiver and the events data channel."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    from rtc_agent.ice import restrict_host_addresses
+
+    restrict_host_addresses(["127.0.0.1"])
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("audio", direction="sendrecv")
+    pc.createDataChannel("events")
+    await pc.setLocalDescription(await pc.createOffer())  # gathers fully
+    return pc, pc.localDescription.sdp
+
+
+async def offers(args: argparse.Namespace, a: ServeNode, b: ServeNode,
+                 redis_url: str) -> dict[str, Any]:
+    import aiohttp
+    import redis.asyncio
+
+    pc, sdp = await make_offer()
+    body = json.dumps({"sdp": sdp, "type": "offer"}).encode()
+    headers = {"Content-Type": "application/json"}
+    r = redis.asyncio.from_url(redis_url)
+    rows: list[dict[str, Any]] = []
+    try:
+        async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(force_close=True),
+                timeout=aiohttp.ClientTimeout(total=30)) as http:
+            total = args.warmup + args.offers
+            for i in range(total):
+                pair = (("direct", b), ("via_a", a))
+                for path, node in pair if i % 2 == 0 else pair[::-1]:  # no order bias
+                    row: dict[str, Any] = {"i": i, "path": path, "warmup": i < args.warmup}
+                    t0 = time.perf_counter()
+                    async with http.post(f"{node.url}/offer", data=body,
+                                         headers=headers) as resp:
+                        raw = await resp.read()
+                        row["status"] = resp.status
+                    row["ms"] = (time.perf_counter() - t0) * 1000
+                    try:
+                        answer = json.loads(raw)
+                    except ValueError:
+                        answer = {}
+                    call_id = str(answer.get("call_id", ""))
+                    row["call_id"] = call_id
+                    row["answer_ok"] = resp.status == 200 and answer.get("type") == "answer"
+                    if not call_id:
+                        row["error"] = raw[:200].decode(errors="replace")
+                        rows.append(row)
+                        continue
+                    # the owner is recorded in Redis off the request path: wait for it
+                    owner = None
+                    deadline = time.monotonic() + 2
+                    while owner is None and time.monotonic() < deadline:
+                        got = await r.get(f"rtc-agent:call:{call_id}")
+                        owner = got.decode() if isinstance(got, bytes) else got
+                        if owner is None:
+                            await asyncio.sleep(0.02)
+                    row["owner"] = owner
+                    t1 = time.perf_counter()
+                    async with http.delete(f"{node.url}/calls/{call_id}") as resp:
+                        await resp.read()
+                        row["delete_status"] = resp.status
+                        row["delete_via"] = resp.headers.get("X-Rtc-Agent-Via")
+                    row["delete_ms"] = (time.perf_counter() - t1) * 1000
+                    rows.append(row)
+                    await asyncio.sleep(args.offer_gap)
+    finally:
+        await r.aclose()
+        await pc.close()
+    return {"rows": rows}
+
+
+def run_forwarding(args: argparse.Namespace, work: Path, stack: contextlib.ExitStack
+                   ) -> dict[str, Any]:
+    from tests.cluster.redis_server import RedisServer, available
+
+    if not available():
+        return {"skipped": "no redis-server"}
+    redis_server = RedisServer()
+    stack.callback(redis_server.close)
+    redis_server.start()
+    secret = "bench-workers-" + os.urandom(8).hex()
+    common = ("--redis-url", redis_server.url(), "--cluster-secret", secret)
+    total = 2 * (args.warmup + args.offers)
+    a = stack.enter_context(running(ServeNode(work, "fwd-a", 1, 0, common)))
+    b = stack.enter_context(running(ServeNode(work, "fwd-b", 1, 20, common)))
+    a.start()
+    b.start()
+    deadline = time.monotonic() + 20  # both workers registered, as node A sees it
+    while (health(a.url).get("cluster") or {}).get("workers") != 2:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"node A does not see 2 workers: {health(a.url)}")
+        time.sleep(0.2)
+    before_a, before_b = health(a.url), health(b.url)
+    result = asyncio.run(offers(args, a, b, redis_server.url()))
+    time.sleep(1.5)  # reports reach Redis once a second
+    after_a, after_b = health(a.url), health(b.url)
+    rows = result["rows"]
+    timed = [r for r in rows if not r["warmup"]]
+    ids = [r["call_id"] for r in rows if r.get("call_id")]
+    b_worker = f"{b.name}/0"
+    checks = {
+        "offers": len(rows),
+        "answers_200": sum(1 for r in rows if r.get("answer_ok")),
+        "unique_call_ids": len(set(ids)),
+        "owner_is_b": sum(1 for r in rows if r.get("owner") == b_worker),
+        "owner_unknown": sum(1 for r in rows if r.get("call_id") and r.get("owner") is None),
+        "deletes_200": sum(1 for r in rows if r.get("delete_status") == 200),
+        "deletes_via_a_forwarded": sum(1 for r in rows if r["path"] == "via_a"
+                                       and r.get("delete_via")),
+        "b_calls_total": (after_b.get("calls_total", 0) - before_b.get("calls_total", 0)),
+        "a_calls_total": (after_a.get("calls_total", 0) - before_a.get("calls_total", 0)),
+        "calls_left": {"a": after_a.get("calls"), "b": after_b.get("calls")},
+    }
+    checks["all_on_b"] = (checks["answers_200"] == total and checks["owner_is_b"] == total
+                          and checks["b_calls_total"] == total and checks["a_calls_total"] == 0
+                          and checks["unique_call_ids"] == total)
+    checks["all_deleted"] = checks["deletes_200"] == total
+    out: dict[str, Any] = {"checks": checks, "rows": rows,
+                           "health_after": {"a": after_a, "b": after_b}}
+    for path in ("direct", "via_a"):
+        ms = [r["ms"] for r in timed if r["path"] == path and r.get("answer_ok")]
+        out[path] = summarize(ms)
+        out[f"{path}_delete_ms"] = summarize(r["delete_ms"] for r in timed
+                                             if r["path"] == path and "delete_ms" in r)
+    out["forwarding_adds_ms"] = {
+        k: _diff(out["via_a"].get(k), out["direct"].get(k)) for k in ("p50", "p95", "max",
+                                                                       "mean")}
+    out["logs"] = {"a": a.log_findings(), "b": b.log_findings()}
+    out["node_start_s"] = {"a": round(a.started_s, 2), "b": round(b.started_s, 2)}
+    return out
+
+
+# ------------------------------------------------------------------ report
+
+
+def _diff(x: Any, y: Any) -> float | None:
+    return None if x is None or y is None else float(x) - float(y)
+
+
+def fmt(v: Any, nd: int = 1) -> str:
+    return "-" if v is None else f"{v:.{nd}f}"
+
+
+def table(results: dict[str, Any]) -> str:
+    lines: list[str] = []
+    runs = results.get("cpu_runs", [])
+    if runs:
+        n = results["calls_per_worker"]
+        lines += [f"\n1. CPU per call per worker ({n} calls per worker; window "
+                  f"{results['window_s']:g} s; % of one core; machine has {CORES} cores)",
+                  "| run | node | calls (per worker) | window s | CPU/call per worker "
+                  "(each) | CPU/call (node) | workers | supervisor | backend | callers "
+                  "| machine busy (of all) | rest | min rx fps | lag p95 max | holds "
+                  "| turns answered | failures |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in runs:
+            p = r["processes_pct"]
+            m = r["media"]
+            per = ", ".join(fmt(w["cpu_per_call_pct"], 2) for w in r["per_worker"])
+            each = "/".join(str(w["calls"]) + ("" if w["calls_steady"] else "*")
+                            for w in r["per_worker"])
+            lines.append(
+                f"| {r['label']}{r['round']} | --workers {r['workers']} | {r['calls']} "
+                f"({each or '-'}) | {fmt(r['window'].get('seconds'))}"
+                f"{'' if r['window'].get('ok') else ' !'} | {per or '-'} | "
+                f"{fmt(r['cpu_per_call_pct'], 2)} | {fmt(p.get('workers'), 0)} | "
+                f"{fmt(p.get('supervisor'), 1)} | {fmt(p.get('backend'), 0)} | "
+                f"{fmt(p.get('callers'), 0)} | {fmt(p.get('machine'), 0)} "
+                f"({fmt(p.get('machine_of_all_cores'), 0)}) | "
+                f"{fmt(p.get('rest_of_machine'), 0)} | {fmt(m.get('min_rx_fps'))} | "
+                f"{fmt(m.get('max_rx_lag_p95_ms'), 0)} ms | "
+                f"{'yes' if m.get('holds') else 'NO'} | "
+                f"{m.get('turns_answered', 0)}/{m.get('turns', 0)} | "
+                f"{m.get('failures') or '-'} |")
+        ratio = results.get("ratio", {})
+        per_round = ", ".join(f"round {k}: {fmt(v, 2)}" for k, v in
+                              ratio.get("per_round", {}).items())
+        lines.append(
+            f"\nB/A (CPU per call per worker, --workers 2 over --workers 1): "
+            f"{fmt(ratio.get('all'), 2)} over all rounds ({per_round}); target <= 1.1: "
+            f"{'met' if ratio.get('met') else 'NOT met'}")
+        lines.append(f"B held {results.get('b_calls')} calls at 50 frames/s in every run: "
+                     f"{'yes' if results.get('b_holds_all') else 'NO'}; A held "
+                     f"{results.get('a_calls')}: {'yes' if results.get('a_holds_all') else 'NO'}"
+                     " (holds = every call >= 49 frames/s, rx lag p95 < 100 ms, connected)")
+        lines.append("Columns: workers/supervisor/backend/callers/rest are % of one core over "
+                     "the window; machine busy is all cores together (of all: % of the "
+                     "machine); rest = machine minus ours. * = a worker's calls changed in "
+                     "the window; ! = window shorter than asked.")
+    fw = results.get("forwarding")
+    if fw and "checks" in fw:
+        c = fw["checks"]
+        lines += [f"\n2. Offer -> answer, ms ({results['offers']} offers per path after "
+                  f"{results['warmup']} warm-up; fresh TCP connection each)",
+                  "| path | n | p50 | p95 | max | mean | DELETE p50 |",
+                  "|---|---|---|---|---|---|---|"]
+        for path, label in (("direct", "direct to node B"), ("via_a", "via node A "
+                                                                      "(forwarded to B)")):
+            s = fw[path]
+            lines.append(f"| {label} | {s['n']} | {fmt(s['p50'])} | {fmt(s['p95'])} | "
+                         f"{fmt(s['max'])} | {fmt(s['mean'])} | "
+                         f"{fmt(fw[path + '_delete_ms']['p50'])} |")
+        d = fw["forwarding_adds_ms"]
+        lines.append(f"| forwarding adds | | {fmt(d['p50'])} | {fmt(d['p95'])} | "
+                     f"{fmt(d['max'])} | {fmt(d['mean'])} | |")
+        lines.append(
+            f"\nAll answered by node B: {'yes' if c['all_on_b'] else 'NO'} (answers 200: "
+            f"{c['answers_200']}/{c['offers']}, owner in Redis = B: {c['owner_is_b']}, "
+            f"unique call ids: {c['unique_call_ids']}, B calls_total +{c['b_calls_total']}, "
+            f"A calls_total +{c['a_calls_total']}); DELETE 200: {c['deletes_200']}/"
+            f"{c['offers']} (via A, forwarded: {c['deletes_via_a_forwarded']}); calls left "
+            f"{c['calls_left']}")
+    elif fw:
+        lines.append(f"\n2. forwarding: {fw}")
+    logs = results.get("log_findings", {})
+    noisy = {k: v for k, v in logs.items() if v.get("count")}
+    lines.append("\nServer logs: " + ("no warnings or errors" if not noisy else "; ".join(
+        f"{k}: {v['count']} notable lines (first: {v['notable'][0][:160]!r})"
+        for k, v in noisy.items())))
+    lines.append(f"Work dir (logs, loadtest JSON): {results['work_dir']}")
+    return "\n".join(lines)
+
+
+def summarize_cpu(results: dict[str, Any], runs: list[CpuRun]) -> None:
+    def pooled(rs: list[CpuRun]) -> float | None:
+        cpu = sum(w["cpu_pct"] for r in rs for w in r.per_worker)
+        calls = sum(w["calls"] for r in rs for w in r.per_worker)
+        return cpu / calls if calls else None
+
+    a = [r for r in runs if r.label == "A" and r.per_worker]
+    b = [r for r in runs if r.label == "B" and r.per_worker]
+    per_round: dict[str, float | None] = {}
+    for rnd in sorted({r.round for r in runs}):
+        ra = [r for r in a if r.round == rnd]
+        rb = [r for r in b if r.round == rnd]
+        if ra and rb:
+            pa, pb = pooled(ra), pooled(rb)
+            per_round[str(rnd)] = pb / pa if pa and pb else None
+    pa, pb = pooled(a), pooled(b)
+    ratio = pb / pa if pa and pb else None
+    results["ratio"] = {"all": ratio, "per_round": per_round, "a_cpu_per_call_pct": pa,
+                        "b_cpu_per_call_pct": pb, "met": ratio is not None and ratio <= 1.1}
+    results["a_calls"] = a[0].calls if a else None
+    results["b_calls"] = b[0].calls if b else None
+    results["a_holds_all"] = bool(a) and all(r.media.get("holds") for r in a)
+    results["b_holds_all"] = bool(b) and all(r.media.get("holds") for r in b)
+
+
+def run_to_json(r: CpuRun) -> dict[str, Any]:
+    return {"label": r.label, "round": r.round, "workers": r.workers, "calls": r.calls,
+            "cpu_per_call_pct": r.cpu_per_call_pct, "node": r.node, "window": r.window,
+            "per_worker": r.per_worker, "processes_pct": r.processes_pct, "media": r.media,
+            "log": r.log, "samples": r.samples}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--calls-per-worker", type=int, default=8)
+    ap.add_argument("--window", type=float, default=40.0,
+                    help="seconds of steady calls over which CPU is read")
+    ap.add_argument("--rounds", type=int, default=2, help="A, B pairs (A, B, A, B ...)")
+    ap.add_argument("--caller-procs", type=int, default=2,
+                    help="loadtest --procs: caller processes (spread over the cores)")
+    ap.add_argument("--caller-nice", type=int, default=19)
+    ap.add_argument("--backend-nice", type=int, default=10,
+                    help="renice the node's offline backend (every thread); 0: leave it")
+    ap.add_argument("--offers", type=int, default=60, help="timed offers per path")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed offers per path first")
+    ap.add_argument("--offer-gap", type=float, default=0.05,
+                    help="seconds between one offer's DELETE and the next offer")
+    ap.add_argument("--skip-cpu", action="store_true")
+    ap.add_argument("--skip-forwarding", action="store_true")
+    ap.add_argument("--work-dir", type=Path, default=None,
+                    help="logs and loadtest JSON (default: a new folder in /tmp)")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-workers-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"work dir: {work}", flush=True)
+    t_start = time.monotonic()
+    results: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv, "cores": CORES,
+        "clk_tck": CLK_TCK, "calls_per_worker": args.calls_per_worker,
+        "window_s": args.window, "rounds": args.rounds, "caller_procs": args.caller_procs,
+        "caller_nice": args.caller_nice, "backend_nice": args.backend_nice,
+        "offers": args.offers, "warmup": args.warmup, "prompt": PROMPT_TEXT,
+        "pause_s": PAUSE_S, "loadavg_start": os.getloadavg(), "work_dir": str(work),
+        "cpu_runs": [], "log_findings": {},
+    }
+    status = 0
+    try:
+        if not args.skip_cpu:
+            from tests.speech import speak_wav
+
+            prompt = speak_wav(PROMPT_TEXT)
+            runs: list[CpuRun] = []
+            for rnd in range(1, args.rounds + 1):
+                for label, workers in (("A", 1), ("B", 2)):
+                    t0 = time.monotonic()
+                    run = run_cpu(label, rnd, workers, args.calls_per_worker, args, prompt,
+                                  work)
+                    runs.append(run)
+                    results["cpu_runs"].append(run_to_json(run))
+                    results["log_findings"][run.node["name"]] = run.log
+                    print(f"{label}{rnd}: --workers {workers}, {run.calls} calls, "
+                          f"CPU/call per worker {fmt(run.cpu_per_call_pct, 2)} % "
+                          f"({', '.join(fmt(w['cpu_per_call_pct'], 2) for w in run.per_worker)})"
+                          f", window {run.window.get('seconds')} s, holds "
+                          f"{run.media.get('holds')} (min fps "
+                          f"{fmt(run.media.get('min_rx_fps'))}), "
+                          f"{time.monotonic() - t0:.0f} s", flush=True)
+            summarize_cpu(results, runs)
+        if not args.skip_forwarding:
+            t0 = time.monotonic()
+            with contextlib.ExitStack() as stack:
+                fw = run_forwarding(args, work, stack)
+            results["forwarding"] = fw
+            for k, v in (fw.get("logs") or {}).items():
+                results["log_findings"][f"fwd-{k}"] = v
+            print(f"forwarding: direct p50 {fmt(fw.get('direct', {}).get('p50'))} ms, via A "
+                  f"p50 {fmt(fw.get('via_a', {}).get('p50'))} ms, "
+                  f"{time.monotonic() - t0:.0f} s", flush=True)
+    except (KeyboardInterrupt, Stop) as exc:
+        print(f"interrupted ({type(exc).__name__}); everything started was stopped",
+              file=sys.stderr)
+        status = 130
+    except Exception as exc:  # report what was measured; everything started is stopped
+        import traceback
+
+        traceback.print_exc()
+        results["error"] = f"{type(exc).__name__}: {exc}"
+        status = 1
+    results["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    results["loadavg_end"] = os.getloadavg()
+    text = table(results)
+    results["table"] = text
+    print(text)
+    print(f"\nelapsed {results['elapsed_s']:.0f} s")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
