@@ -48,10 +48,15 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def configure(level: str = "INFO") -> None:
-    """Log to stderr at `level`, with redaction on the handler (so every logger is covered)."""
+def configure(level: str = "INFO", process: str | None = None) -> None:
+    """Log to stderr at `level`, with redaction on the handler (so every logger is covered).
+
+    `process` names the process in every line (`[a/1]`): a node's workers share
+    one stderr."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    tag = f"[{process}] " if process else ""
+    handler.setFormatter(logging.Formatter(
+        f"%(asctime)s %(levelname)s {tag.replace('%', '%%')}%(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     for old in list(root.handlers):

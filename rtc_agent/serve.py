@@ -203,8 +203,14 @@ async def serve(cfg: ServeConfig, stop: asyncio.Event | None = None,
             log.info("worker %s draining: %d calls may go on for up to %.0f s",
                      server.membership.id, len(server.calls), cfg.drain_timeout_s)
             server.start_draining()
-            await _first(stop.wait(), server.drained.wait(),
-                         asyncio.sleep(cfg.drain_timeout_s))
+            deadline = loop.time() + cfg.drain_timeout_s
+            await _first(stop.wait(), server.drained.wait(), asyncio.sleep(cfg.drain_timeout_s))
+            if spec is not None and spec.workers > 1 and not server.calls:
+                # Keep answering (/healthz, offers passed on to other nodes, requests about
+                # other workers' calls) until the whole node is done, so no worker leaves
+                # while its siblings still serve on the shared port.
+                await _first(stop.wait(), server.membership.node_idle(),
+                             asyncio.sleep(max(0.0, deadline - loop.time())))
             if server.calls:
                 log.info("worker %s ending %d calls", server.membership.id, len(server.calls))
 
@@ -250,7 +256,8 @@ def worker_main(argv: list[str] | None = None) -> int:
     if os.getppid() != args.parent_pid:  # the supervisor died before the signal was armed
         return 1
     spec = read_spec(0)
-    logs.configure(os.environ.get("RTC_AGENT_LOG_LEVEL", "INFO"))
+    logs.configure(os.environ.get("RTC_AGENT_LOG_LEVEL", "INFO"),
+                   process=f"{spec.config.node_id}/{spec.index}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides (see its docstring)
 
     async def main() -> None:

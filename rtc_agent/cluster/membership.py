@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import time
 from collections import deque
@@ -57,6 +58,7 @@ class Membership:
         self._cpu_mark = (time.monotonic(), time.process_time())
         self._placed: dict[str, deque[float]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._cluster_seen: tuple[float, list[WorkerLoad]] = (-math.inf, [])
 
     # ------------------------------------------------------------ reporting
 
@@ -123,8 +125,19 @@ class Membership:
         try:
             reported = await self.registry.workers()
         except RegistryUnavailable:
-            return None
+            # A read that failed (a stale connection, a slow moment) does not make the
+            # other nodes vanish: their last reports hold until they would have expired.
+            cached_at, reported = self._cluster_seen
+            if time.monotonic() - cached_at > self.registry.ttl_s:
+                return None
+        else:
+            self._cluster_seen = (time.monotonic(), reported)
         return self.node_workers() + [w for w in reported if w.node != self.node]
+
+    async def node_idle(self) -> None:
+        """Return once no worker of this node holds a call."""
+        while any(w.calls for w in self.node_workers()):  # noqa: ASYNC110
+            await asyncio.sleep(PUBLISH_INTERVAL_S)  # shared memory: nothing to wait on
 
     def node_draining(self) -> bool:
         """Whether this node drains (its supervisor says so, or this worker does)."""
@@ -224,6 +237,6 @@ class Membership:
             cluster = await self.cluster_workers()
             body["registry"] = {"state": self.registry.state, "error": self.registry.last_error,
                                 "since": round(self.registry.since, 3)}
-            if cluster is not None:
+            if cluster is not None and self.registry.state == "ok":  # no stale figures
                 body["cluster"] = totals(cluster).to_json()
         return body

@@ -38,6 +38,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from .placement import WorkerLoad
@@ -85,6 +86,7 @@ class RedisRegistry:
         self._prefix = prefix
         self._index = f"{prefix}workers"
         self._ttl_s = ttl_s
+        self.ttl_s = ttl_s  # how long a report lives: how long a reader may trust one
         self._interval_s = interval_s
         self._timeout_s = timeout_s
         self._call_ttl_s = call_ttl_s
@@ -290,7 +292,14 @@ class RedisRegistry:
         self._last_attempt = now
         try:
             async with asyncio.timeout(self._timeout_s):
-                result = await op(self._redis)
+                try:
+                    result = await op(self._redis)
+                except (RedisConnectionError, ConnectionError, EOFError):
+                    # After Redis restarted, every pooled connection is dead and the
+                    # first use of each fails: drop the idle ones and try once more,
+                    # within the same time bound.
+                    await self._redis.connection_pool.disconnect(inuse_connections=False)
+                    result = await op(self._redis)
         except _FAILURES as exc:
             reason = self._redact(_describe(exc))
             self._failed(reason)
