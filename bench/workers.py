@@ -86,7 +86,7 @@ from rtc_agent.loadtest.metrics import summarize
 
 SAMPLE_S = 0.5
 SETTLE_S = 1.0  # after the last call is up, before the window opens
-PAUSE_S = 5.0  # callers: silence between a reply and the next prompt
+REPLY_END_SILENCE_S = 1.0  # the loadtest's: a reply has ended after 1 s of silence
 CORES = os.cpu_count() or 1
 
 
@@ -377,15 +377,17 @@ def run_cpu(label: str, rnd: int, workers: int, per_worker: int, args: argparse.
                     "start_s": round(node.started_s, 2), "capacity": body.get("capacity"),
                     "worker_capacity": [w["capacity"] for w in body["workers"]]}
         out = work / f"loadtest-{node.name}.json"
-        ramp = min(5.0, calls * 0.15)
-        # the window opens once every call is up (process start 3 s + ramp + connect);
-        # no turn starts after `duration`, so that must cover the window with room to spare
-        duration = 3.0 + ramp + 6.0 + SETTLE_S + args.window
+        # Calls start spread out, so their turns do not all reach the backend at once.
+        ramp = min(args.ramp, calls * 0.5)
+        # The window opens once every call is up (process start 3 s + ramp + connect). A
+        # call starts no turn that would pause past `duration`, so it may stop up to a
+        # pause before it: `duration` covers the window plus one pause.
+        duration = 3.0 + ramp + 3.0 + SETTLE_S + args.window + args.pause
         procs = max(1, min(args.caller_procs, calls))
         cmd = ["nice", "-n", str(args.caller_nice), PY, "-m", "rtc_agent.cli", "loadtest",
                "--url", node.url, "--calls", str(calls), "--ramp", str(ramp),
                "--duration", str(duration), "--prompts", str(prompt), "--json", str(out),
-               "--pause", str(PAUSE_S), "--turn-timeout", "15", "--procs", str(procs)]
+               "--pause", str(args.pause), "--turn-timeout", "15", "--procs", str(procs)]
         with (work / f"loadtest-{node.name}.log").open("wb") as lt_log:
             lt = subprocess.Popen(cmd, stdout=lt_log, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL, env=offline_env(), cwd=ROOT,
@@ -406,7 +408,54 @@ def run_cpu(label: str, rnd: int, workers: int, per_worker: int, args: argparse.
     _window(run, samples, args.window)
     doc = json.loads(out.read_text()) if out.exists() else None
     run.media = _media(doc, calls, lt.returncode)
+    if doc is not None and run.window.get("seconds"):
+        run.media["talk"] = _talk_share(doc, samples, run, args.pause)
     return run
+
+
+def _talk_share(doc: dict[str, Any], samples: list[Sample], run: CpuRun,
+                pause: float) -> dict[str, Any]:
+    """How much of the window the agent was talking, over all calls (0..1).
+
+    Each worker's cost per call grows with the reply audio it encodes (silence is one
+    cached packet), so A and B compare fairly only when their calls hear as much reply
+    per second. A reply runs from `heard_s` to the caller's next prompt minus its pause
+    and the loadtest's 1 s of silence that ends a reply (the last reply of a call: the
+    median length of the others). Loadtest times are put on our clock by matching the
+    last call's connection with the first sample that listed every call (+-0.5 s)."""
+    calls = doc.get("calls", [])
+    connected = [c["connected_s"] for c in calls if c.get("connected_s") is not None]
+    full = next((s.t for s in samples if s.calls == run.calls), None)
+    if not connected or full is None:
+        return {}
+    t0 = full - max(connected) - SAMPLE_S / 2  # loadtest time 0 on our clock
+    w0 = run.window["t_open"] - t0
+    w1 = w0 + run.window["seconds"]
+    spans: list[tuple[float, float | None]] = []
+    lengths: list[float] = []
+    for c in calls:
+        turns = c.get("turns", [])
+        for k, t in enumerate(turns):
+            if t.get("heard_s") is None:
+                continue
+            end = None
+            if k + 1 < len(turns):
+                end = turns[k + 1]["start_s"] - pause - REPLY_END_SILENCE_S
+                if end > t["heard_s"]:
+                    lengths.append(end - t["heard_s"])
+                else:
+                    end = None
+            spans.append((t["heard_s"], end))
+    typical = sorted(lengths)[len(lengths) // 2] if lengths else 2.0
+    talk = 0.0
+    heard_in_window = 0
+    for start, end in spans:
+        stop = end if end is not None else start + typical
+        talk += max(0.0, min(stop, w1) - max(start, w0))
+        heard_in_window += w0 <= start < w1
+    return {"share": talk / (run.calls * (w1 - w0)), "reply_s_median": typical,
+            "replies_started_in_window": heard_in_window,
+            "replies_per_call_minute": 60 * heard_in_window / (run.calls * (w1 - w0))}
 
 
 def _window(run: CpuRun, samples: list[Sample], window: float) -> None:
@@ -431,6 +480,7 @@ def _window(run: CpuRun, samples: list[Sample], window: float) -> None:
         run.window = {"ok": False, "why": f"window only {span:.1f} s"}
         return
     run.window = {"ok": span >= 0.9 * window, "seconds": round(span, 2),
+                  "t_open": a.t,
                   "requested": window, "samples": b_i - a_i + 1,
                   "why": "" if span >= 0.9 * window else "a call ended early"}
     # calls per worker must not move inside the window
@@ -558,6 +608,7 @@ async def offers(args: argparse.Namespace, a: ServeNode, b: ServeNode,
                         if owner is None:
                             await asyncio.sleep(0.02)
                     row["owner"] = owner
+                    row["owner_wait_ms"] = (time.monotonic() - deadline + 2) * 1000
                     t1 = time.perf_counter()
                     async with http.delete(f"{node.url}/calls/{call_id}") as resp:
                         await resp.read()
@@ -654,8 +705,10 @@ def table(results: dict[str, Any]) -> str:
                   "| run | node | calls (per worker) | window s | CPU/call per worker "
                   "(each) | CPU/call (node) | workers | supervisor | backend | callers "
                   "| machine busy (of all) | rest | min rx fps | lag p95 max | holds "
-                  "| turns answered | failures |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| callers' send lag max | agent talk share | turns answered "
+                  "| turn latency p50 | failures |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+                  "---|---|"]
         for r in runs:
             p = r["processes_pct"]
             m = r["media"]
@@ -673,7 +726,10 @@ def table(results: dict[str, Any]) -> str:
                 f"{fmt(p.get('rest_of_machine'), 0)} | {fmt(m.get('min_rx_fps'))} | "
                 f"{fmt(m.get('max_rx_lag_p95_ms'), 0)} ms | "
                 f"{'yes' if m.get('holds') else 'NO'} | "
+                f"{fmt(m.get('caller_send_lag_max_ms'), 0)} ms | "
+                f"{fmt(100 * m['talk']['share'] if m.get('talk') else None, 0)} % | "
                 f"{m.get('turns_answered', 0)}/{m.get('turns', 0)} | "
+                f"{fmt((m.get('turn_latency_ms') or {}).get('p50'), 0)} ms | "
                 f"{m.get('failures') or '-'} |")
         ratio = results.get("ratio", {})
         per_round = ", ".join(f"round {k}: {fmt(v, 2)}" for k, v in
@@ -688,6 +744,16 @@ def table(results: dict[str, Any]) -> str:
                 f"{fmt(ratio.get('b_cpu_per_call_pct'), 2)} % of a core per call; target "
                 f"<= 1.1: {'met' if ratio.get('met') else 'NOT met'}")
 
+        talk = ratio.get("talk_b_over_a")
+        if talk is not None:
+            lines.append(
+                f"Workload: agent talk share B/A = {talk:.2f} (A "
+                f"{100 * ratio['talk_a']:.0f} %, B {100 * ratio['talk_b']:.0f} % of the "
+                "window); " + ("matched (within 10 %)" if ratio["talk_matched"] else
+                               "NOT matched: the workers encoded different amounts of reply "
+                               "audio per call (usually the backend falling behind in B), "
+                               "so B/A is biased; lengthen --pause"))
+
         def held(key: str) -> str:
             calls = results.get(f"{key}_calls")
             if calls is None:
@@ -699,8 +765,11 @@ def table(results: dict[str, Any]) -> str:
                      "frames/s received, rx lag p95 < 100 ms)")
         lines.append("Columns: workers/supervisor/backend/callers/rest are % of one core over "
                      "the window; machine busy is all cores together (of all: % of the "
-                     "machine); rest = machine minus ours. * = a worker's calls changed in "
-                     "the window; ! = window shorter than asked.")
+                     "machine); rest = machine minus ours (other people's work). Callers' "
+                     "send lag: how late the (niced) callers sent their own audio; when it "
+                     "is large, a missed 'holds' may be the callers', not the server's. "
+                     "* = a worker's calls changed in the window; ! = window shorter than "
+                     "asked.")
     fw = results.get("forwarding")
     if fw and "checks" in fw:
         c = fw["checks"]
@@ -754,6 +823,15 @@ def summarize_cpu(results: dict[str, Any], runs: list[CpuRun]) -> None:
     ratio = pb / pa if pa and pb else None
     results["ratio"] = {"all": ratio, "per_round": per_round, "a_cpu_per_call_pct": pa,
                         "b_cpu_per_call_pct": pb, "met": ratio is not None and ratio <= 1.1}
+
+    def talk(rs: list[CpuRun]) -> float | None:
+        shares = [r.media["talk"]["share"] for r in rs if r.media.get("talk")]
+        return sum(shares) / len(shares) if shares else None
+
+    ta, tb = talk(a), talk(b)
+    if ta and tb:
+        results["ratio"].update(talk_a=ta, talk_b=tb, talk_b_over_a=tb / ta,
+                                talk_matched=abs(tb / ta - 1) <= 0.1)
     results["a_calls"] = a[0].calls if a else None
     results["b_calls"] = b[0].calls if b else None
     results["a_holds_all"] = bool(a) and all(r.media.get("holds") for r in a)
@@ -776,6 +854,11 @@ def main() -> int:
     ap.add_argument("--caller-procs", type=int, default=2,
                     help="loadtest --procs: caller processes (spread over the cores)")
     ap.add_argument("--caller-nice", type=int, default=19)
+    ap.add_argument("--pause", type=float, default=10.0,
+                    help="callers' silence between a reply and their next prompt: long "
+                         "enough that the one backend keeps up with --workers 2's calls")
+    ap.add_argument("--ramp", type=float, default=8.0,
+                    help="start the calls over at most this many seconds (0.5 s apart)")
     ap.add_argument("--backend-nice", type=int, default=10,
                     help="renice the node's offline backend (every thread); 0: leave it")
     ap.add_argument("--offers", type=int, default=60, help="timed offers per path")
@@ -802,7 +885,8 @@ def main() -> int:
         "window_s": args.window, "rounds": args.rounds, "caller_procs": args.caller_procs,
         "caller_nice": args.caller_nice, "backend_nice": args.backend_nice,
         "offers": args.offers, "warmup": args.warmup, "prompt": PROMPT_TEXT,
-        "pause_s": PAUSE_S, "loadavg_start": os.getloadavg(), "work_dir": str(work),
+        "pause_s": args.pause, "ramp_s": args.ramp, "loadavg_start": os.getloadavg(),
+        "work_dir": str(work),
         "cpu_runs": [], "log_findings": {},
     }
     status = 0

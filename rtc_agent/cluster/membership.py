@@ -166,6 +166,8 @@ class Membership:
             adjusted.append(worker)
         for stale in [k for k, v in self._placed.items() if not v]:
             del self._placed[stale]
+        if self.node_draining():  # the supervisor's word comes before each worker hears it
+            adjusted = [w for w in adjusted if w.node != self.node]
         if full:
             adjusted = [dataclasses.replace(w, calls=min(w.calls, w.capacity - 1))
                         for w in adjusted if w.capacity > 0]

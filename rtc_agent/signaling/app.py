@@ -268,7 +268,7 @@ class SignalingServer:
 
     async def _answer_here(self, sdp: str, key: str, remote: str | None) -> web.Response:
         """Take the call on this worker, if it has room."""
-        if self.membership.draining:
+        if self.membership.node_draining():
             return json_error(503, "draining", "this worker is shutting down",
                               **{"Retry-After": str(RETRY_AFTER_S)})
         if len(self.calls) + self.pending >= self.membership.capacity:
