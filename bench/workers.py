@@ -1,7 +1,7 @@
 """Scale-out of `rtc-agent serve`: CPU per call per worker, and the cost of forwarding an offer.
 
 One command, one run, same machine; everything it starts is stopped at the end (also on
-Ctrl-C, SIGTERM or an error).
+Ctrl-C, SIGTERM or an error), by PID or by the process group it created.
 
 1. CPU per call per worker, `--workers 2` against `--workers 1`, at the same calls per
    worker (`--calls-per-worker n`, default 8):
@@ -9,34 +9,50 @@ Ctrl-C, SIGTERM or an error).
    `serve --workers 2` with 2n calls. Run A, B, A, B (`--rounds 2`), each on a freshly
    started node, to show the run-to-run spread. `--max-calls` is the node's and split
    evenly between its workers, so it is set to (n + 2) per worker.
-   The callers (`rtc-agent loadtest`, spread over `--caller-procs` processes, default 2)
-   talk in a loop: a piper-spoken "what is twelve times seven" (tests/speech.py
-   `speak_wav`), wait for the reply, let it play, pause 5 s. They run under
-   `nice -n 19`, and the node's offline backend (one child per node, found as the child
-   of the node process that is not a worker) is reniced to `--backend-nice` (default 10,
-   every thread), so the workers win the 2 cores whenever they compete. Nothing is pinned:
-   with two workers on a 2-core machine there is no core to spare for the rest.
-   Every 0.5 s the script reads /healthz (each worker's pid and calls) and /proc:
-   utime + stime of each worker, the supervisor, the backend, every caller process and
-   the whole machine's busy time. The window starts 1 s after /healthz first lists all
-   the calls and lasts `--window` seconds (default 40; shorter if a call ends early, which
-   is reported). Per worker: CPU % of a core over the window / its calls = CPU % per call
-   per worker. B/A is that figure (all of a config's worker CPU over all its calls) of B
-   over A, per round and over all rounds (target: <= 1.1).
+   Callers: `rtc-agent loadtest` over `--caller-procs` processes (default 2, so they do
+   not all sit on one core), under `nice -n 19`. Each call speaks a piper-spoken "what
+   is twelve times seven" (tests/speech.py `speak_wav`), waits for the reply, lets it
+   play, pauses `--pause` s (default 10: long enough that the node's one offline backend
+   keeps up with B's 2n calls; at 5 s it fell seconds behind on this 2-core machine) and
+   speaks again. Calls start 0.5 s apart (at most `--ramp` s in all), so their turns do
+   not reach the backend all at once.
+   Priorities, no pinning: the node's offline backend (one child per node: the child of
+   the node process that is not a worker) is reniced to `--backend-nice` (default 10,
+   every thread), so the workers win the 2 cores whenever they compete. Nothing is
+   pinned: with two workers on a 2-core machine there is no core to spare.
+   Window: every 0.5 s the script reads /healthz (each worker's pid and calls) and /proc:
+   utime + stime of each worker, the supervisor, the backend, every caller process, and
+   the machine's busy time (cores x wall - idle - iowait: /proc/stat's tick-sampled
+   user/system miss short 20 ms-periodic bursts on a tickless kernel; the tick-counted
+   figure of bench/call_cost.py is kept in the JSON as `machine_ticks`). The window opens
+   1 s after /healthz first lists all the calls and lasts `--window` s (default 40;
+   shorter, and flagged, if a call ends early). Per worker: its CPU % of a core over the
+   window / its calls (which must not change in the window) = CPU % per call per worker.
+   B/A is that figure (all of a config's worker CPU over all its calls) of B over A,
+   per round and over all rounds (target: <= 1.1).
+   A fixed pure-Python loop is timed every 2 s in the window (`speed probe`): on this
+   kind of VM the same work costs 15-26 ms of CPU from one moment to the next, so it
+   hints at how fast the machine was during each run.
    "Holds": every call connected and received >= 49 frames/s with its received stream
-   lagging its own schedule by < 100 ms (p95), as in bench/call_cost.py.
+   lagging its own schedule by < 100 ms (p95), as in bench/call_cost.py. The callers'
+   own send lag is shown beside it: late (starved) callers fail it too.
+   Workload check: a worker's cost per call grows with the reply audio it encodes, and
+   B's backend serves twice the calls, so the share of the window in which the agent
+   talked is computed for A and B from the loadtest's turns, with what that difference
+   alone moves B/A.
 2. Offer-to-answer time through a forwarding node vs direct (`--offers`, default 60 per
    path): a redis-server (loopback, no persistence) and two nodes on it, each
    `--workers 1`; node A has `--max-calls 0`, so it forwards every offer to node B.
    One real aiortc offer (audio transceiver + "events" data channel, host candidates
    restricted to 127.0.0.1) is POSTed again and again, alternating direct to B and via A
-   (after `--warmup` untimed offers per path); the time is POST -> 200 answer body read,
-   on a fresh connection each time. Each call's owner is read from Redis
-   (`rtc-agent:call:<id>`), then the call is hung up with DELETE /calls/{id} on the node
-   it was posted to (which must answer 200). At the end node B's /healthz `calls_total`
-   must equal the number of offers and node A's must be 0.
+   (which goes first swaps every time; `--warmup` untimed offers per path first); the
+   time is POST -> 200 answer body read, on a fresh TCP connection each time. Each
+   call's owner is read from Redis (`rtc-agent:call:<id>`), then the call is hung up
+   with DELETE /calls/{id} on the node it was posted to (which must answer 200). At the
+   end node B's /healthz `calls_total` must have grown by the number of offers and node
+   A's not at all.
 
-Reproduce (about 6 minutes with the defaults):
+Reproduce (5-6 minutes with the defaults):
 
     .venv/bin/python bench/workers.py --json bench/results/workers.json
 
@@ -45,7 +61,8 @@ A short check (about 3 minutes):
     .venv/bin/python bench/workers.py --calls-per-worker 4 --window 15 --offers 20 \
         --json /tmp/workers-short.json
 
-Server logs, loadtest JSON and the per-run figures stay in `--work-dir` (printed).
+Server logs and each run's loadtest JSON stay in `--work-dir` (printed; default a new
+folder in /tmp); the `--json` file holds every figure, sample and offer.
 """
 
 from __future__ import annotations
@@ -85,7 +102,13 @@ from bench.call_cost import (
 from rtc_agent.loadtest.metrics import summarize
 
 SAMPLE_S = 0.5
+PROBE_EVERY = 4  # samples between two speed probes (2 s)
 SETTLE_S = 1.0  # after the last call is up, before the window opens
+# What a talking call costs a worker over a silent one, % of a core: Opus encoding of
+# the reply (67.5 us per 20 ms frame) plus handling its deltas (5.4 us), from
+# docs/benchmarks.md "Media path". Used only to say how much a difference in how much
+# the agent talked in A and B moves B/A.
+TALK_COST_PCT = 100 * (67.5 + 5.4) / 20_000
 REPLY_END_SILENCE_S = 1.0  # the loadtest's: a reply has ended after 1 s of silence
 CORES = os.cpu_count() or 1
 
@@ -111,6 +134,20 @@ def machine_idle_seconds() -> tuple[float, float]:
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
     return (v[3] + v[4]) / CLK_TCK, machine_busy_seconds()
+
+
+def speed_probe_ms() -> float:
+    """CPU milliseconds of a fixed pure-Python loop (~20 ms).
+
+    On this kind of VM the same work takes 15-26 ms of CPU time from one moment to the
+    next, with nothing else running in the guest (the host's load shows up as slower
+    CPU, not as steal time). Probed every 2 s in the window, it tells a reader how fast
+    the machine was while A or B ran."""
+    t = time.process_time()
+    x = 0
+    for i in range(250_000):
+        x += i * i % 7
+    return (time.process_time() - t) * 1000
 
 
 def children(pid: int) -> list[int]:
@@ -393,10 +430,13 @@ def run_cpu(label: str, rnd: int, workers: int, per_worker: int, args: argparse.
                                   stdin=subprocess.DEVNULL, env=offline_env(), cwd=ROOT,
                                   start_new_session=True)
         samples: list[Sample] = []
+        probes: list[tuple[float, float]] = []
         try:
             hard = time.monotonic() + duration + 90
             while lt.poll() is None and time.monotonic() < hard:
                 samples.append(sample(node, lt.pid))
+                if len(samples) % PROBE_EVERY == 0:
+                    probes.append((time.monotonic(), speed_probe_ms()))
                 time.sleep(SAMPLE_S)
         finally:
             stop_group(lt)
@@ -406,6 +446,11 @@ def run_cpu(label: str, rnd: int, workers: int, per_worker: int, args: argparse.
                     "cpu": {k: round(v, 3) for k, v in s.cpu.items()},
                     "callers": round(sum(s.callers.values()), 3)} for s in samples]
     _window(run, samples, args.window)
+    if run.window.get("seconds"):
+        w0 = run.window["t_open"]
+        inside = [ms for t, ms in probes if w0 <= t <= w0 + run.window["seconds"]]
+        run.window["speed_probe_ms"] = sum(inside) / len(inside) if inside else None
+        run.window["speed_probes"] = [round(ms, 2) for ms in inside]
     doc = json.loads(out.read_text()) if out.exists() else None
     run.media = _media(doc, calls, lt.returncode)
     if doc is not None and run.window.get("seconds"):
@@ -664,6 +709,9 @@ def run_forwarding(args: argparse.Namespace, work: Path, stack: contextlib.ExitS
         "b_calls_total": (after_b.get("calls_total", 0) - before_b.get("calls_total", 0)),
         "a_calls_total": (after_a.get("calls_total", 0) - before_a.get("calls_total", 0)),
         "calls_left": {"a": after_a.get("calls"), "b": after_b.get("calls")},
+        # a hang-up right after the answer can wait out call.close()'s 5 s for its tasks
+        "deletes_over_1s": [(r["path"], r["call_id"], round(r["delete_ms"]))
+                            for r in rows if r.get("delete_ms", 0) > 1000],
     }
     checks["all_on_b"] = (checks["answers_200"] == total and checks["owner_is_b"] == total
                           and checks["b_calls_total"] == total and checks["a_calls_total"] == 0
@@ -705,10 +753,10 @@ def table(results: dict[str, Any]) -> str:
                   "| run | node | calls (per worker) | window s | CPU/call per worker "
                   "(each) | CPU/call (node) | workers | supervisor | backend | callers "
                   "| machine busy (of all) | rest | min rx fps | lag p95 max | holds "
-                  "| callers' send lag max | agent talk share | turns answered "
+                  "| callers' send lag max | agent talk share | speed probe | turns answered "
                   "| turn latency p50 | failures |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-                  "---|---|"]
+                  "---|---|---|"]
         for r in runs:
             p = r["processes_pct"]
             m = r["media"]
@@ -728,6 +776,7 @@ def table(results: dict[str, Any]) -> str:
                 f"{'yes' if m.get('holds') else 'NO'} | "
                 f"{fmt(m.get('caller_send_lag_max_ms'), 0)} ms | "
                 f"{fmt(100 * m['talk']['share'] if m.get('talk') else None, 0)} % | "
+                f"{fmt(r['window'].get('speed_probe_ms'))} ms | "
                 f"{m.get('turns_answered', 0)}/{m.get('turns', 0)} | "
                 f"{fmt((m.get('turn_latency_ms') or {}).get('p50'), 0)} ms | "
                 f"{m.get('failures') or '-'} |")
@@ -744,15 +793,19 @@ def table(results: dict[str, Any]) -> str:
                 f"{fmt(ratio.get('b_cpu_per_call_pct'), 2)} % of a core per call; target "
                 f"<= 1.1: {'met' if ratio.get('met') else 'NOT met'}")
 
-        talk = ratio.get("talk_b_over_a")
-        if talk is not None:
+        if ratio.get("speed_probe_a_ms") and ratio.get("speed_probe_b_ms"):
             lines.append(
-                f"Workload: agent talk share B/A = {talk:.2f} (A "
-                f"{100 * ratio['talk_a']:.0f} %, B {100 * ratio['talk_b']:.0f} % of the "
-                "window); " + ("matched (within 10 %)" if ratio["talk_matched"] else
-                               "NOT matched: the workers encoded different amounts of reply "
-                               "audio per call (usually the backend falling behind in B), "
-                               "so B/A is biased; lengthen --pause"))
+                f"Machine speed: the probe loop took {ratio['speed_probe_a_ms']:.1f} ms of "
+                f"CPU in A's windows, {ratio['speed_probe_b_ms']:.1f} ms in B's (more = "
+                "slower; it also slows when the guest itself is busier, as in B, so it is "
+                "a hint at run-to-run spread, not a correction)")
+        if ratio.get("talk_b_over_a") is not None:
+            lines.append(
+                f"Workload: the agent talked {100 * ratio['talk_a']:.1f} % of the window in "
+                f"A's calls, {100 * ratio['talk_b']:.1f} % in B's (B's backend serves twice "
+                f"the calls, so its replies come later); at ~{TALK_COST_PCT:.2f} % of a "
+                "core more per talking call (docs/benchmarks.md, media path) that moves "
+                f"B/A by {100 * ratio['talk_shift']:+.1f} %")
 
         def held(key: str) -> str:
             calls = results.get(f"{key}_calls")
@@ -764,7 +817,8 @@ def table(results: dict[str, Any]) -> str:
         lines.append(f"{held('b')}; {held('a')} (holds = every call connected, >= 49 "
                      "frames/s received, rx lag p95 < 100 ms)")
         lines.append("Columns: workers/supervisor/backend/callers/rest are % of one core over "
-                     "the window; machine busy is all cores together (of all: % of the "
+                     "the window; speed probe: CPU ms of a fixed loop, mean over the window; "
+                     "machine busy is all cores together (of all: % of the "
                      "machine); rest = machine minus ours (other people's work). Callers' "
                      "send lag: how late the (niced) callers sent their own audio; when it "
                      "is large, a missed 'holds' may be the callers', not the server's. "
@@ -793,6 +847,10 @@ def table(results: dict[str, Any]) -> str:
             f"A calls_total +{c['a_calls_total']}); DELETE 200: {c['deletes_200']}/"
             f"{c['offers']} (via A, forwarded: {c['deletes_via_a_forwarded']}); calls left "
             f"{c['calls_left']}")
+        slow = c["deletes_over_1s"]
+        if slow:
+            lines.append(f"DELETEs that took over 1 s: {len(slow)} of {c['offers']} "
+                         f"({', '.join(f'{p} {ms} ms' for p, _, ms in slow[:6])})")
     elif fw:
         lines.append(f"\n2. forwarding: {fw}")
     logs = results.get("log_findings", {})
@@ -828,10 +886,17 @@ def summarize_cpu(results: dict[str, Any], runs: list[CpuRun]) -> None:
         shares = [r.media["talk"]["share"] for r in rs if r.media.get("talk")]
         return sum(shares) / len(shares) if shares else None
 
+    def probe(rs: list[CpuRun]) -> float | None:
+        ms = [r.window["speed_probe_ms"] for r in rs if r.window.get("speed_probe_ms")]
+        return sum(ms) / len(ms) if ms else None
+
+    results["ratio"].update(speed_probe_a_ms=probe(a), speed_probe_b_ms=probe(b))
     ta, tb = talk(a), talk(b)
     if ta and tb:
-        results["ratio"].update(talk_a=ta, talk_b=tb, talk_b_over_a=tb / ta,
-                                talk_matched=abs(tb / ta - 1) <= 0.1)
+        results["ratio"].update(
+            talk_a=ta, talk_b=tb, talk_b_over_a=tb / ta, talk_cost_pct=TALK_COST_PCT,
+            # the change in B/A that the difference in talk alone explains
+            talk_shift=(tb - ta) * TALK_COST_PCT / pa if pa else None)
     results["a_calls"] = a[0].calls if a else None
     results["b_calls"] = b[0].calls if b else None
     results["a_holds_all"] = bool(a) and all(r.media.get("holds") for r in a)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import time
 from collections import deque
@@ -33,6 +34,8 @@ from rtc_agent.datachannel import (
 from rtc_agent.ice import rtc_configuration
 from rtc_agent.media.inbound import InboundAudio, append_event, decode_on_loop
 from rtc_agent.media.playout import PlayoutTrack
+from rtc_agent.observability.call_record import CallRecord
+from rtc_agent.observability.metrics import Metrics
 from rtc_agent.realtime.client import RealtimeClient, UpstreamFailed
 from rtc_agent.realtime.service import RealtimeService
 from rtc_agent.realtime.session import (
@@ -55,6 +58,13 @@ MAX_EARLY_MESSAGES = 64  # held until the caller's data channel opens
 # reading (its SCTP window closed) must not grow the server's memory.
 MAX_CALLER_BACKLOG_BYTES = 1 << 20
 END_NOTICE_S = 0.2  # an ending's reason goes out this long before the hang-up
+STATS_INTERVAL_S = 5.0  # RTP statistics for the metrics, per call
+OPUS_RTP_CLOCK = 48000  # aiortc reports jitter in RTP timestamp units
+MAX_USER_AGENT = 256
+
+
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
 class Call:
@@ -73,12 +83,22 @@ class Call:
         on_closed: Callable[[Call], None] | None = None,
         node: str | None = None,
         worker: str | None = None,
+        metrics: Metrics | None = None,
+        user_agent: str = "",
+        started: float | None = None,
     ) -> None:
         self.call_id = call_id
         self.node = node
         self.worker = worker
         self.service = service
         self.created = time.monotonic()
+        self.metrics = metrics
+        self.record = CallRecord(
+            call_id, started=self.created if started is None else started,
+            started_utc=_utc_now(), node=node, worker=worker, backend=service.kind,
+            user_agent=user_agent[:MAX_USER_AGENT])
+        self._late_frames_seen = 0
+        self._lost_seen = 0
         self._tools = tools
         self._on_closed = on_closed
         self._connect_timeout_s = connect_timeout_s
@@ -88,6 +108,7 @@ class Call:
         self.playout = PlayoutTrack(
             on_item_started=self._on_item_started,
             on_item_finished=self._on_item_finished,
+            on_frame=self._on_frame,
         )
         self.client = RealtimeClient(
             service,
@@ -134,7 +155,7 @@ class Call:
         @pc.on("connectionstatechange")
         async def on_state() -> None:
             if pc.connectionState in ("failed", "closed"):
-                await self.close(f"peer connection {pc.connectionState}")
+                await self.close(f"peer connection {pc.connectionState}", "caller_gone")
 
     async def answer(self, offer: RTCSessionDescription) -> RTCSessionDescription:
         """Apply the caller's offer and return an answer carrying all candidates."""
@@ -149,6 +170,8 @@ class Call:
         # Open the Realtime socket while ICE and DTLS proceed.
         self._spawn(self._run_upstream(), "upstream")
         self._spawn(self._watch_connect(), "connect-timeout")
+        if self.metrics is not None:
+            self._spawn(self._sample_stats(), "stats")
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)  # aiortc gathers every candidate here
         return self.pc.localDescription
@@ -161,7 +184,7 @@ class Call:
     async def _watch_connect(self) -> None:
         await asyncio.sleep(self._connect_timeout_s)
         if self.pc.connectionState != "connected":
-            await self.close("ICE did not connect in time")
+            await self.close("ICE did not connect in time", "connect_timeout")
 
     # ------------------------------------------------------------ media
 
@@ -169,6 +192,9 @@ class Call:
         # Called from the playout track's recv(): an exception here would stop
         # the sender, so it is logged instead.
         try:
+            latency = self.record.reply_audio_started(time.monotonic())
+            if latency is not None and self.metrics is not None:
+                self.metrics.turn_latency.observe(latency)
             self._apply(self.session.on_item_started(item_id))
         except Exception:
             log.exception("call %s: item start", self.call_id)
@@ -179,9 +205,17 @@ class Call:
         except Exception:
             log.exception("call %s: item end", self.call_id)
 
+    def _on_frame(self, pcm: bytearray | None) -> None:
+        """Every 20 ms tick of the playout: a barge-in is complete at its first silence."""
+        if pcm is None and self.record.barge_in_open:
+            took = self.record.playout_silent(time.monotonic())
+            if took is not None and self.metrics is not None:
+                self.metrics.barge_in.observe(took)
+
     async def _pump_inbound(self, track: MediaStreamTrack) -> None:
         inbound = InboundAudio()
         send_audio = self.client.send_audio
+        first = True
         while True:
             try:
                 frame = await track.recv()
@@ -189,6 +223,11 @@ class Call:
                 return
             if not isinstance(frame, AudioFrame):
                 continue
+            if first:
+                first = False
+                setup = self.record.media_flowing(time.monotonic())
+                if setup is not None and self.metrics is not None:
+                    self.metrics.call_setup.observe(setup)
             for chunk in inbound.push(frame):
                 send_audio(append_event(chunk))
 
@@ -205,6 +244,9 @@ class Call:
 
     def _on_upstream_connected(self, reconnected: bool) -> None:
         if reconnected:
+            self.record.upstream_reconnected()
+            if self.metrics is not None:
+                self.metrics.upstream_reconnects.inc()
             self._apply(self.session.on_reconnected())
         else:
             self._apply(self.session.start())
@@ -215,7 +257,28 @@ class Call:
                                      "Lost the agent's service; reconnecting."))
         self._apply(self.session.on_disconnected())
 
+    def _observe(self, event: dict[str, Any]) -> None:
+        """What the call's books and the metrics take from the service's events."""
+        etype = event.get("type")
+        if etype == "input_audio_buffer.speech_stopped":
+            self.record.speech_stopped(time.monotonic())
+        elif etype == "input_audio_buffer.speech_started":
+            self.record.speech_started(time.monotonic())
+        elif etype == "response.done":
+            response = event.get("response")
+            added = self.record.tokens.add(response.get("usage")
+                                           if isinstance(response, dict) else None)
+            if added and self.metrics is not None:
+                self.metrics.add_tokens(added.items())
+        elif etype == "error":
+            self.record.upstream_error()
+            if self.metrics is not None:
+                error = event.get("error")
+                self.metrics.upstream_error(error.get("code") if isinstance(error, dict)
+                                            else None)
+
     def _on_upstream_event(self, event: dict[str, Any]) -> None:
+        self._observe(event)
         if event.get("type") == "session.updated" and not self._session_configured:
             self._session_configured = True
             self._maybe_ready()
@@ -243,12 +306,18 @@ class Call:
                 self.playout.end_item(effect.item_id)
             elif isinstance(effect, FlushPlayout):
                 flushed = self.playout.flush()
+                if flushed.item_id is not None:
+                    self.record.playout_flushed()
                 self._apply(self.session.on_playout_flushed(flushed.item_id, flushed.sent_ms))
             elif isinstance(effect, RunTool):
                 self._spawn(self._run_tool(effect), f"tool:{effect.name}")
 
     async def _run_tool(self, effect: RunTool) -> None:
         result = await self._tools.run(effect.name, effect.arguments)
+        self.record.tool_finished(effect.name, result.outcome, result.duration_ms / 1000)
+        if self.metrics is not None:
+            self.metrics.tool_calls.labels(effect.name, result.outcome).inc()
+            self.metrics.tool_seconds.labels(effect.name).observe(result.duration_ms / 1000)
         if not self._closing:
             self._apply(self.session.on_tool_result(
                 effect.call_id, result.ok, result.output, result.duration_ms))
@@ -297,27 +366,68 @@ class Call:
                 self.caller_errors += 1
                 self._refuse("rate_limited", "too many typed messages; slow down")
                 return
+            self.record.text_sent(time.monotonic())
             self._apply(self.session.on_text(message["text"]))
 
     # ------------------------------------------------------------ teardown
 
     async def end(self, code: str, message: str) -> None:
-        """End the call from the server's side, telling the caller why first."""
+        """End the call from the server's side, telling the caller why first.
+
+        `code` is also the end reason (`server_shutdown`, `upstream_failed`)."""
         if self._closing:
             await self._closed.wait()
             return
         self._to_caller(caller.error(code, message))
         # Let the error reach the caller before the peer goes away.
         await asyncio.sleep(END_NOTICE_S)
-        await self.close(message)
+        await self.close(message, code)
 
-    async def close(self, reason: str = "hung up") -> None:
-        """Free everything the call holds; safe to call more than once."""
+    async def _sample_stats(self) -> None:
+        """Every STATS_INTERVAL_S: the caller's RTP loss and jitter, the playout's lateness."""
+        while True:
+            await asyncio.sleep(STATS_INTERVAL_S)
+            await self._take_stats()
+
+    async def _take_stats(self) -> None:
+        metrics = self.metrics
+        if metrics is None:
+            return
+        late = self.playout.late_frames
+        if late > self._late_frames_seen:
+            metrics.playout_late_frames.inc(late - self._late_frames_seen)
+            self._late_frames_seen = late
+        try:
+            report = await self.pc.getStats()
+        except Exception:  # a closing peer: nothing more to count
+            return
+        received = lost = 0
+        jitter: float | None = None
+        for stats in report.values():
+            if getattr(stats, "type", None) == "inbound-rtp" and stats.kind == "audio":
+                received += stats.packetsReceived
+                lost += max(0, stats.packetsLost)
+                jitter = max(jitter or 0.0, stats.jitter / OPUS_RTP_CLOCK)
+        self.record.rtp(received, lost, jitter)
+        if lost > self._lost_seen:
+            metrics.packets_lost.inc(lost - self._lost_seen)
+            self._lost_seen = lost
+        if jitter is not None and received:
+            metrics.jitter.observe(jitter)
+
+    async def close(self, reason: str = "hung up", end_reason: str = "hangup") -> None:
+        """Free everything the call holds; safe to call more than once.
+
+        `end_reason` is the metrics' and call log's (see docs/observability.md)."""
         if self._closing:
             await self._closed.wait()
             return
         self._closing = True
         self.close_reason = reason
+        self.record.end(end_reason, time.monotonic(), _utc_now())
+        if self.metrics is not None and self.pc.connectionState == "connected":
+            with contextlib.suppress(Exception):
+                await self._take_stats()
         log.info("call %s closing: %s", self.call_id, reason)
         current = asyncio.current_task()
         for task in list(self._tasks):

@@ -90,6 +90,9 @@ class ServeConfig:
     public_address: str | None = None  # announced in ICE instead of the local address
     udp_ports: tuple[int, int] | None = None  # media ports, split between the workers
     drain_timeout_s: float = 600.0
+    # Observability (docs/observability.md).
+    metrics_token: str | None = None  # /metrics needs it when set (open otherwise)
+    call_log: Path | None = None  # one JSON line per ended call
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -175,6 +178,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                              "between the workers (default: any)")
     a("--drain-timeout", type=float, dest="drain_timeout_s",
       help="on SIGTERM, seconds current calls may go on before they are ended (default 600)")
+    a("--metrics-token", help="bearer token /metrics requires (default: none, /metrics is "
+                               "open; it holds no call content)")
+    a("--call-log", type=Path, metavar="PATH", help="append one JSON line per ended call")
     a("--log-level", default=os.environ.get("RTC_AGENT_LOG_LEVEL", "INFO"))
 
 
@@ -293,6 +299,9 @@ def from_args(args: argparse.Namespace) -> ServeConfig:
                                    None)),
         drain_timeout_s=float(_pick(getattr(args, "drain_timeout_s", None), "drain_timeout",
                                     {}, "", 600.0, float)),
+        metrics_token=_pick(getattr(args, "metrics_token", None), "metrics_token", {}, "",
+                            None),
+        call_log=_pick(getattr(args, "call_log", None), "call_log", {}, "", None, Path),
     )
     _check_limits(cfg)
     return cfg

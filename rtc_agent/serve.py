@@ -41,6 +41,8 @@ from rtc_agent.ice import (
     split_port_range,
 )
 from rtc_agent.lifeline import set_parent_death_signal, watch_parent
+from rtc_agent.observability.call_log import CallLog
+from rtc_agent.observability.metrics import sample_loop_lag
 from rtc_agent.offline.process import OfflineProcess
 from rtc_agent.realtime.service import offline_service, service_from_settings
 from rtc_agent.signaling.app import SignalingServer, create_app, create_internal_app
@@ -109,6 +111,8 @@ async def running(cfg: ServeConfig, spec: WorkerSpec | None = None
     try:
         server = SignalingServer(cfg, service, build_tools(cfg))
         server.backend_state, server.backend_restarts = backend_state, backend_restarts
+        if cfg.call_log is not None:
+            server.call_log = CallLog(cfg.call_log)
         internal_url = ""
         clustered = registry is not None or workers > 1
         if clustered:
@@ -155,7 +159,7 @@ async def running(cfg: ServeConfig, spec: WorkerSpec | None = None
         if cfg.port == 0:
             cfg.port = runner.addresses[0][1]
         server.scheme = "https" if ssl_context else "http"
-        reporting = asyncio.create_task(server.membership.run(), name="membership")
+        reporting = asyncio.create_task(_report(server), name="membership")
         log.info("worker %s serving %s://%s:%s with backend %s (%s)", server.membership.id,
                  server.scheme, cfg.host, cfg.port, service.kind, service.describe())
         if cfg.trusted_proxies:
@@ -177,8 +181,22 @@ async def running(cfg: ServeConfig, spec: WorkerSpec | None = None
             await registry.close()
         if table is not None:
             table.close()
+        if server is not None and server.call_log is not None:
+            server.call_log.close()
         if child is not None:
             await child.stop()
+
+
+async def _report(server: SignalingServer) -> None:
+    """The worker's background reporting: its load to the node and cluster, and how late
+    its event loop runs (for the metrics)."""
+    lag = asyncio.create_task(sample_loop_lag(server.metrics), name="loop-lag")
+    try:
+        await server.membership.run()
+    finally:
+        lag.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await lag
 
 
 async def serve(cfg: ServeConfig, stop: asyncio.Event | None = None,

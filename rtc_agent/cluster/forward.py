@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 SECRET_HEADER = "X-Rtc-Agent-Cluster"
 CLIENT_HEADER = "X-Rtc-Agent-Client"
+USER_AGENT_HEADER = "X-Rtc-Agent-User-Agent"  # the caller's, for the owner's call record
 # Answering an offer gathers ICE candidates; a worker that takes longer is stuck.
 FORWARD_TIMEOUT_S = 20.0
 CONNECT_TIMEOUT_S = 1.0
@@ -59,8 +60,9 @@ class Forwarder:
         return self._session
 
     async def send(self, method: str, url: str, *, client: str | None,
-                   body: bytes | None = None) -> Forwarded:
-        headers = {SECRET_HEADER: self._secret}
+                   body: bytes | None = None,
+                   headers: dict[str, str] | None = None) -> Forwarded:
+        headers = {**(headers or {}), SECRET_HEADER: self._secret}
         if client:
             headers[CLIENT_HEADER] = client
         if body is not None:

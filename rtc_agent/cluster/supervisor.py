@@ -21,15 +21,20 @@ import logging
 import os
 import pickle
 import secrets
+import shutil
 import signal
 import socket
 import struct
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass, replace
 
+from prometheus_client import multiprocess as prometheus_multiprocess
+
 from rtc_agent.cluster.node_table import NodeTable
 from rtc_agent.config import ServeConfig
+from rtc_agent.observability.metrics import MULTIPROC_ENV
 from rtc_agent.offline.process import OfflineProcess
 from rtc_agent.realtime.service import service_from_settings
 
@@ -93,6 +98,8 @@ class NodeSupervisor:
         self.cfg = replace(cfg, cluster_secret=cfg.cluster_secret or secrets.token_urlsafe(32))
         self.count = cfg.workers
         self.table = NodeTable.create(self.count)
+        # Every worker writes its metrics here; any of them sums them for a scrape.
+        self._metrics_dir = tempfile.mkdtemp(prefix="rtc-agent-metrics-")
         self._public: socket.socket | None = None
         self._internal: list[socket.socket] = []
         self._procs: list[asyncio.subprocess.Process | None] = [None] * self.count
@@ -148,8 +155,10 @@ class NodeSupervisor:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "rtc_agent.serve", *args, stdin=asyncio.subprocess.PIPE,
             pass_fds=(self._public.fileno(), internal.fileno(), self.table.fd),
-            start_new_session=True, env={**os.environ, "RTC_AGENT_LOG_LEVEL": logging.getLevelName(
-                logging.getLogger().getEffectiveLevel())})
+            start_new_session=True, env={
+                **os.environ, MULTIPROC_ENV: self._metrics_dir,
+                "RTC_AGENT_LOG_LEVEL": logging.getLevelName(
+                    logging.getLogger().getEffectiveLevel())})
         assert proc.stdin is not None
         proc.stdin.write(send_spec(spec))
         await proc.stdin.drain()
@@ -169,6 +178,8 @@ class NodeSupervisor:
                 proc.stdin.close()
             served = self.table.worker(index) is not None  # it got as far as reporting
             self.table.clear(index)
+            with contextlib.suppress(OSError):
+                prometheus_multiprocess.mark_process_dead(proc.pid, self._metrics_dir)
             if self._stopping:
                 log.info("worker %d (pid %d) exited with %s", index, proc.pid, code)
                 return
@@ -249,3 +260,4 @@ class NodeSupervisor:
             if sock is not None:
                 sock.close()
         self.table.close()
+        shutil.rmtree(self._metrics_dir, ignore_errors=True)

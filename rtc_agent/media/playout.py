@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import logging
 import time
 from collections.abc import Callable
 
@@ -27,6 +28,8 @@ from rtc_agent.media import opus
 from rtc_agent.media.opus import silence_packet
 from rtc_agent.media.playout_buffer import FRAME_BYTES, Flushed, PlayoutBuffer
 from rtc_agent.protocol import REALTIME_RATE
+
+log = logging.getLogger(__name__)
 
 RATE = REALTIME_RATE
 FRAME_SAMPLES = FRAME_BYTES // 2  # 480: 20 ms at 24 kHz
@@ -48,6 +51,7 @@ class PlayoutTrack(MediaStreamTrack):
         max_buffer_ms: int = 120_000,
         on_item_started: Callable[[str], None] | None = None,
         on_item_finished: Callable[[str, float], None] | None = None,
+        on_frame: Callable[[bytearray | None], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
@@ -60,6 +64,9 @@ class PlayoutTrack(MediaStreamTrack):
                                     on_item_started=on_item_started,
                                     on_item_finished=on_item_finished)
         self._clock = clock
+        # Told of every tick: the 20 ms of pcm sent (valid during the call only), or
+        # None for silence. For the call's books (barge-in timing) and recordings.
+        self._on_frame = on_frame
         self._start: float | None = None
         self._ticks = 0
         self._timestamp = 0
@@ -121,6 +128,11 @@ class PlayoutTrack(MediaStreamTrack):
             self._quiet_frames += 1
             self._scratch[:] = bytes(FRAME_BYTES)
             payload = self._encode(self._scratch)
+        if self._on_frame is not None:
+            try:
+                self._on_frame(self._scratch if filled else None)
+            except Exception:  # an observer's fault must not stop the sender
+                log.exception("playout frame observer failed")
         packet = av.Packet(payload or self._silence)
         packet.pts = self._timestamp
         packet.time_base = RTP_TIME_BASE

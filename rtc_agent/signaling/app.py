@@ -12,6 +12,7 @@ the scheme, host and client address a trusted reverse proxy forwards `proxy.py`'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import ipaddress
 import json
@@ -19,6 +20,7 @@ import logging
 import math
 import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,7 @@ from rtc_agent.call import Call
 from rtc_agent.cluster.forward import (
     CLIENT_HEADER,
     SECRET_HEADER,
+    USER_AGENT_HEADER,
     Forwarder,
     ForwardFailed,
     authentic,
@@ -38,6 +41,9 @@ from rtc_agent.cluster.forward import (
 from rtc_agent.cluster.membership import Membership
 from rtc_agent.config import ServeConfig
 from rtc_agent.ice import PortRangeExhausted
+from rtc_agent.observability.call_log import CallLog
+from rtc_agent.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from rtc_agent.observability.metrics import Metrics
 from rtc_agent.realtime.service import RealtimeService
 from rtc_agent.signaling.limits import (
     ConnectionLimits,
@@ -104,6 +110,8 @@ class SignalingServer:
     membership: Membership = None  # type: ignore[assignment]  # set in __post_init__
     forwarder: Forwarder | None = None  # None: no other worker to forward to
     drained: asyncio.Event = field(default_factory=asyncio.Event)
+    metrics: Metrics = field(default_factory=Metrics)
+    call_log: CallLog | None = None  # --call-log
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -169,6 +177,12 @@ class SignalingServer:
     # ------------------------------------------------------------ routes
 
     async def offer(self, request: web.Request) -> web.Response:
+        response = await self._offer(request)
+        if response.status >= 400:
+            self.metrics.rejected(_error_code(response))
+        return response
+
+    async def _offer(self, request: web.Request) -> web.Response:
         if not self._origin_allowed(request):
             return json_error(403, "origin_not_allowed",
                               "this origin may not place calls (see --allow-origin)")
@@ -229,6 +243,7 @@ class SignalingServer:
         the caller gets 503 only when every worker is full or draining.
         """
         membership = self.membership
+        received = time.monotonic()
         tried: set[str] = set()
         refused: web.Response | None = None
         for _ in range(MAX_PLACEMENT_TRIES):
@@ -239,7 +254,8 @@ class SignalingServer:
             target = candidates[0]
             tried.add(target.id)
             if target.id == membership.id:
-                response = await self._answer_here(sdp, key, request.remote)
+                response = await self._answer_here(sdp, key, request.remote, received,
+                                                   request.headers.get("User-Agent", ""))
                 if response.status != 503:
                     return response
                 refused = response
@@ -248,8 +264,9 @@ class SignalingServer:
                 continue
             membership.placed(target.id)
             try:
-                forwarded = await self.forwarder.send("POST", f"{target.url}/offer",
-                                                      client=request.remote, body=body)
+                forwarded = await self.forwarder.send(
+                    "POST", f"{target.url}/offer", client=request.remote, body=body,
+                    headers={USER_AGENT_HEADER: request.headers.get("User-Agent", "")[:256]})
             except ForwardFailed as exc:
                 log.warning("offer not placed on %s: %s", target.id, exc)
                 continue
@@ -266,7 +283,8 @@ class SignalingServer:
         return json_error(503, "at_capacity", "the server is at capacity; try again shortly",
                           **{"Retry-After": str(RETRY_AFTER_S)})
 
-    async def _answer_here(self, sdp: str, key: str, remote: str | None) -> web.Response:
+    async def _answer_here(self, sdp: str, key: str, remote: str | None, received: float,
+                           user_agent: str) -> web.Response:
         """Take the call on this worker, if it has room."""
         if self.membership.node_draining():
             return json_error(503, "draining", "this worker is shutting down",
@@ -288,16 +306,19 @@ class SignalingServer:
             on_closed=self._forget,
             node=self.membership.node,
             worker=self.membership.id,
+            metrics=self.metrics,
+            user_agent=user_agent,
+            started=received,
         )
         try:
             answer = await call.answer(RTCSessionDescription(sdp=sdp, type="offer"))
         except PortRangeExhausted as exc:
-            await call.close("no media port")
+            await call.close("no media port", "error")
             log.warning("offer refused: %s", exc)
             return json_error(503, "no_media_ports", "no UDP port is free for the call's media",
                               **{"Retry-After": str(RETRY_AFTER_S)})
         except Exception as exc:  # aiortc's SDP parser raises many kinds
-            await call.close("bad offer")
+            await call.close("bad offer", "error")
             return json_error(400, "invalid_sdp", f"cannot use this offer: {exc}"[:300])
         finally:
             self.pending -= 1
@@ -306,6 +327,7 @@ class SignalingServer:
         self.calls[call_id] = call
         self._call_address[call_id] = key
         self.calls_total += 1
+        self.metrics.calls_active.inc()
         self.membership.call_started(call_id)
         log.info("call %s placed on %s for %s", call_id, self.membership.id, remote)
         return web.json_response({"sdp": answer.sdp, "type": answer.type, "call_id": call_id})
@@ -313,6 +335,10 @@ class SignalingServer:
     def _forget(self, call: Call) -> None:
         if self.calls.pop(call.call_id, None) is not None:
             self.membership.call_ended(call.call_id)
+            self.metrics.calls_active.dec()
+            self.metrics.ended(call.record.end_reason or "error")
+            if self.call_log is not None:
+                self.call_log.write(call.record.summary())
         self._call_address.pop(call.call_id, None)
         if not self.calls and self.membership.draining:
             self.drained.set()
@@ -331,8 +357,64 @@ class SignalingServer:
         call = self.calls.get(call_id)
         if call is None:
             return json_error(404, "no_such_call", "no call with that id")
-        await call.close("hung up by the caller")
+        await call.close("hung up by the caller", "hangup")
         return web.json_response({"call_id": call.call_id, "closed": True})
+
+    # ------------------------------------------------------------ observability
+
+    async def metrics_text(self, request: web.Request) -> web.Response:
+        """Prometheus text format, for the whole node (docs/observability.md)."""
+        token = self.config.metrics_token
+        if token and not hmac.compare_digest((self._given_token(request) or "").encode(),
+                                             token.encode()):
+            return json_error(401, "unauthorized", "a valid metrics token is required")
+        body = await asyncio.to_thread(self.metrics.exposition)  # reads the node's files
+        return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE,
+                                                "Cache-Control": "no-store"})
+
+    def _live_calls(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        return [call.record.summary(now) for call in list(self.calls.values())]
+
+    async def list_calls(self, request: web.Request) -> web.Response:
+        """Live calls with their figures, on every worker of the node (and cluster)."""
+        if not self._authorized(request):
+            return json_error(401, "unauthorized", "a valid access token is required")
+        calls = self._live_calls()
+        if self.forwarder is not None:
+            workers = await self.membership.cluster_workers() or self.membership.node_workers()
+            others = [w for w in workers if w.id != self.membership.id]
+            answers = await asyncio.gather(
+                *(self.forwarder.send("GET", f"{w.url}/calls", client=request.remote)
+                  for w in others), return_exceptions=True)
+            for worker, answer in zip(others, answers, strict=True):
+                if isinstance(answer, BaseException) or answer.status != 200:
+                    log.warning("GET /calls: no answer from %s", worker.id)
+                    continue
+                with contextlib.suppress(ValueError, TypeError):
+                    calls.extend(json.loads(answer.body)["calls"])
+        return web.json_response({"calls": calls}, headers={"Cache-Control": "no-store"})
+
+    async def get_call(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return json_error(401, "unauthorized", "a valid access token is required")
+        call_id = request.match_info["call_id"]
+        if call_id in self.calls:
+            return self._call_here(call_id)
+        return await self._to_owner(request, call_id)
+
+    def _call_here(self, call_id: str) -> web.Response:
+        call = self.calls.get(call_id)
+        if call is None:
+            return json_error(404, "no_such_call", "no call with that id")
+        return web.json_response(call.record.summary(time.monotonic()),
+                                 headers={"Cache-Control": "no-store"})
+
+    async def internal_calls(self, request: web.Request) -> web.Response:
+        return web.json_response({"calls": self._live_calls()})
+
+    async def internal_call(self, request: web.Request) -> web.Response:
+        return self._call_here(request.match_info["call_id"])
 
     async def _to_owner(self, request: web.Request, call_id: str) -> web.Response:
         """Pass a request about a call held by another worker on to it (404: nobody has it)."""
@@ -391,7 +473,8 @@ class SignalingServer:
         if not isinstance(sdp, str) or sdp_refusal(sdp) is not None:
             return json_error(400, "invalid_sdp", "expected a vetted offer")
         client = request.headers.get(CLIENT_HEADER)
-        return await self._answer_here(sdp, address_key(client), client)
+        return await self._answer_here(sdp, address_key(client), client, time.monotonic(),
+                                       request.headers.get(USER_AGENT_HEADER, ""))
 
     async def internal_hang_up(self, request: web.Request) -> web.Response:
         return await self._hang_up_here(request.match_info["call_id"])
@@ -553,7 +636,10 @@ def create_app(server: SignalingServer) -> web.Application:
     app.on_response_prepare.append(security_headers(server))
     app.router.add_post("/offer", server.offer)
     app.router.add_delete("/calls/{call_id}", server.hang_up)
+    app.router.add_get("/calls", server.list_calls)
+    app.router.add_get("/calls/{call_id}", server.get_call)
     app.router.add_get("/healthz", server.healthz)
+    app.router.add_get("/metrics", server.metrics_text)
     app.router.add_get("/config", server.client_config)
     app.router.add_get("/", server.index)
     app.router.add_get("/ca.pem", server.ca_pem)
@@ -564,6 +650,16 @@ def create_app(server: SignalingServer) -> web.Application:
 
     app.on_shutdown.append(on_shutdown)
     return app
+
+
+def _error_code(response: web.Response) -> str:
+    """The `code` of one of our JSON errors (for the metrics), or its status."""
+    try:
+        body = response.body
+        data = json.loads(body if isinstance(body, bytes | str) else b"")
+        return str(data["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return str(response.status)
 
 
 def create_internal_app(server: SignalingServer, secret: str) -> web.Application:
@@ -581,4 +677,6 @@ def create_internal_app(server: SignalingServer, secret: str) -> web.Application
                           client_max_size=MAX_OFFER_BYTES * 2)
     app.router.add_post("/offer", server.internal_offer)
     app.router.add_delete("/calls/{call_id}", server.internal_hang_up)
+    app.router.add_get("/calls", server.internal_calls)
+    app.router.add_get("/calls/{call_id}", server.internal_call)
     return app

@@ -43,6 +43,12 @@ class ToolResult:
     ok: bool
     output: str  # what goes into function_call_output
     duration_ms: int
+    timed_out: bool = False
+
+    @property
+    def outcome(self) -> str:
+        """"ok", "error" or "timeout" (the metrics' label)."""
+        return "ok" if self.ok else "timeout" if self.timed_out else "error"
 
 
 class ToolRegistry:
@@ -76,7 +82,7 @@ class ToolRegistry:
             value = await asyncio.wait_for(tool.handler(**arguments), tool.timeout_s)
         except TimeoutError:
             message = f"the {name} tool timed out after {tool.timeout_s:g} seconds"
-            return ToolResult(False, json.dumps({"error": message}), elapsed())
+            return ToolResult(False, json.dumps({"error": message}), elapsed(), timed_out=True)
         except TypeError as exc:
             return ToolResult(False, json.dumps({"error": f"bad arguments: {exc}"}), elapsed())
         except Exception as exc:  # a tool's fault must not end the call

@@ -1,0 +1,1 @@
+"""What operators see: Prometheus metrics, one record per call, the call log."""
