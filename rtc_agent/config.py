@@ -93,6 +93,7 @@ class ServeConfig:
     # Observability (docs/observability.md).
     metrics_token: str | None = None  # /metrics needs it when set (open otherwise)
     call_log: Path | None = None  # one JSON line per ended call
+    metrics: bool = True  # off only to measure what metrics cost (bench/)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -180,6 +181,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="on SIGTERM, seconds current calls may go on before they are ended (default 600)")
     a("--metrics-token", help="bearer token /metrics requires (default: none, /metrics is "
                                "open; it holds no call content)")
+    a("--no-metrics", action="store_true", default=None,
+      help="collect no per-call metrics (for A/B benchmarks of their cost)")
     a("--call-log", type=Path, metavar="PATH", help="append one JSON line per ended call")
     a("--log-level", default=os.environ.get("RTC_AGENT_LOG_LEVEL", "INFO"))
 
@@ -302,6 +305,7 @@ def from_args(args: argparse.Namespace) -> ServeConfig:
         metrics_token=_pick(getattr(args, "metrics_token", None), "metrics_token", {}, "",
                             None),
         call_log=_pick(getattr(args, "call_log", None), "call_log", {}, "", None, Path),
+        metrics=not _pick(getattr(args, "no_metrics", None), "no_metrics", {}, "", False, bool),
     )
     _check_limits(cfg)
     return cfg

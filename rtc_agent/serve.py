@@ -190,13 +190,16 @@ async def running(cfg: ServeConfig, spec: WorkerSpec | None = None
 async def _report(server: SignalingServer) -> None:
     """The worker's background reporting: its load to the node and cluster, and how late
     its event loop runs (for the metrics)."""
-    lag = asyncio.create_task(sample_loop_lag(server.metrics), name="loop-lag")
+    lag = None
+    if server.config.metrics:
+        lag = asyncio.create_task(sample_loop_lag(server.metrics), name="loop-lag")
     try:
         await server.membership.run()
     finally:
-        lag.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await lag
+        if lag is not None:
+            lag.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag
 
 
 async def serve(cfg: ServeConfig, stop: asyncio.Event | None = None,

@@ -306,7 +306,7 @@ class SignalingServer:
             on_closed=self._forget,
             node=self.membership.node,
             worker=self.membership.id,
-            metrics=self.metrics,
+            metrics=self.metrics if self.config.metrics else None,
             user_agent=user_agent,
             started=received,
         )
