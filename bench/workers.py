@@ -61,6 +61,9 @@ A short check (about 3 minutes):
     .venv/bin/python bench/workers.py --calls-per-worker 4 --window 15 --offers 20 \
         --json /tmp/workers-short.json
 
+`--serve-arg=ARG` (repeatable) adds ARG to every `rtc-agent serve`, e.g.
+`--serve-arg=--no-metrics` to measure without the per-call metrics.
+
 Server logs and each run's loadtest JSON stay in `--work-dir` (printed; default a new
 folder in /tmp); the `--json` file holds every figure, sample and offer.
 """
@@ -403,7 +406,8 @@ def run_cpu(label: str, rnd: int, workers: int, per_worker: int, args: argparse.
             prompt: Path, work: Path) -> CpuRun:
     calls = workers * per_worker
     run = CpuRun(label, rnd, workers, calls)
-    node = ServeNode(work, f"{label.lower()}{rnd}", workers, (per_worker + 2) * workers)
+    node = ServeNode(work, f"{label.lower()}{rnd}", workers, (per_worker + 2) * workers,
+                     tuple(args.serve_arg))
     with running(node):
         body = node.start()
         reniced = 0
@@ -678,7 +682,8 @@ def run_forwarding(args: argparse.Namespace, work: Path, stack: contextlib.ExitS
     stack.callback(redis_server.close)
     redis_server.start()
     secret = "bench-workers-" + os.urandom(8).hex()
-    common = ("--redis-url", redis_server.url(), "--cluster-secret", secret)
+    common = ("--redis-url", redis_server.url(), "--cluster-secret", secret,
+              *args.serve_arg)
     total = 2 * (args.warmup + args.offers)
     a = stack.enter_context(running(ServeNode(work, "fwd-a", 1, 0, common)))
     b = stack.enter_context(running(ServeNode(work, "fwd-b", 1, 20, common)))
@@ -797,8 +802,8 @@ def table(results: dict[str, Any]) -> str:
             lines.append(
                 f"Machine speed: the probe loop took {ratio['speed_probe_a_ms']:.1f} ms of "
                 f"CPU in A's windows, {ratio['speed_probe_b_ms']:.1f} ms in B's (more = "
-                "slower; it also slows when the guest itself is busier, as in B, so it is "
-                "a hint at run-to-run spread, not a correction)")
+                f"slower); B/A scaled by it: {ratio['speed_scaled']:.2f}. A hint at "
+                "run-to-run spread, not a correction: the loop is not the media path")
         if ratio.get("talk_b_over_a") is not None:
             lines.append(
                 f"Workload: the agent talked {100 * ratio['talk_a']:.1f} % of the window in "
@@ -890,7 +895,9 @@ def summarize_cpu(results: dict[str, Any], runs: list[CpuRun]) -> None:
         ms = [r.window["speed_probe_ms"] for r in rs if r.window.get("speed_probe_ms")]
         return sum(ms) / len(ms) if ms else None
 
-    results["ratio"].update(speed_probe_a_ms=probe(a), speed_probe_b_ms=probe(b))
+    qa, qb = probe(a), probe(b)
+    results["ratio"].update(speed_probe_a_ms=qa, speed_probe_b_ms=qb,
+                            speed_scaled=ratio * qa / qb if ratio and qa and qb else None)
     ta, tb = talk(a), talk(b)
     if ta and tb:
         results["ratio"].update(
@@ -908,6 +915,19 @@ def run_to_json(r: CpuRun) -> dict[str, Any]:
             "cpu_per_call_pct": r.cpu_per_call_pct, "node": r.node, "window": r.window,
             "per_worker": r.per_worker, "processes_pct": r.processes_pct, "media": r.media,
             "log": r.log, "samples": r.samples}
+
+
+def _git_head() -> str:
+    """The commit measured, and whether the tree had changes on top of it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                              capture_output=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=ROOT, text=True, capture_output=True,
+                               timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}{' + uncommitted changes' if dirty else ''}"
 
 
 def main() -> int:
@@ -930,6 +950,9 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=3, help="untimed offers per path first")
     ap.add_argument("--offer-gap", type=float, default=0.05,
                     help="seconds between one offer's DELETE and the next offer")
+    ap.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
+                    help="extra argument for every `rtc-agent serve` (repeatable; e.g. "
+                         "--serve-arg=--no-metrics)")
     ap.add_argument("--skip-cpu", action="store_true")
     ap.add_argument("--skip-forwarding", action="store_true")
     ap.add_argument("--work-dir", type=Path, default=None,
@@ -950,6 +973,7 @@ def main() -> int:
         "window_s": args.window, "rounds": args.rounds, "caller_procs": args.caller_procs,
         "caller_nice": args.caller_nice, "backend_nice": args.backend_nice,
         "offers": args.offers, "warmup": args.warmup, "prompt": PROMPT_TEXT,
+        "serve_args": args.serve_arg, "git_head": _git_head(),
         "pause_s": args.pause, "ramp_s": args.ramp, "loadavg_start": os.getloadavg(),
         "work_dir": str(work),
         "cpu_runs": [], "log_findings": {},

@@ -12,6 +12,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "realtime-server": ("rtc_agent.offline.command", "run the offline Realtime backend alone"),
     "loadtest": ("rtc_agent.loadtest.command", "place scripted calls and report latency"),
     "certs": ("rtc_agent.signaling.certs", "create a local CA and a server certificate for HTTPS"),
+    "top": ("rtc_agent.observability.top", "a live view of a node or cluster"),
 }
 
 

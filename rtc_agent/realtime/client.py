@@ -13,6 +13,7 @@ start again in step. A stalled service is also found by the WebSocket keepalive.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections import deque
@@ -115,8 +116,11 @@ class RealtimeClient:
         first = True
         while not self._closing:
             try:
-                ws = await asyncio.wait_for(
-                    self._connector(
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel
+                # that lands as the connect completes, and the hung-up call's task
+                # would go on serving a socket nobody closes.
+                async with asyncio.timeout(self._connect_timeout + 1):
+                    ws = await self._connector(
                         self.service.url,
                         additional_headers=dict(self.service.headers),
                         max_size=16 * 1024 * 1024,
@@ -127,9 +131,7 @@ class RealtimeClient:
                         # server's busy time (docs/benchmarks.md) and saves little:
                         # CPU, not bandwidth, is what limits calls per box.
                         compression=None,
-                    ),
-                    self._connect_timeout + 1,
-                )
+                    )
             except (OSError, TimeoutError, InvalidHandshake) as exc:
                 if isinstance(exc, InvalidStatus) and exc.response.status_code in (401, 403):
                     raise UpstreamFailed(f"refused: HTTP {exc.response.status_code}") from exc
@@ -138,6 +140,10 @@ class RealtimeClient:
                     raise UpstreamFailed(f"cannot reach the Realtime service: {exc}") from exc
                 await asyncio.sleep(self._backoff[min(failures - 1, len(self._backoff) - 1)])
                 continue
+            if self._closing:  # closed while connecting: close() never saw this socket
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.close(), 2)
+                return
             self._ws = ws
             self._audio.clear()
             self._control.clear()

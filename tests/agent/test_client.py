@@ -116,3 +116,44 @@ async def test_hostile_frames_from_the_service_are_skipped() -> None:
 
     client, error, seen = await run_client(handler, 1.0)
     assert error is None and seen == ["session.created"] and client.reconnects == 0
+
+
+async def test_a_close_during_the_connect_closes_the_socket_it_opens() -> None:
+    """The call hung up while its socket was opening: the socket must not live on."""
+    opened = asyncio.Event()
+    released = asyncio.Event()
+    closed_by_server: list[bool] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        try:
+            await ws.wait_closed()
+        finally:
+            closed_by_server.append(True)
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        from websockets.asyncio.client import connect
+
+        async def slow_connect(*args: Any, **kwargs: Any) -> Any:
+            ws = await connect(*args, **kwargs)
+            opened.set()
+            await released.wait()  # the hang-up happens here
+            return ws
+
+        served: list[str] = []
+        client = RealtimeClient(
+            RealtimeService("custom", f"ws://127.0.0.1:{port}/v1/realtime", Dialect.GA),
+            on_event=lambda e: served.append(e["type"]),
+            on_connected=lambda again: served.append("connected"),
+            on_disconnected=lambda reason: None, connector=slow_connect)
+        task = asyncio.create_task(client.run())
+        await asyncio.wait_for(opened.wait(), 5)
+        await client.close()
+        released.set()
+        await asyncio.wait_for(task, 5)  # returns at once, without serving
+        assert served == []
+        for _ in range(50):
+            if closed_by_server:
+                break
+            await asyncio.sleep(0.05)
+        assert closed_by_server == [True]

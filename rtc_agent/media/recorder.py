@@ -1,0 +1,428 @@
+"""Call recordings (`--record-dir`): the caller on the left, the agent on the right.
+
+One call makes `<call_id>.ogg`, stereo Opus, and `<call_id>.json`, its transcript
+and timings. The agent channel is fed from the playout track's ticks, so it is
+what the caller was sent, cut where a barge-in cut it; the ticks are also the
+recording's clock, and each one takes the next 20 ms of caller audio received so
+far for the left channel.
+
+Encoded at 24 kHz, the service's rate, which libopus takes as it is (it accepts
+8, 12, 16, 24 and 48 kHz). Ogg Opus always counts its granule positions at
+48 kHz and decoders (FFmpeg, browsers, opusdec) output 48 kHz: a decoded file
+has 960 samples a channel per tick.
+
+The event loop only copies samples into a batch buffer (a few microseconds a
+tick). A writer thread per recording encodes and writes: libopus and the muxer
+run without the GIL, so the encoding does not take the loop's core, and a stalled
+disk stalls the recording, never the call. Batches wait in a bounded queue (5 s);
+when the writer falls further behind, batches are dropped, counted and recorded
+as silence, so the timeline stays whole. Ogg pages go out at least every 0.5 s
+and the JSON is replaced atomically every 2 s when there is news, so a killed
+process leaves both files readable, missing at most the last second or so.
+
+The caller's audio and the ticks run on different clocks (the caller's sound
+card, the network, our loop). Caller audio that piles up is delayed on the left
+channel; when a backlog of 100 ms or more stands for a whole second (after a
+stalled loop, whose missed ticks the playout track skips, or a burst from the
+network), the recorder adds ticks of agent silence until the caller has caught
+up, rather than dropping what the caller said. Past `max_lag_s` (1 s) the oldest
+caller audio is dropped. Added and dropped audio are counted in the JSON, and
+each note carries `rec_ms`, its place in the recording.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import re
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from av.audio.stream import AudioStream
+from av.container import OutputContainer
+
+from rtc_agent.protocol import REALTIME_RATE
+
+log = logging.getLogger(__name__)
+
+RATE = REALTIME_RATE  # 24 kHz in, both channels; decoders give 48 kHz out
+FRAME_MS = 20
+FRAME_SAMPLES = RATE * FRAME_MS // 1000  # 480 a channel per tick
+FRAME_BYTES = FRAME_SAMPLES * 2  # one tick of mono pcm16
+DECODED_RATE = 48000  # what every Ogg Opus decoder outputs
+BIT_RATE = 48_000  # both channels: ~21 MB an hour
+COMPLEXITY = 5  # libopus 0-10: half the CPU of 10, for speech that is kept, not sent
+BATCH_FRAMES = 10  # ticks handed to the writer at once: 200 ms, 5 thread wake-ups a second
+MAX_BATCHES_QUEUED = 25  # 5 s waiting for the writer (0.5 MB); beyond, batches are dropped
+PAGE_DURATION_US = 500_000  # an Ogg page, and so a write, at least every 0.5 s
+JSON_EVERY_S = 2.0
+MAX_NOTES_BYTES = 1 << 20  # an hour of talk is ~100 KB of transcript
+RESYNC_WINDOW = 50  # ticks (1 s) a caller backlog must stand before it is caught up
+RESYNC_FRAMES = 5  # a standing backlog of this many frames (100 ms) or more is caught up
+
+_CALL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+
+_AUDIO, _NOTE, _CLOSE = 0, 1, 2
+_ZEROS = memoryview(bytes(FRAME_BYTES))
+
+
+class CallRecorder:
+    """One call's recording: <dir>/<call_id>.ogg (stereo Opus) and <dir>/<call_id>.json.
+
+    Fed on the event loop: `caller_audio` with the caller's chunks, `agent_frame`
+    once per playout tick, `note` with transcript and timing entries, `close`
+    at hang-up. None of them raises for a disk or codec error: the recording
+    stops with one logged error and the call goes on.
+    """
+
+    def __init__(self, directory: Path, call_id: str, *, max_s: float = 3600.0,
+                 max_lag_s: float = 1.0) -> None:
+        if not isinstance(call_id, str) or not _CALL_ID.fullmatch(call_id):
+            raise ValueError(f"a call id must match [A-Za-z0-9_-]{{1,64}}, not {call_id!r}")
+        if not max_s > 0 or not max_lag_s >= FRAME_MS / 1000:
+            raise ValueError("max_s must be positive and max_lag_s at least one frame")
+        self.call_id = call_id
+        self.audio_path = Path(directory) / f"{call_id}.ogg"
+        self.json_path = Path(directory) / f"{call_id}.json"
+        self._max_frames = max(1, round(max_s * 1000 / FRAME_MS))
+        self._started_at = _now_iso()
+        self._first_tick_at: str | None = None
+
+        # Loop side: plain bytearrays, no numpy (interleaving is the writer's job).
+        # Caller audio waits in `_caller`, at most max_lag_s of it; each tick moves
+        # 20 ms of it to `_left` and the agent's frame to `_right`.
+        self._caller = bytearray()
+        self._max_caller = max(FRAME_BYTES, round(max_lag_s * RATE) * 2)
+        self._left = bytearray()
+        self._right = bytearray()
+        self._frames = 0  # ticks plus resync frames: the recording's length in frames
+        self._window_ticks = 0
+        self._window_min = self._max_caller
+        self._notes_bytes = 0
+        self._closed = False
+        self._ended: str | None = None
+
+        self.resync_frames = 0  # agent silence added so the caller could catch up
+        self.dropped_frames = 0  # frames the writer fell too far behind for (silence instead)
+        self.caller_dropped_bytes = 0  # caller audio beyond max_lag_s
+        self.notes_dropped = 0
+
+        # Writer side.
+        self._slots = threading.BoundedSemaphore(MAX_BATCHES_QUEUED)
+        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.error: str | None = None  # set by the writer when it gives up
+        self._thread = threading.Thread(target=self._write_all, name=f"recorder {call_id}",
+                                        daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ the loop's side
+
+    @property
+    def duration_s(self) -> float:
+        """The recording's length so far (or final): ticks, plus resync frames, × 20 ms."""
+        return self._frames * FRAME_MS / 1000
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def caller_audio(self, pcm: bytes) -> None:
+        """Take a chunk of the caller's 24 kHz mono pcm16, of any length."""
+        if self._closed:
+            return
+        try:
+            self._push_caller(pcm)
+        except Exception:
+            self._abandon("caller audio")
+
+    def agent_frame(self, pcm: bytes | None) -> None:
+        """Record one playout tick: the 20 ms of pcm16 sent to the caller, or None for silence."""
+        if self._closed:
+            return
+        try:
+            if self.error is not None:  # the writer gave up (and logged why)
+                self._finish("error")
+                return
+            if self._first_tick_at is None:
+                self._first_tick_at = _now_iso()
+            self._add_frame(pcm)
+            self._resync()
+        except Exception:
+            self._abandon("agent audio")
+
+    def note(self, entry: dict[str, Any]) -> None:
+        """Add a transcript or timing entry to the JSON, with `rec_ms`: its place in the audio."""
+        if self._closed:
+            return
+        try:
+            text = json.dumps({**entry, "rec_ms": self._frames * FRAME_MS}, ensure_ascii=False,
+                              default=str, separators=(",", ":"))
+        except (TypeError, ValueError) as exc:  # a key that is no string, a cycle
+            log.debug("call %s: a note that is not JSON: %s", self.call_id, exc)
+            self.notes_dropped += 1
+            return
+        if self._notes_bytes + len(text) > MAX_NOTES_BYTES:
+            self.notes_dropped += 1
+            return
+        self._notes_bytes += len(text)
+        self._queue.put((_NOTE, text))
+
+    def close(self) -> None:
+        """Finish both files; idempotent. Returns at once: the writer thread finishes them."""
+        self._finish("closed")
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Block until the writer has finished (or given up); True if it has. For tests and exit."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _push_caller(self, pcm: bytes) -> None:
+        if len(pcm) & 1:  # never the case from inbound.py; keep the samples aligned anyway
+            pcm = pcm[:-1]
+        waiting = self._caller
+        waiting += pcm
+        excess = len(waiting) - self._max_caller
+        if excess > 0:  # drop the oldest: the channels never drift apart by more than max_lag_s
+            del waiting[:excess]  # O(1) at the front of a bytearray
+            self.caller_dropped_bytes += excess
+
+    def _add_frame(self, pcm: bytes | None) -> None:
+        """One frame: the next 20 ms of caller audio (silence if none) left, `pcm` right."""
+        waiting = self._caller
+        n = min(len(waiting), FRAME_BYTES)
+        if n:
+            with memoryview(waiting) as view:
+                self._left += view[:n]
+            del waiting[:n]
+        if n < FRAME_BYTES:
+            self._left += _ZEROS[:FRAME_BYTES - n]
+        if pcm is not None and len(pcm) == FRAME_BYTES:
+            self._right += pcm
+        else:  # silence, or a frame of the wrong size: cut or padded to 20 ms
+            m = min(len(pcm), FRAME_BYTES) & ~1 if pcm is not None else 0
+            if pcm is not None and m:
+                with memoryview(pcm) as view:
+                    self._right += view[:m]
+            self._right += _ZEROS[:FRAME_BYTES - m]
+        self._frames += 1
+        if len(self._right) >= BATCH_FRAMES * FRAME_BYTES:
+            self._submit()
+        if self._frames >= self._max_frames:
+            log.info("call %s: recording stopped at its limit of %.0f s", self.call_id,
+                     self.duration_s)
+            self._finish("max_s")
+
+    def _resync(self) -> None:
+        """Catch up a caller backlog that has stood a whole second, with ticks of agent silence."""
+        backlog = len(self._caller)
+        if backlog < self._window_min:
+            self._window_min = backlog
+        self._window_ticks += 1
+        if self._window_ticks < RESYNC_WINDOW:
+            return
+        standing = self._window_min // FRAME_BYTES
+        self._window_ticks, self._window_min = 0, self._max_caller
+        if standing >= RESYNC_FRAMES:
+            for _ in range(standing - 1):  # leave a frame of slack for jitter
+                if self._closed:
+                    return
+                self.resync_frames += 1
+                self._add_frame(None)
+
+    def _submit(self) -> None:
+        """Hand the batch to the writer; drop it (counted) when the writer is too far behind."""
+        n = len(self._right) // FRAME_BYTES
+        if not n:
+            return
+        left, right = self._left, self._right
+        self._left, self._right = bytearray(), bytearray()
+        if self._slots.acquire(blocking=False):
+            self._queue.put((_AUDIO, self._frames - n, left, right))
+        else:
+            self.dropped_frames += n
+
+    def _finish(self, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._ended = reason
+        try:
+            self._submit()
+        finally:
+            self._queue.put((_CLOSE, reason, self._frames))
+
+    def _abandon(self, what: str) -> None:
+        """An unexpected error on the loop's side: log it once, stop recording; the call goes on."""
+        log.exception("call %s: recording stopped (%s)", self.call_id, what)
+        with contextlib.suppress(Exception):
+            self._finish("error")
+
+    # ------------------------------------------------------------ the writer thread
+
+    def _write_all(self) -> None:
+        """The writer thread: opens both files, then encodes and writes until told to close."""
+        entries: list[str] = []
+        opus: _OpusFile | None = None
+        last_json = 0.0
+        dirty = False
+        try:
+            opus = _OpusFile(self.audio_path)
+            self._write_json(entries, opus.frames, None)
+            last_json = time.monotonic()
+            while True:
+                try:
+                    item = self._queue.get(timeout=JSON_EVERY_S)
+                except queue.Empty:
+                    item = None
+                if item is not None and item[0] == _AUDIO:
+                    try:
+                        opus.write_frames(item[1], item[2], item[3])
+                    finally:
+                        self._slots.release()
+                elif item is not None and item[0] == _NOTE:
+                    entries.append(item[1])
+                    dirty = True
+                elif item is not None and item[0] == _CLOSE:
+                    opus.close(total_frames=item[2])
+                    opus = None
+                    self._write_json(entries, item[2], item[1])
+                    return
+                if dirty and time.monotonic() - last_json >= JSON_EVERY_S:
+                    self._write_json(entries, opus.frames, None)
+                    last_json, dirty = time.monotonic(), False
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.error("call %s: recording stopped: %s", self.call_id, self.error)
+            if opus is not None:
+                opus.abort()
+
+    def _write_json(self, entries: list[str], frames: int, ended: str | None) -> None:
+        head = {
+            "call_id": self.call_id,
+            "audio": {"file": self.audio_path.name, "codec": "opus", "container": "ogg",
+                      "channels": {"left": "caller", "right": "agent"},
+                      "encoded_rate": RATE, "decoded_rate": DECODED_RATE},
+            "started_at": self._started_at,
+            "first_tick_at": self._first_tick_at,
+            "complete": ended is not None,
+            "ended": ended,
+            "duration_ms": frames * FRAME_MS,
+            "resync_ms": self.resync_frames * FRAME_MS,
+            "dropped_ms": self.dropped_frames * FRAME_MS,
+            "caller_dropped_ms": self.caller_dropped_bytes // (2 * RATE // 1000),
+            "notes_dropped": self.notes_dropped,
+        }
+        text = json.dumps(head, ensure_ascii=False)[:-1] + ',"entries":[' + ",".join(entries)
+        _replace(self.json_path, (text + "]}\n").encode())
+
+
+class _OpusFile:
+    """Stereo s16 at 24 kHz into Ogg Opus, written to a 0600 file as each page completes.
+
+    PyAV's muxer writes into `write` (this object is its file); `_drain` puts
+    the bytes on disk with plain os.write, so an I/O error is an ordinary OSError
+    here rather than a code from FFmpeg's file protocol.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, _CREATE | os.O_EXCL, 0o600)  # never an existing file or link
+        self._pending = bytearray()
+        self.frames = 0  # encoded so far
+        try:
+            self._container: OutputContainer = av.open(
+                self, "w", format="ogg", buffer_size=16384,
+                container_options={"page_duration": str(PAGE_DURATION_US), "flush_packets": "1"})
+            stream = self._container.add_stream("libopus", rate=RATE, layout="stereo")
+            if not isinstance(stream, AudioStream):
+                raise TypeError(f"libopus gave a {type(stream).__name__}")
+            stream.codec_context.format = "s16"
+            stream.codec_context.bit_rate = BIT_RATE
+            stream.codec_context.options = {"application": "audio",
+                                            "compression_level": str(COMPLEXITY)}
+            self._stream = stream
+        except Exception:
+            os.close(self._fd)
+            raise
+
+    def write(self, data: bytes) -> int:
+        """Called by the muxer with the file's next bytes."""
+        self._pending += data
+        return len(data)
+
+    def write_frames(self, start: int, left: bytes | bytearray,
+                     right: bytes | bytearray) -> None:
+        """Encode mono pcm16 channels that begin at frame `start`; a gap before them is silence."""
+        if start > self.frames:
+            self._silence(start - self.frames)
+        samples = len(right) // 2
+        stereo = np.empty((samples, 2), dtype=np.int16)
+        stereo[:, 0] = np.frombuffer(left, dtype="<i2", count=samples)
+        stereo[:, 1] = np.frombuffer(right, dtype="<i2", count=samples)
+        frame = av.AudioFrame.from_ndarray(stereo.reshape(1, -1), format="s16", layout="stereo")
+        frame.sample_rate = RATE
+        frame.pts = start * FRAME_SAMPLES
+        self._container.mux(self._stream.encode(frame))
+        self.frames = start + samples // FRAME_SAMPLES
+        self._drain()
+
+    def _silence(self, frames: int) -> None:
+        while frames > 0:
+            n = min(frames, BATCH_FRAMES)
+            zeros = bytes(n * FRAME_BYTES)
+            self.write_frames(self.frames, zeros, zeros)
+            frames -= n
+
+    def close(self, total_frames: int) -> None:
+        """Pad to `total_frames` with silence (batches dropped at the end); add the trailer."""
+        self._silence(total_frames - self.frames)
+        self._container.mux(self._stream.encode(None))
+        self._container.close()
+        self._drain()
+        os.close(self._fd)
+        self._fd = -1
+
+    def abort(self) -> None:
+        """Give up after an error: free the encoder and the descriptor, write nothing more."""
+        with contextlib.suppress(Exception):
+            self._container.close()
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+
+    def _drain(self) -> None:
+        if not self._pending:
+            return
+        with memoryview(self._pending) as view:
+            done = 0
+            while done < len(view):
+                done += os.write(self._fd, view[done:])
+        self._pending.clear()
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write `path` whole or not at all: a crash leaves the previous version, never half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, _CREATE | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # even if an old temporary file had other modes
+        with memoryview(data) as view:
+            done = 0
+            while done < len(view):
+                done += os.write(fd, view[done:])
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
