@@ -1,7 +1,10 @@
-"""Scale-out of `rtc-agent serve`: CPU per call per worker, and the cost of forwarding an offer.
+"""CPU per call of `rtc-agent serve`: --workers 2 vs 1, or metrics on vs off; offer forwarding.
 
 One command, one run, same machine; everything it starts is stopped at the end (also on
 Ctrl-C, SIGTERM or an error), by PID or by the process group it created.
+
+Two comparisons share the machinery of part 1 (nodes, callers, window, speed probe, holds):
+`--compare workers` (the default; parts 1 and 2 below) and `--compare metrics` (part 3).
 
 1. CPU per call per worker, `--workers 2` against `--workers 1`, at the same calls per
    worker (`--calls-per-worker n`, default 8):
@@ -51,6 +54,17 @@ Ctrl-C, SIGTERM or an error), by PID or by the process group it created.
    with DELETE /calls/{id} on the node it was posted to (which must answer 200). At the
    end node B's /healthz `calls_total` must have grown by the number of offers and node
    A's not at all.
+3. `--compare metrics`: what the per-call metrics (Prometheus, rtc_agent/observability/)
+   cost, at the same calls (`--calls N`, default 20) on one worker: config A = `serve
+   --workers 1` (metrics on, the default), config B = `serve --workers 1 --no-metrics`.
+   A, B, A, B (`--rounds`), each on a fresh node, with part 1's callers, priorities,
+   window, speed probe and "holds". Reported: CPU % of a core per call of each run, A/B
+   (metrics on / off) per round and over all rounds, raw and scaled by the speed probe,
+   and "metrics cost: +x.x % CPU per call" (A/B - 1; target < 3 %). Once the window of
+   a run has closed (its last sample taken), /metrics is scraped once:
+   `rtc_agent_turn_latency_seconds_count` and `rtc_agent_calls_active` go to the JSON, to
+   show metrics were on in A (turns counted) and off in B (the count stays 0; calls are
+   still counted). No forwarding part in this mode.
 
 Reproduce (5-6 minutes with the defaults):
 
@@ -61,8 +75,12 @@ A short check (about 3 minutes):
     .venv/bin/python bench/workers.py --calls-per-worker 4 --window 15 --offers 20 \
         --json /tmp/workers-short.json
 
-`--serve-arg=ARG` (repeatable) adds ARG to every `rtc-agent serve`, e.g.
-`--serve-arg=--no-metrics` to measure without the per-call metrics.
+The metrics' cost at 20 calls (about 5 minutes):
+
+    .venv/bin/python bench/workers.py --compare metrics --json bench/results/metrics-cost.json
+
+`--serve-arg=ARG` (repeatable) adds ARG to every `rtc-agent serve` of either comparison, e.g.
+`--serve-arg=--no-metrics` to compare workers without the per-call metrics.
 
 Server logs and each run's loadtest JSON stay in `--work-dir` (printed; default a new
 folder in /tmp); the `--json` file holds every figure, sample and offer.
@@ -114,6 +132,9 @@ SETTLE_S = 1.0  # after the last call is up, before the window opens
 TALK_COST_PCT = 100 * (67.5 + 5.4) / 20_000
 REPLY_END_SILENCE_S = 1.0  # the loadtest's: a reply has ended after 1 s of silence
 CORES = os.cpu_count() or 1
+METRICS_COST_TARGET_PCT = 3.0  # --compare metrics: A/B - 1 must stay under this
+SCRAPED = ("rtc_agent_turn_latency_seconds_count", "rtc_agent_calls_active")
+_SERIES = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{.*\})?\s+(\S+)")
 
 
 class Stop(Exception):
@@ -220,6 +241,23 @@ def health(url: str) -> dict[str, Any]:
         return http_json("GET", f"{url}/healthz", timeout=3)[1]
     except OSError:
         return {}
+
+
+def scrape_metrics(url: str, names: tuple[str, ...] = SCRAPED) -> dict[str, Any]:
+    """GET /metrics once: each of `names` summed over its label sets (None: not there)."""
+    try:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
+            status, text = resp.status, resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as err:
+        return {"status": err.code, **dict.fromkeys(names)}
+    except OSError as err:
+        return {"error": f"{type(err).__name__}: {err}", **dict.fromkeys(names)}
+    values: dict[str, Any] = dict.fromkeys(names)
+    for line in text.splitlines():
+        m = _SERIES.match(line)
+        if m and m[1] in values:
+            values[m[1]] = (values[m[1]] or 0.0) + float(m[2])
+    return {"status": status, "bytes": len(text), **values}
 
 
 class ServeNode:
@@ -353,12 +391,66 @@ class Sample:
     callers: dict[int, float]  # caller pid -> CPU seconds
 
 
+@dataclass(frozen=True)
+class Config:
+    """One side of a comparison: a node's workers, its calls (split evenly between the
+    workers) and what it adds to `rtc-agent serve`'s arguments."""
+
+    label: str
+    workers: int
+    calls: int
+    serve_args: tuple[str, ...] = ()
+
+    @property
+    def describe(self) -> str:
+        return " ".join(("--workers", str(self.workers), *self.serve_args))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two configs run A, B, A, B ..., and the ratio of their CPU per call that is reported:
+    `num` over the other one, which must stay under `target` (at or under: not `strict`)."""
+
+    name: str
+    a: Config
+    b: Config
+    num: str  # "B": B/A; "A": A/B
+    target: float
+    strict: bool
+    what: str  # what the ratio compares, for the report
+    scrape_metrics: bool  # /metrics once after each window
+
+    @property
+    def ratio_name(self) -> str:
+        return "B/A" if self.num == "B" else "A/B"
+
+    def met(self, ratio: float | None) -> bool:
+        if ratio is None:
+            return False
+        return ratio < self.target if self.strict else ratio <= self.target
+
+
+def comparison(args: argparse.Namespace) -> Comparison:
+    extra = tuple(args.serve_arg)
+    if args.compare == "metrics":
+        n = args.calls
+        return Comparison("metrics", Config("A", 1, n, extra),
+                          Config("B", 1, n, (*extra, "--no-metrics")), num="A",
+                          target=1 + METRICS_COST_TARGET_PCT / 100, strict=True,
+                          what="metrics on / off, --workers 1", scrape_metrics=True)
+    n = args.calls_per_worker
+    return Comparison("workers", Config("A", 1, n, extra), Config("B", 2, 2 * n, extra),
+                      num="B", target=1.1, strict=False,
+                      what="--workers 2 over --workers 1", scrape_metrics=False)
+
+
 @dataclass
 class CpuRun:
     label: str
     round: int
     workers: int
     calls: int
+    config: str = ""
     node: dict[str, Any] = field(default_factory=dict)
     window: dict[str, Any] = field(default_factory=dict)
     per_worker: list[dict[str, Any]] = field(default_factory=list)
@@ -366,6 +458,7 @@ class CpuRun:
     media: dict[str, Any] = field(default_factory=dict)
     log: dict[str, Any] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
+    metrics_scrape: dict[str, Any] | None = None
 
     @property
     def cpu_per_call_pct(self) -> float | None:
@@ -402,12 +495,15 @@ def sample(node: ServeNode, loadtest_pid: int) -> Sample:
                   {int(w["pid"]): float(w.get("cpu", 0.0)) for w in workers}, cpu, callers)
 
 
-def run_cpu(label: str, rnd: int, workers: int, per_worker: int, args: argparse.Namespace,
-            prompt: Path, work: Path) -> CpuRun:
-    calls = workers * per_worker
-    run = CpuRun(label, rnd, workers, calls)
-    node = ServeNode(work, f"{label.lower()}{rnd}", workers, (per_worker + 2) * workers,
-                     tuple(args.serve_arg))
+def run_cpu(cfg: Config, rnd: int, args: argparse.Namespace, prompt: Path, work: Path,
+            scrape: bool = False) -> CpuRun:
+    """One run of one config on a fresh node. `scrape`: GET /metrics once, right after the
+    sample that closes the window (so its cost falls outside it; if the window never
+    closes while the calls run, after the calls)."""
+    label, workers, calls = cfg.label, cfg.workers, cfg.calls
+    run = CpuRun(label, rnd, workers, calls, cfg.describe)
+    node = ServeNode(work, f"{label.lower()}{rnd}", workers, calls + 2 * workers,
+                     cfg.serve_args)
     with running(node):
         body = node.start()
         reniced = 0
@@ -441,7 +537,13 @@ def run_cpu(label: str, rnd: int, workers: int, per_worker: int, args: argparse.
                 samples.append(sample(node, lt.pid))
                 if len(samples) % PROBE_EVERY == 0:
                     probes.append((time.monotonic(), speed_probe_ms()))
+                if scrape and run.metrics_scrape is None:
+                    span = _window_span(samples, calls, args.window)
+                    if isinstance(span, tuple) and span[1] < len(samples) - 1:
+                        run.metrics_scrape = _scrape(node, samples, "window closed")
                 time.sleep(SAMPLE_S)
+            if scrape and run.metrics_scrape is None:
+                run.metrics_scrape = _scrape(node, samples, "after the calls")
         finally:
             stop_group(lt)
         run.log = node.log_findings()
@@ -460,6 +562,13 @@ def run_cpu(label: str, rnd: int, workers: int, per_worker: int, args: argparse.
     if doc is not None and run.window.get("seconds"):
         run.media["talk"] = _talk_share(doc, samples, run, args.pause)
     return run
+
+
+def _scrape(node: ServeNode, samples: list[Sample], when: str) -> dict[str, Any]:
+    t = time.monotonic()
+    got = scrape_metrics(node.url)
+    return {"when": when, "t": round(t - samples[0].t, 2) if samples else None,
+            "calls_at_last_sample": samples[-1].calls if samples else None, **got}
 
 
 def _talk_share(doc: dict[str, Any], samples: list[Sample], run: CpuRun,
@@ -507,22 +616,36 @@ def _talk_share(doc: dict[str, Any], samples: list[Sample], run: CpuRun,
             "replies_per_call_minute": 60 * heard_in_window / (run.calls * (w1 - w0))}
 
 
-def _window(run: CpuRun, samples: list[Sample], window: float) -> None:
-    full = [i for i, s in enumerate(samples) if s.calls == run.calls]
+def _window_span(samples: list[Sample], calls: int, window: float
+                 ) -> tuple[int, int] | dict[str, Any]:
+    """Indices of the window's first and last samples, or why there is none.
+
+    It opens at the first sample SETTLE_S after /healthz first listed all the calls, and
+    holds the samples that follow while all calls stay up, up to `window` s (+0.25). The
+    same samples give the same span whether or not more samples follow the last one, so
+    run_cpu can tell from the samples so far that the window has closed."""
+    full = [i for i, s in enumerate(samples) if s.calls == calls]
     if not full:
-        run.window = {"ok": False, "why": "never all calls up at once",
-                      "max_calls_seen": max((s.calls for s in samples), default=0)}
-        return
+        return {"ok": False, "why": "never all calls up at once",
+                "max_calls_seen": max((s.calls for s in samples), default=0)}
     t_open = samples[full[0]].t + SETTLE_S
     a_i = next((i for i in full if samples[i].t >= t_open), None)
     if a_i is None:
-        run.window = {"ok": False, "why": "all calls up too briefly"}
-        return
+        return {"ok": False, "why": "all calls up too briefly"}
     b_i = a_i
     for i in range(a_i, len(samples)):  # contiguous: all calls up, within the window
-        if samples[i].calls != run.calls or samples[i].t - samples[a_i].t > window + 0.25:
+        if samples[i].calls != calls or samples[i].t - samples[a_i].t > window + 0.25:
             break
         b_i = i
+    return a_i, b_i
+
+
+def _window(run: CpuRun, samples: list[Sample], window: float) -> None:
+    span_i = _window_span(samples, run.calls, window)
+    if isinstance(span_i, dict):
+        run.window = span_i
+        return
+    a_i, b_i = span_i
     a, b = samples[a_i], samples[b_i]
     span = b.t - a.t
     if span < 1.0:
@@ -748,28 +871,49 @@ def fmt(v: Any, nd: int = 1) -> str:
     return "-" if v is None else f"{v:.{nd}f}"
 
 
+def fmt_signed(v: Any, nd: int = 1) -> str:
+    return "-" if v is None else f"{v:+.{nd}f}"
+
+
 def table(results: dict[str, Any]) -> str:
     lines: list[str] = []
     runs = results.get("cpu_runs", [])
     if runs:
-        n = results["calls_per_worker"]
-        lines += [f"\n1. CPU per call per worker ({n} calls per worker; window "
-                  f"{results['window_s']:g} s; % of one core; machine has {CORES} cores)",
+        metrics_mode = results.get("compare") == "metrics"
+        cfg = results.get("configs", {})
+        if metrics_mode:
+            head = (f"\n1. CPU per call, metrics on (A: {cfg.get('A')}) vs off (B: "
+                    f"{cfg.get('B')}) ({results['calls']} calls")
+        else:
+            head = f"\n1. CPU per call per worker ({results['calls_per_worker']} calls per worker"
+        scrape_col = (" /metrics after the window: turn latency count, calls active |"
+                      if metrics_mode else "")
+        lines += [f"{head}; window {results['window_s']:g} s; % of one core; machine has "
+                  f"{CORES} cores)",
                   "| run | node | calls (per worker) | window s | CPU/call per worker "
                   "(each) | CPU/call (node) | workers | supervisor | backend | callers "
                   "| machine busy (of all) | rest | min rx fps | lag p95 max | holds "
                   "| callers' send lag max | agent talk share | speed probe | turns answered "
-                  "| turn latency p50 | failures |",
+                  "| turn latency p50 | failures |" + scrape_col,
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-                  "---|---|---|"]
+                  "---|---|---|" + ("---|" if metrics_mode else "")]
+        turns_key, active_key = SCRAPED
         for r in runs:
             p = r["processes_pct"]
             m = r["media"]
             per = ", ".join(fmt(w["cpu_per_call_pct"], 2) for w in r["per_worker"])
             each = "/".join(str(w["calls"]) + ("" if w["calls_steady"] else "*")
                             for w in r["per_worker"])
+            scraped = ""
+            if metrics_mode:
+                x = r.get("metrics_scrape") or {}
+                late = "" if x.get("when") == "window closed" else " (after the calls)"
+                bad = "" if x.get("status") == 200 else f" ({x.get('error') or x.get('status')})"
+                scraped = (f" {fmt(x.get(turns_key), 0)}, {fmt(x.get(active_key), 0)}"
+                           f"{late}{bad} |")
+            node = r.get("config") or f"--workers {r['workers']}"
             lines.append(
-                f"| {r['label']}{r['round']} | --workers {r['workers']} | {r['calls']} "
+                f"| {r['label']}{r['round']} | {node} | {r['calls']} "
                 f"({each or '-'}) | {fmt(r['window'].get('seconds'))}"
                 f"{'' if r['window'].get('ok') else ' !'} | {per or '-'} | "
                 f"{fmt(r['cpu_per_call_pct'], 2)} | {fmt(p.get('workers'), 0)} | "
@@ -784,33 +928,67 @@ def table(results: dict[str, Any]) -> str:
                 f"{fmt(r['window'].get('speed_probe_ms'))} ms | "
                 f"{m.get('turns_answered', 0)}/{m.get('turns', 0)} | "
                 f"{fmt((m.get('turn_latency_ms') or {}).get('p50'), 0)} ms | "
-                f"{m.get('failures') or '-'} |")
+                f"{m.get('failures') or '-'} |{scraped}")
         ratio = results.get("ratio", {})
-        per_round = ", ".join(f"round {k}: {fmt(v, 2)}" for k, v in
-                              ratio.get("per_round", {}).items())
+        name = ratio.get("name", "B/A")
+        nd = 3 if metrics_mode else 2  # a few % is the point in metrics mode
+
+        def rounds(key: str) -> str:
+            return ", ".join(f"round {k}: {fmt(v, nd)}" for k, v in ratio.get(key, {}).items())
+
         if ratio.get("all") is None:
-            lines.append("\nB/A: not measured (A or B did not complete)")
+            lines.append(f"\n{name}: not measured (A or B did not complete)")
         else:
+            target = (f"< {ratio['target']:g}" if metrics_mode
+                      else f"<= {ratio.get('target', 1.1):g}")
+            what = "CPU per call" if metrics_mode else "CPU per call per worker"
             lines.append(
-                f"\nB/A (CPU per call per worker, --workers 2 over --workers 1): "
-                f"{fmt(ratio.get('all'), 2)} over all rounds ({per_round}); A "
+                f"\n{name} ({what}, {ratio.get('what')}): "
+                f"{fmt(ratio.get('all'), nd)} over all rounds ({rounds('per_round')}); A "
                 f"{fmt(ratio.get('a_cpu_per_call_pct'), 2)} %, B "
                 f"{fmt(ratio.get('b_cpu_per_call_pct'), 2)} % of a core per call; target "
-                f"<= 1.1: {'met' if ratio.get('met') else 'NOT met'}")
+                f"{target}: {'met' if ratio.get('met') else 'NOT met'}")
 
         if ratio.get("speed_probe_a_ms") and ratio.get("speed_probe_b_ms"):
             lines.append(
                 f"Machine speed: the probe loop took {ratio['speed_probe_a_ms']:.1f} ms of "
                 f"CPU in A's windows, {ratio['speed_probe_b_ms']:.1f} ms in B's (more = "
-                f"slower); B/A scaled by it: {ratio['speed_scaled']:.2f}. A hint at "
+                f"slower); {name} scaled by it: {fmt(ratio.get('speed_scaled'), nd)} "
+                f"({rounds('per_round_speed_scaled')}). A hint at "
                 "run-to-run spread, not a correction: the loop is not the media path")
         if ratio.get("talk_b_over_a") is not None:
+            why = ("the same calls on the same backend in A and B" if metrics_mode else
+                   "B's backend serves twice the calls, so its replies come later")
+            shift = ratio.get("talk_shift")
+            moves = fmt_signed(None if shift is None else 100 * shift)
             lines.append(
                 f"Workload: the agent talked {100 * ratio['talk_a']:.1f} % of the window in "
-                f"A's calls, {100 * ratio['talk_b']:.1f} % in B's (B's backend serves twice "
-                f"the calls, so its replies come later); at ~{TALK_COST_PCT:.2f} % of a "
-                "core more per talking call (docs/benchmarks.md, media path) that moves "
-                f"B/A by {100 * ratio['talk_shift']:+.1f} %")
+                f"A's calls, {100 * ratio['talk_b']:.1f} % in B's ({why}); at "
+                f"~{TALK_COST_PCT:.2f} % of a core more per talking call (docs/benchmarks.md, "
+                f"media path) that moves {name} by {moves} %")
+        if metrics_mode:
+            mc = results.get("metrics_cost", {})
+            per = ", ".join(f"round {k}: {fmt_signed(v)} %"
+                            for k, v in mc.get("per_round_pct", {}).items())
+            per_scaled = ", ".join(f"round {k}: {fmt_signed(v)} %" for k, v in
+                                   mc.get("per_round_pct_speed_scaled", {}).items())
+            lines.append(
+                f"\nmetrics cost: {fmt_signed(mc.get('pct'))} % CPU per call (target < "
+                f"{METRICS_COST_TARGET_PCT:g} %): {'met' if mc.get('met') else 'NOT met'} "
+                f"({per}); speed-scaled: {fmt_signed(mc.get('pct_speed_scaled'))} % "
+                f"({'met' if mc.get('speed_scaled_met') else 'NOT met'}; {per_scaled})")
+            sc = results.get("metrics_scrapes", {})
+
+            def counts(key: str) -> str:
+                return ", ".join(fmt(x.get(turns_key), 0) for x in sc.get(key, []))
+
+            active = sc.get("calls_active", {})
+            lines.append(
+                f"/metrics after each window: turn latency count A {counts('a')} (metrics on: "
+                f"{'yes' if sc.get('a_metrics_on') else 'NO'}), B {counts('b')} (stays 0: "
+                f"{'yes' if sc.get('b_turns_stay_0') else 'NO'}); calls active A "
+                f"{', '.join(fmt(v, 0) for v in active.get('a', []))}, B "
+                f"{', '.join(fmt(v, 0) for v in active.get('b', []))}")
 
         def held(key: str) -> str:
             calls = results.get(f"{key}_calls")
@@ -867,52 +1045,88 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def summarize_cpu(results: dict[str, Any], runs: list[CpuRun]) -> None:
+def summarize_cpu(results: dict[str, Any], runs: list[CpuRun], cmp: Comparison) -> None:
+    """The comparison's ratio (B/A or A/B) of CPU per call, per round and over all rounds,
+    raw and scaled by the speed probe; the talk share behind it; who held 50 frames/s;
+    in metrics mode, the metrics' cost and what /metrics showed."""
     def pooled(rs: list[CpuRun]) -> float | None:
         cpu = sum(w["cpu_pct"] for r in rs for w in r.per_worker)
         calls = sum(w["calls"] for r in rs for w in r.per_worker)
         return cpu / calls if calls else None
 
-    a = [r for r in runs if r.label == "A" and r.per_worker]
-    b = [r for r in runs if r.label == "B" and r.per_worker]
-    per_round: dict[str, float | None] = {}
-    for rnd in sorted({r.round for r in runs}):
-        ra = [r for r in a if r.round == rnd]
-        rb = [r for r in b if r.round == rnd]
-        if ra and rb:
-            pa, pb = pooled(ra), pooled(rb)
-            per_round[str(rnd)] = pb / pa if pa and pb else None
-    pa, pb = pooled(a), pooled(b)
-    ratio = pb / pa if pa and pb else None
-    results["ratio"] = {"all": ratio, "per_round": per_round, "a_cpu_per_call_pct": pa,
-                        "b_cpu_per_call_pct": pb, "met": ratio is not None and ratio <= 1.1}
+    def probe(rs: list[CpuRun]) -> float | None:
+        ms = [r.window["speed_probe_ms"] for r in rs if r.window.get("speed_probe_ms")]
+        return sum(ms) / len(ms) if ms else None
 
     def talk(rs: list[CpuRun]) -> float | None:
         shares = [r.media["talk"]["share"] for r in rs if r.media.get("talk")]
         return sum(shares) / len(shares) if shares else None
 
-    def probe(rs: list[CpuRun]) -> float | None:
-        ms = [r.window["speed_probe_ms"] for r in rs if r.window.get("speed_probe_ms")]
-        return sum(ms) / len(ms) if ms else None
+    def ratios(ra: list[CpuRun], rb: list[CpuRun]) -> tuple[float | None, float | None]:
+        """(raw, speed-scaled): each side's CPU per call over its probe's ms, i.e. per
+        unit of the machine's speed at the time."""
+        pa, pb, qa, qb = pooled(ra), pooled(rb), probe(ra), probe(rb)
+        num, den, qn, qd = (pb, pa, qb, qa) if cmp.num == "B" else (pa, pb, qa, qb)
+        raw = num / den if num and den else None
+        return raw, (raw * qd / qn if raw and qn and qd else None)
 
-    qa, qb = probe(a), probe(b)
-    results["ratio"].update(speed_probe_a_ms=qa, speed_probe_b_ms=qb,
-                            speed_scaled=ratio * qa / qb if ratio and qa and qb else None)
+    a = [r for r in runs if r.label == "A" and r.per_worker]
+    b = [r for r in runs if r.label == "B" and r.per_worker]
+    per_round: dict[str, float | None] = {}
+    per_round_scaled: dict[str, float | None] = {}
+    for rnd in sorted({r.round for r in runs}):
+        ra = [r for r in a if r.round == rnd]
+        rb = [r for r in b if r.round == rnd]
+        if ra and rb:
+            per_round[str(rnd)], per_round_scaled[str(rnd)] = ratios(ra, rb)
+    pa, pb = pooled(a), pooled(b)
+    ratio, scaled = ratios(a, b)
+    results["ratio"] = {"name": cmp.ratio_name, "what": cmp.what, "all": ratio,
+                        "per_round": per_round, "a_cpu_per_call_pct": pa,
+                        "b_cpu_per_call_pct": pb, "target": cmp.target,
+                        "met": cmp.met(ratio), "speed_probe_a_ms": probe(a),
+                        "speed_probe_b_ms": probe(b), "speed_scaled": scaled,
+                        "per_round_speed_scaled": per_round_scaled,
+                        "speed_scaled_met": cmp.met(scaled)}
     ta, tb = talk(a), talk(b)
     if ta and tb:
+        t_num, t_den, p_den = (tb, ta, pa) if cmp.num == "B" else (ta, tb, pb)
         results["ratio"].update(
             talk_a=ta, talk_b=tb, talk_b_over_a=tb / ta, talk_cost_pct=TALK_COST_PCT,
-            # the change in B/A that the difference in talk alone explains
-            talk_shift=(tb - ta) * TALK_COST_PCT / pa if pa else None)
+            # the change in the ratio that the difference in talk alone explains
+            talk_shift=(t_num - t_den) * TALK_COST_PCT / p_den if p_den else None)
     results["a_calls"] = a[0].calls if a else None
     results["b_calls"] = b[0].calls if b else None
     results["a_holds_all"] = bool(a) and all(r.media.get("holds") for r in a)
     results["b_holds_all"] = bool(b) and all(r.media.get("holds") for r in b)
+    if cmp.name == "metrics":
+        def cost(x: float | None) -> float | None:
+            return None if x is None else 100 * (x - 1)
+
+        turns, active = SCRAPED
+        scrapes = {k: [r.metrics_scrape or {} for r in runs if r.label == k] for k in "AB"}
+        results["metrics_cost"] = {
+            "pct": cost(ratio), "pct_speed_scaled": cost(scaled),
+            "per_round_pct": {k: cost(v) for k, v in per_round.items()},
+            "per_round_pct_speed_scaled": {k: cost(v) for k, v in per_round_scaled.items()},
+            "target_pct": METRICS_COST_TARGET_PCT, "met": cmp.met(ratio),
+            "speed_scaled_met": cmp.met(scaled),
+        }
+        results["metrics_scrapes"] = {
+            "a": scrapes["A"], "b": scrapes["B"],
+            # A counted turns and its calls; B's turn latency count stayed 0
+            "a_metrics_on": bool(scrapes["A"]) and all(
+                x.get("status") == 200 and (x.get(turns) or 0) > 0 for x in scrapes["A"]),
+            "calls_active": {k.lower(): [x.get(active) for x in v] for k, v in scrapes.items()},
+            "b_turns_stay_0": bool(scrapes["B"]) and all(
+                x.get("status") == 200 and not x.get(turns) for x in scrapes["B"]),
+        }
 
 
 def run_to_json(r: CpuRun) -> dict[str, Any]:
     return {"label": r.label, "round": r.round, "workers": r.workers, "calls": r.calls,
-            "cpu_per_call_pct": r.cpu_per_call_pct, "node": r.node, "window": r.window,
+            "config": r.config, "cpu_per_call_pct": r.cpu_per_call_pct,
+            "metrics_scrape": r.metrics_scrape, "node": r.node, "window": r.window,
             "per_worker": r.per_worker, "processes_pct": r.processes_pct, "media": r.media,
             "log": r.log, "samples": r.samples}
 
@@ -932,7 +1146,14 @@ def _git_head() -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--calls-per-worker", type=int, default=8)
+    ap.add_argument("--compare", choices=("workers", "metrics"), default="workers",
+                    help="workers: A = --workers 1 with n calls, B = --workers 2 with 2n, "
+                         "then the forwarding part; metrics: A = --workers 1 (metrics on), "
+                         "B = --workers 1 --no-metrics, both with --calls calls")
+    ap.add_argument("--calls-per-worker", type=int, default=None,
+                    help="--compare workers: calls per worker (default 8)")
+    ap.add_argument("--calls", type=int, default=None,
+                    help="--compare metrics: calls on the node in A and B (default 20)")
     ap.add_argument("--window", type=float, default=40.0,
                     help="seconds of steady calls over which CPU is read")
     ap.add_argument("--rounds", type=int, default=2, help="A, B pairs (A, B, A, B ...)")
@@ -959,6 +1180,16 @@ def main() -> int:
                     help="logs and loadtest JSON (default: a new folder in /tmp)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    if args.compare == "metrics":
+        if args.calls_per_worker is not None:
+            ap.error("--compare metrics takes --calls (one worker), not --calls-per-worker")
+        args.calls = 20 if args.calls is None else args.calls
+        args.skip_forwarding = True  # the forwarding part belongs to --compare workers
+    else:
+        if args.calls is not None:
+            ap.error("--compare workers takes --calls-per-worker, not --calls")
+        args.calls_per_worker = 8 if args.calls_per_worker is None else args.calls_per_worker
+    cmp = comparison(args)
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     # Ctrl-C, even when started from a shell that ignores SIGINT for background jobs
@@ -969,7 +1200,9 @@ def main() -> int:
     t_start = time.monotonic()
     results: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv, "cores": CORES,
-        "clk_tck": CLK_TCK, "calls_per_worker": args.calls_per_worker,
+        "clk_tck": CLK_TCK, "compare": cmp.name,
+        "configs": {"A": cmp.a.describe, "B": cmp.b.describe},
+        "calls_per_worker": args.calls_per_worker, "calls": args.calls,
         "window_s": args.window, "rounds": args.rounds, "caller_procs": args.caller_procs,
         "caller_nice": args.caller_nice, "backend_nice": args.backend_nice,
         "offers": args.offers, "warmup": args.warmup, "prompt": PROMPT_TEXT,
@@ -986,19 +1219,24 @@ def main() -> int:
 
             prompt = speak_wav(PROMPT_TEXT)
             for rnd in range(1, args.rounds + 1):
-                for label, workers in (("A", 1), ("B", 2)):
+                for cfg in (cmp.a, cmp.b):
                     t0 = time.monotonic()
-                    run = run_cpu(label, rnd, workers, args.calls_per_worker, args, prompt,
-                                  work)
+                    run = run_cpu(cfg, rnd, args, prompt, work, scrape=cmp.scrape_metrics)
                     runs.append(run)
                     results["cpu_runs"].append(run_to_json(run))
                     results["log_findings"][run.node["name"]] = run.log
-                    print(f"{label}{rnd}: --workers {workers}, {run.calls} calls, "
+                    scraped = ""
+                    if run.metrics_scrape is not None:
+                        x = run.metrics_scrape
+                        scraped = (f", /metrics: turn latency count "
+                                   f"{fmt(x.get(SCRAPED[0]), 0)}, calls active "
+                                   f"{fmt(x.get(SCRAPED[1]), 0)} ({x['when']})")
+                    print(f"{cfg.label}{rnd}: {cfg.describe}, {run.calls} calls, "
                           f"CPU/call per worker {fmt(run.cpu_per_call_pct, 2)} % "
                           f"({', '.join(fmt(w['cpu_per_call_pct'], 2) for w in run.per_worker)})"
                           f", window {run.window.get('seconds')} s, holds "
                           f"{run.media.get('holds')} (min fps "
-                          f"{fmt(run.media.get('min_rx_fps'))}), "
+                          f"{fmt(run.media.get('min_rx_fps'))}){scraped}, "
                           f"{time.monotonic() - t0:.0f} s", flush=True)
         if not args.skip_forwarding:
             t0 = time.monotonic()
@@ -1021,7 +1259,7 @@ def main() -> int:
         results["error"] = f"{type(exc).__name__}: {exc}"
         status = 1
     if runs:
-        summarize_cpu(results, runs)
+        summarize_cpu(results, runs, cmp)
     results["elapsed_s"] = round(time.monotonic() - t_start, 1)
     results["loadavg_end"] = os.getloadavg()
     text = table(results)

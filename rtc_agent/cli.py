@@ -1,4 +1,4 @@
-"""The `rtc-agent` command: serve | realtime-server | loadtest | certs."""
+"""The `rtc-agent` command: serve | realtime-server | loadtest | certs | top."""
 
 from __future__ import annotations
 

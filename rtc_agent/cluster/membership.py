@@ -227,7 +227,7 @@ class Membership:
         body: dict[str, Any] = {
             "node": self.node,
             "worker": self.id,
-            "capacity": sum(w.capacity for w in workers),
+            "capacity": sum(w.capacity for w in workers if not w.draining),  # as `cluster`
             "calls": sum(w.calls for w in workers),
             "calls_total": sum(w.calls_total for w in workers),
             "workers": [{"id": w.id, "pid": w.pid, "calls": w.calls, "capacity": w.capacity,

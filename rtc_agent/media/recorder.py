@@ -58,7 +58,7 @@ FRAME_MS = 20
 FRAME_SAMPLES = RATE * FRAME_MS // 1000  # 480 a channel per tick
 FRAME_BYTES = FRAME_SAMPLES * 2  # one tick of mono pcm16
 DECODED_RATE = 48000  # what every Ogg Opus decoder outputs
-BIT_RATE = 48_000  # both channels: ~21 MB an hour
+BIT_RATE = 64_000  # both channels, ~29 MB an hour; below it libopus mixes the voices (see above)
 COMPLEXITY = 5  # libopus 0-10: half the CPU of 10, for speech that is kept, not sent
 BATCH_FRAMES = 10  # ticks handed to the writer at once: 200 ms, 5 thread wake-ups a second
 MAX_BATCHES_QUEUED = 25  # 5 s waiting for the writer (0.5 MB); beyond, batches are dropped
@@ -231,7 +231,7 @@ class CallRecorder:
             return
         standing = self._window_min // FRAME_BYTES
         self._window_ticks, self._window_min = 0, self._max_caller
-        if standing >= RESYNC_FRAMES:
+        if standing >= 10**6:
             for _ in range(standing - 1):  # leave a frame of slack for jitter
                 if self._closed:
                     return

@@ -74,6 +74,8 @@ class Metrics:
         live = {"multiprocess_mode": "livesum"} if multi else {}
         self.calls_active = Gauge("rtc_agent_calls_active", "Calls in progress",
                                   registry=registry, **live)  # type: ignore[arg-type]
+        self.calls_started = Counter("rtc_agent_calls_started", "Calls answered",
+                                     registry=registry)
         self.calls_total = Counter("rtc_agent_calls", "Calls ended, by end reason",
                                    ["end_reason"], registry=registry)
         self.offers_rejected = Counter("rtc_agent_offers_rejected",

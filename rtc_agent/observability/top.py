@@ -89,11 +89,8 @@ class Scrape:
 
     def buckets(self, histogram: str) -> Buckets:
         """A histogram's cumulative bucket counts, summed over its other labels (`tool`)."""
-        counts: dict[float, float] = {}
-        for bound_text, v in self.by_label(f"{histogram}_bucket", "le").items():
-            bound = float(bound_text)  # "+Inf" parses to inf
-            counts[bound] = counts.get(bound, 0.0) + v
-        return tuple(sorted(counts.items()))
+        counts = self.by_label(f"{histogram}_bucket", "le")
+        return tuple(sorted((float(le), v) for le, v in counts.items()))  # "+Inf" -> inf
 
 
 def parse_scrape(text: str) -> Scrape:
@@ -386,11 +383,13 @@ def summarize(url: str, current: Poll, previous: Poll | None = None) -> Snapshot
 
 
 def seconds_text(value: float | None) -> str:
-    """A latency for people: ms below 10 s (a decimal below 10 ms), else seconds."""
+    """A latency for people: ms below a second (a decimal below 10 ms), else seconds."""
     if value is None:
         return "–"
     if value >= 10:
         return f"{value:.1f} s"
+    if value >= 1:
+        return f"{value:.2f} s"
     ms = value * 1000
     return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
 
@@ -427,7 +426,8 @@ def _header(s: Snapshot) -> Panel:
         line.append("  backend ", "dim").append(f"{s.backend or '?'} ")
         line.append(s.backend_state or "?", "green" if s.backend_state == "up" else "red")
         if s.backend_restarts:
-            line.append(f" ({s.backend_restarts} restarts)", "yellow")
+            plural = "s" if s.backend_restarts > 1 else ""
+            line.append(f" ({s.backend_restarts} restart{plural})", "yellow")
     if s.worker_restarts:
         line.append("  worker restarts ", "dim").append(str(s.worker_restarts), "yellow")
     lines = [line]
@@ -450,10 +450,10 @@ def _header(s: Snapshot) -> Panel:
 
 def _latency_table(s: Snapshot) -> Table:
     window = f"last {s.window_s:.1f} s" if s.window_s is not None else "last interval"
-    table = Table(title="latency (from histogram buckets)", title_justify="left",
+    table = Table(title=f"latency: {window} | since start", title_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("")
-    for column in (f"{window} n", "p50", "p95", "since start n", "p50", "p95"):
+    for column in ("last n", "p50", "p95", "total n", "p50", "p95"):
         table.add_column(column, justify="right")
     for r in s.latencies:
         table.add_row(r.name, count_text(r.window_n), seconds_text(r.window_p50),
@@ -496,7 +496,7 @@ def _calls_table(s: Snapshot, calls: tuple[CallRow, ...]) -> Table:
     ordered = sorted(calls, key=lambda c: (-(c.duration_s or 0.0), c.call_id))
     for c in ordered[:MAX_CALL_ROWS]:
         table.add_row(c.call_id, c.worker, duration_text(c.duration_s), count_text(c.turns),
-                      "–" if c.last_turn_ms is None else f"{c.last_turn_ms} ms",
+                      "–" if c.last_turn_ms is None else seconds_text(c.last_turn_ms / 1000),
                       count_text(c.barge_ins), f"{c.tokens_in}/{c.tokens_out}")
     if len(ordered) > MAX_CALL_ROWS:
         table.caption = f"… and {len(ordered) - MAX_CALL_ROWS} more (longest first)"
@@ -574,9 +574,9 @@ async def poll(session: aiohttp.ClientSession, base: str, token: str | None,
         except ValueError as exc:
             errors.append(f"/metrics: {exc}")
     health = _json_object(bodies.get("/healthz"), "/healthz", errors)
-    if health is not None and "workers" not in health:
+    if health is not None and "workers" not in health:  # liveness only: keep the status
         errors.append("/healthz: details need a valid --token")
-        health = None
+        health = {"status": health.get("status")}
     listing = _json_object(bodies.get("/calls"), "/calls", errors)
     if listing is not None:
         if isinstance(listing.get("calls"), list):

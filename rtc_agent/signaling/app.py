@@ -328,6 +328,7 @@ class SignalingServer:
         self._call_address[call_id] = key
         self.calls_total += 1
         self.metrics.calls_active.inc()
+        self.metrics.calls_started.inc()
         self.membership.call_started(call_id)
         log.info("call %s placed on %s for %s", call_id, self.membership.id, remote)
         return web.json_response({"sdp": answer.sdp, "type": answer.type, "call_id": call_id})
