@@ -9,25 +9,30 @@ far for the left channel.
 Encoded at 24 kHz, the service's rate, which libopus takes as it is (it accepts
 8, 12, 16, 24 and 48 kHz). Ogg Opus always counts its granule positions at
 48 kHz and decoders (FFmpeg, browsers, opusdec) output 48 kHz: a decoded file
-has 960 samples a channel per tick.
+has 960 samples a channel per tick. 64 kbit/s for the pair: at 48 kbit/s libopus
+codes the bands above ~3 kHz of both channels as one (intensity stereo), which
+puts each voice's upper partials into the other's channel when both talk.
 
-The event loop only copies samples into a batch buffer (a few microseconds a
-tick). A writer thread per recording encodes and writes: libopus and the muxer
-run without the GIL, so the encoding does not take the loop's core, and a stalled
-disk stalls the recording, never the call. Batches wait in a bounded queue (5 s);
-when the writer falls further behind, batches are dropped, counted and recorded
-as silence, so the timeline stays whole. Ogg pages go out at least every 0.5 s
-and the JSON is replaced atomically every 2 s when there is news, so a killed
-process leaves both files readable, missing at most the last second or so.
+The event loop only appends bytes to buffers (~2-5 us a tick; numpy would cost
+three times that). Every 10 ticks it hands a batch to the process's writer
+thread, which encodes, muxes and writes (~60 us a tick, without the GIL in
+libopus and the muxer): encoding on the loop would cost it 12 times as much, and
+a stalled disk would stall every call. Each recording may have 5 s of batches
+waiting; when the writer falls further behind, batches are dropped, counted and
+recorded as silence, so the timeline stays whole. Ogg pages go out at least
+every 0.5 s, and the JSON is replaced atomically every 2 s when there are new
+notes (every 10 s otherwise), so a killed process leaves both files readable,
+missing about the last second.
 
 The caller's audio and the ticks run on different clocks (the caller's sound
 card, the network, our loop). Caller audio that piles up is delayed on the left
 channel; when a backlog of 100 ms or more stands for a whole second (after a
 stalled loop, whose missed ticks the playout track skips, or a burst from the
-network), the recorder adds ticks of agent silence until the caller has caught
-up, rather than dropping what the caller said. Past `max_lag_s` (1 s) the oldest
-caller audio is dropped. Added and dropped audio are counted in the JSON, and
-each note carries `rec_ms`, its place in the recording.
+network), the recorder adds frames of agent silence until the caller has caught
+up, rather than keep the caller late for the rest of the call or drop what they
+said. Past `max_lag_s` (1 s) the oldest caller audio is dropped. Added and
+dropped audio are counted in the JSON, and each note carries `rec_ms`, its place
+in the recording.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ import queue
 import re
 import threading
 import time
+import weakref
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,12 +65,13 @@ FRAME_MS = 20
 FRAME_SAMPLES = RATE * FRAME_MS // 1000  # 480 a channel per tick
 FRAME_BYTES = FRAME_SAMPLES * 2  # one tick of mono pcm16
 DECODED_RATE = 48000  # what every Ogg Opus decoder outputs
-BIT_RATE = 64_000  # both channels, ~29 MB an hour; below it libopus mixes the voices (see above)
-COMPLEXITY = 5  # libopus 0-10: half the CPU of 10, for speech that is kept, not sent
-BATCH_FRAMES = 10  # ticks handed to the writer at once: 200 ms, 5 thread wake-ups a second
+BIT_RATE = 64_000  # both channels (VBR): ~17-29 MB an hour; see above for why not 48
+COMPLEXITY = 5  # libopus 0-10: 58 us a tick against 70 at 10
+BATCH_FRAMES = 10  # ticks handed to the writer at once: 200 ms, 5 hand-offs a second
 MAX_BATCHES_QUEUED = 25  # 5 s waiting for the writer (0.5 MB); beyond, batches are dropped
 PAGE_DURATION_US = 500_000  # an Ogg page, and so a write, at least every 0.5 s
-JSON_EVERY_S = 2.0
+JSON_EVERY_S = 2.0  # when there are new notes
+JSON_ANYWAY_S = 10.0  # to keep its duration current
 MAX_NOTES_BYTES = 1 << 20  # an hour of talk is ~100 KB of transcript
 RESYNC_WINDOW = 50  # ticks (1 s) a caller backlog must stand before it is caught up
 RESYNC_FRAMES = 5  # a standing backlog of this many frames (100 ms) or more is caught up
@@ -71,7 +79,7 @@ RESYNC_FRAMES = 5  # a standing backlog of this many frames (100 ms) or more is 
 _CALL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 
-_AUDIO, _NOTE, _CLOSE = 0, 1, 2
+_OPEN, _AUDIO, _NOTE, _CLOSE = 0, 1, 2, 3  # what the loop sends the writer thread
 _ZEROS = memoryview(bytes(FRAME_BYTES))
 
 
@@ -81,7 +89,8 @@ class CallRecorder:
     Fed on the event loop: `caller_audio` with the caller's chunks, `agent_frame`
     once per playout tick, `note` with transcript and timing entries, `close`
     at hang-up. None of them raises for a disk or codec error: the recording
-    stops with one logged error and the call goes on.
+    stops with one logged error and the call goes on. A recorder dropped without
+    `close` is closed when it is collected: its files are finished all the same.
     """
 
     def __init__(self, directory: Path, call_id: str, *, max_s: float = 3600.0,
@@ -94,12 +103,11 @@ class CallRecorder:
         self.audio_path = Path(directory) / f"{call_id}.ogg"
         self.json_path = Path(directory) / f"{call_id}.json"
         self._max_frames = max(1, round(max_s * 1000 / FRAME_MS))
-        self._started_at = _now_iso()
         self._first_tick_at: str | None = None
 
-        # Loop side: plain bytearrays, no numpy (interleaving is the writer's job).
-        # Caller audio waits in `_caller`, at most max_lag_s of it; each tick moves
-        # 20 ms of it to `_left` and the agent's frame to `_right`.
+        # Plain bytearrays, no numpy (interleaving is the writer's job): caller
+        # audio waits in `_caller`, at most max_lag_s of it; each tick moves 20 ms
+        # of it to `_left` and the agent's frame to `_right`.
         self._caller = bytearray()
         self._max_caller = max(FRAME_BYTES, round(max_lag_s * RATE) * 2)
         self._left = bytearray()
@@ -108,21 +116,20 @@ class CallRecorder:
         self._window_ticks = 0
         self._window_min = self._max_caller
         self._notes_bytes = 0
-        self._closed = False
-        self._ended: str | None = None
+        self.ended: str | None = None  # why it stopped: "closed", "max_s" or "error"
 
         self.resync_frames = 0  # agent silence added so the caller could catch up
         self.dropped_frames = 0  # frames the writer fell too far behind for (silence instead)
         self.caller_dropped_bytes = 0  # caller audio beyond max_lag_s
         self.notes_dropped = 0
 
-        # Writer side.
-        self._slots = threading.BoundedSemaphore(MAX_BATCHES_QUEUED)
-        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self.error: str | None = None  # set by the writer when it gives up
-        self._thread = threading.Thread(target=self._write_all, name=f"recorder {call_id}",
-                                        daemon=True)
-        self._thread.start()
+        self._writer = _Writer(call_id, self.audio_path, self.json_path)
+        self._slots = self._writer.slots
+        self._put = _WRITER_THREAD.start()
+        self._put((self._writer, _OPEN))
+        # Collected without close(): close then (the finalizer holds the writer, not self).
+        self._finalizer = weakref.finalize(self, self._put,
+                                           (self._writer, _CLOSE, "closed", None, None))
 
     # ------------------------------------------------------------ the loop's side
 
@@ -133,23 +140,31 @@ class CallRecorder:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self.ended is not None
 
-    def caller_audio(self, pcm: bytes) -> None:
-        """Take a chunk of the caller's 24 kHz mono pcm16, of any length."""
-        if self._closed:
+    @property
+    def error(self) -> str | None:
+        """Why the writer gave up (a disk or codec error), if it did."""
+        return self._writer.error
+
+    def caller_audio(self, pcm: bytes | bytearray) -> None:
+        """Take a chunk of the caller's 24 kHz mono pcm16, of any length (copied at once)."""
+        if self.ended is not None:
             return
         try:
             self._push_caller(pcm)
         except Exception:
             self._abandon("caller audio")
 
-    def agent_frame(self, pcm: bytes | None) -> None:
-        """Record one playout tick: the 20 ms of pcm16 sent to the caller, or None for silence."""
-        if self._closed:
+    def agent_frame(self, pcm: bytes | bytearray | None) -> None:
+        """Record one playout tick: the 20 ms of pcm16 sent to the caller, or None for silence.
+
+        `pcm` is copied before this returns, so the track's reused buffer can be passed.
+        """
+        if self.ended is not None:
             return
         try:
-            if self.error is not None:  # the writer gave up (and logged why)
+            if self._writer.error is not None:  # it gave up, and logged why
                 self._finish("error")
                 return
             if self._first_tick_at is None:
@@ -161,7 +176,7 @@ class CallRecorder:
 
     def note(self, entry: dict[str, Any]) -> None:
         """Add a transcript or timing entry to the JSON, with `rec_ms`: its place in the audio."""
-        if self._closed:
+        if self.ended is not None:
             return
         try:
             text = json.dumps({**entry, "rec_ms": self._frames * FRAME_MS}, ensure_ascii=False,
@@ -174,7 +189,7 @@ class CallRecorder:
             self.notes_dropped += 1
             return
         self._notes_bytes += len(text)
-        self._queue.put((_NOTE, text))
+        self._put((self._writer, _NOTE, text))
 
     def close(self) -> None:
         """Finish both files; idempotent. Returns at once: the writer thread finishes them."""
@@ -182,10 +197,9 @@ class CallRecorder:
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Block until the writer has finished (or given up); True if it has. For tests and exit."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        return self._writer.finished.wait(timeout)
 
-    def _push_caller(self, pcm: bytes) -> None:
+    def _push_caller(self, pcm: bytes | bytearray) -> None:
         if len(pcm) & 1:  # never the case from inbound.py; keep the samples aligned anyway
             pcm = pcm[:-1]
         waiting = self._caller
@@ -195,7 +209,7 @@ class CallRecorder:
             del waiting[:excess]  # O(1) at the front of a bytearray
             self.caller_dropped_bytes += excess
 
-    def _add_frame(self, pcm: bytes | None) -> None:
+    def _add_frame(self, pcm: bytes | bytearray | None) -> None:
         """One frame: the next 20 ms of caller audio (silence if none) left, `pcm` right."""
         waiting = self._caller
         n = min(len(waiting), FRAME_BYTES)
@@ -231,9 +245,9 @@ class CallRecorder:
             return
         standing = self._window_min // FRAME_BYTES
         self._window_ticks, self._window_min = 0, self._max_caller
-        if standing >= 10**6:
+        if standing >= RESYNC_FRAMES:
             for _ in range(standing - 1):  # leave a frame of slack for jitter
-                if self._closed:
+                if self.ended is not None:
                     return
                 self.resync_frames += 1
                 self._add_frame(None)
@@ -246,19 +260,26 @@ class CallRecorder:
         left, right = self._left, self._right
         self._left, self._right = bytearray(), bytearray()
         if self._slots.acquire(blocking=False):
-            self._queue.put((_AUDIO, self._frames - n, left, right))
+            self._put((self._writer, _AUDIO, self._frames - n, left, right, self._stats()))
         else:
             self.dropped_frames += n
 
+    def _stats(self) -> dict[str, Any]:
+        return {"first_tick_at": self._first_tick_at,
+                "resync_ms": self.resync_frames * FRAME_MS,
+                "dropped_ms": self.dropped_frames * FRAME_MS,
+                "caller_dropped_ms": self.caller_dropped_bytes // (2 * RATE // 1000),
+                "notes_dropped": self.notes_dropped}
+
     def _finish(self, reason: str) -> None:
-        if self._closed:
+        if self.ended is not None:
             return
-        self._closed = True
-        self._ended = reason
+        self.ended = reason
+        self._finalizer.detach()
         try:
             self._submit()
         finally:
-            self._queue.put((_CLOSE, reason, self._frames))
+            self._put((self._writer, _CLOSE, reason, self._frames, self._stats()))
 
     def _abandon(self, what: str) -> None:
         """An unexpected error on the loop's side: log it once, stop recording; the call goes on."""
@@ -266,63 +287,154 @@ class CallRecorder:
         with contextlib.suppress(Exception):
             self._finish("error")
 
-    # ------------------------------------------------------------ the writer thread
 
-    def _write_all(self) -> None:
-        """The writer thread: opens both files, then encodes and writes until told to close."""
-        entries: list[str] = []
-        opus: _OpusFile | None = None
-        last_json = 0.0
-        dirty = False
+class _WriterThread:
+    """The process's one writer thread, shared by all its recordings.
+
+    One thread rather than one per call: with a thread per call, 50 calls took
+    80-115 us of CPU a tick each for writing against 62-69 us with one, the rest
+    going on wake-ups and GIL hand-offs between the writers. At ~60 us a tick
+    one thread keeps up with ~300 calls, more than a worker's loop carries.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Callable[[tuple[Any, ...]], None]:
+        """Start the thread if need be; returns how to send it work: (writer, kind, ...)."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="call recorder",
+                                                daemon=True)
+                self._thread.start()
+        return self._queue.put
+
+    def _run(self) -> None:
+        open_writers: set[_Writer] = set()
+        next_sweep = time.monotonic() + 1.0
+        while True:
+            try:
+                item = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                item = None
+            try:
+                if item is not None:
+                    writer: _Writer = item[0]
+                    writer.handle(item)
+                    if writer.finished.is_set():
+                        open_writers.discard(writer)
+                    else:
+                        open_writers.add(writer)
+                now = time.monotonic()
+                if now >= next_sweep:  # JSON of quiet recordings
+                    for writer in open_writers:
+                        writer.sweep(now)
+                    next_sweep = now + 1.0
+            except Exception:  # a bug: never let it end the thread every recording needs
+                log.exception("call recorder: unexpected error")
+
+
+class _Writer:
+    """One recording's files, written on the writer thread.
+
+    It holds no reference to its recorder, so a recorder dropped without `close`
+    can be collected, and its finalizer sends the close.
+    """
+
+    def __init__(self, call_id: str, audio_path: Path, json_path: Path) -> None:
+        self.call_id = call_id
+        self.audio_path = audio_path
+        self.json_path = json_path
+        self.slots = threading.BoundedSemaphore(MAX_BATCHES_QUEUED)  # audio batches in flight
+        self.error: str | None = None
+        self.finished = threading.Event()
+        self._opus: _OpusFile | None = None
+        self._started_at = _now_iso()
+        self._entries: list[str] = []
+        self._stats: dict[str, Any] = {}
+        self._last_json = 0.0
+        self._dirty = False
+
+    def handle(self, item: tuple[Any, ...]) -> None:
+        kind = item[1]
+        if self.finished.is_set():  # closed or failed: nothing more is written
+            if kind == _AUDIO:
+                self.slots.release()
+            return
         try:
-            opus = _OpusFile(self.audio_path)
-            self._write_json(entries, opus.frames, None)
-            last_json = time.monotonic()
-            while True:
+            if kind == _OPEN:
+                self._opus = _OpusFile(self.audio_path)
+                self._write_json(None)
+            elif kind == _AUDIO:
                 try:
-                    item = self._queue.get(timeout=JSON_EVERY_S)
-                except queue.Empty:
-                    item = None
-                if item is not None and item[0] == _AUDIO:
-                    try:
-                        opus.write_frames(item[1], item[2], item[3])
-                    finally:
-                        self._slots.release()
-                elif item is not None and item[0] == _NOTE:
-                    entries.append(item[1])
-                    dirty = True
-                elif item is not None and item[0] == _CLOSE:
-                    opus.close(total_frames=item[2])
-                    opus = None
-                    self._write_json(entries, item[2], item[1])
-                    return
-                if dirty and time.monotonic() - last_json >= JSON_EVERY_S:
-                    self._write_json(entries, opus.frames, None)
-                    last_json, dirty = time.monotonic(), False
+                    self._file().write_frames(item[2], item[3], item[4])
+                    self._stats = item[5]
+                finally:
+                    self.slots.release()
+            elif kind == _NOTE:
+                self._entries.append(item[2])
+                self._dirty = True
+            elif kind == _CLOSE:
+                _, _, reason, frames, stats = item
+                self._stats = stats or self._stats
+                opus = self._file()
+                opus.close(total_frames=opus.frames if frames is None else frames)
+                self._write_json(reason)
+                self._opus = None
+                self.finished.set()
+                return
+            self.sweep(time.monotonic())
         except Exception as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.error("call %s: recording stopped: %s", self.call_id, self.error)
-            if opus is not None:
-                opus.abort()
+            self._fail(exc)
 
-    def _write_json(self, entries: list[str], frames: int, ended: str | None) -> None:
+    def sweep(self, now: float) -> None:
+        """Replace the JSON if there are new notes (every 2 s at most) or 10 s have passed."""
+        since = now - self._last_json
+        if self._opus is None or not ((self._dirty and since >= JSON_EVERY_S)
+                                      or since >= JSON_ANYWAY_S):
+            return
+        try:
+            self._write_json(None)
+        except Exception as exc:
+            self._fail(exc)
+
+    def _file(self) -> _OpusFile:
+        if self._opus is None:
+            raise RuntimeError("the audio file is not open")
+        return self._opus
+
+    def _fail(self, exc: Exception) -> None:
+        self.error = f"{type(exc).__name__}: {exc}"
+        log.error("call %s: recording stopped: %s", self.call_id, self.error)
+        if self._opus is not None:
+            self._opus.abort()
+            self._opus = None
+        self.finished.set()
+
+    def _write_json(self, ended: str | None) -> None:
+        frames = self._opus.frames if self._opus is not None else 0
         head = {
             "call_id": self.call_id,
             "audio": {"file": self.audio_path.name, "codec": "opus", "container": "ogg",
                       "channels": {"left": "caller", "right": "agent"},
                       "encoded_rate": RATE, "decoded_rate": DECODED_RATE},
             "started_at": self._started_at,
-            "first_tick_at": self._first_tick_at,
+            "first_tick_at": None,
             "complete": ended is not None,
             "ended": ended,
             "duration_ms": frames * FRAME_MS,
-            "resync_ms": self.resync_frames * FRAME_MS,
-            "dropped_ms": self.dropped_frames * FRAME_MS,
-            "caller_dropped_ms": self.caller_dropped_bytes // (2 * RATE // 1000),
-            "notes_dropped": self.notes_dropped,
+            "resync_ms": 0, "dropped_ms": 0, "caller_dropped_ms": 0, "notes_dropped": 0,
         }
-        text = json.dumps(head, ensure_ascii=False)[:-1] + ',"entries":[' + ",".join(entries)
-        _replace(self.json_path, (text + "]}\n").encode())
+        head.update(self._stats)
+        text = json.dumps(head, ensure_ascii=False)[:-1] + ',"entries":['
+        _replace(self.json_path, (text + ",".join(self._entries) + "]}\n").encode())
+        self._last_json, self._dirty = time.monotonic(), False
 
 
 class _OpusFile:
@@ -426,3 +538,6 @@ def _replace(path: Path, data: bytes) -> None:
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+_WRITER_THREAD = _WriterThread()

@@ -188,6 +188,20 @@ def test_caller_audio_short_of_a_frame_is_recorded_at_once_then_silence(tmp_path
     assert rms(left[50 * TICK + 600:53 * TICK]) < 100  # then silence, not the next tick's
 
 
+def test_the_playout_track_s_reused_buffer_can_be_passed(tmp_path: Path) -> None:
+    recorder = CallRecorder(tmp_path, "scratch")
+    scratch = bytearray(FRAME_BYTES)  # what PlayoutTrack hands its on_frame hook
+    for frame in tone(1000, 50):
+        scratch[:] = frame
+        recorder.agent_frame(scratch)
+        recorder.caller_audio(scratch)
+        scratch[:] = bytes(FRAME_BYTES)  # the track reuses it at once
+    recorder.close()
+    assert recorder.wait_closed(20)
+    pcm = decode(recorder.audio_path)
+    assert rms(pcm[1, 2 * TICK:]) > 3000 and rms(pcm[0, 2 * TICK:]) > 3000
+
+
 def test_caller_audio_in_bursts_of_odd_sizes_plays_without_gaps(tmp_path: Path) -> None:
     ticks = 150
     stream = b"".join(tone(440, ticks))
@@ -331,6 +345,38 @@ def test_odd_inputs_never_raise_into_the_call(tmp_path: Path) -> None:
     assert entry["when"] == "/x" and entry["ids"] in ("{1, 2}", "{2, 1}")
 
 
+def test_a_bug_on_the_loop_s_side_stops_the_recording_not_the_call(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    recorder = CallRecorder(tmp_path, "bug")
+    for _ in range(30):
+        recorder.agent_frame(None)
+    with caplog.at_level(logging.ERROR, logger="rtc_agent.media.recorder"):
+        recorder.caller_audio(None)  # type: ignore[arg-type]  # what no caller should pass
+        recorder.caller_audio(b"\x00" * FRAME_BYTES)
+        recorder.agent_frame(None)
+    assert recorder.ended == "error"
+    assert [r.levelno for r in caplog.records] == [logging.ERROR]
+    assert recorder.wait_closed(20)
+    assert decode(recorder.audio_path).shape[1] == 30 * TICK  # what came before is kept
+    assert json.loads(recorder.json_path.read_text())["ended"] == "error"
+
+
+def test_a_recorder_dropped_without_close_finishes_its_files(tmp_path: Path) -> None:
+    import gc
+
+    recorder = CallRecorder(tmp_path, "forgotten")
+    for frame in tone(1000, 60):
+        recorder.agent_frame(frame)
+    del recorder
+    gc.collect()
+    deadline = time.monotonic() + 20
+    path = tmp_path / "forgotten.json"  # replaced whole, but written first by the writer thread
+    while not (path.exists() and json.loads(path.read_text())["complete"]):
+        assert time.monotonic() < deadline, "the files were never finished"
+        time.sleep(0.02)
+    assert decode(tmp_path / "forgotten.ogg").shape[1] == 60 * TICK
+
+
 # ------------------------------------------------------------------ the JSON and the files
 
 
@@ -358,6 +404,17 @@ def test_the_json_holds_the_transcript_on_the_recording_s_clock(tmp_path: Path) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["AbC-123_x.json", "AbC-123_x.ogg"]
     for path in (recorder.audio_path, recorder.json_path):
         assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_notes_are_bounded(tmp_path: Path) -> None:
+    recorder = CallRecorder(tmp_path, "chatty")
+    for k in range(1500):  # 1.5 MB of transcript: more than an hour of talk
+        recorder.note({"k": k, "text": "x" * 1000})
+    recorder.close()
+    assert recorder.wait_closed(20)
+    doc = json.loads(recorder.json_path.read_text())
+    assert 1000 <= len(doc["entries"]) < 1100 and doc["notes_dropped"] == 1500 - len(doc["entries"])
+    assert recorder.json_path.stat().st_size < 1.1e6
 
 
 @pytest.mark.parametrize("call_id", ["", "../etc", "a/b", "a.b", "..", "x" * 65, "caf\u00e9",
