@@ -34,6 +34,7 @@ from rtc_agent.datachannel import (
 from rtc_agent.ice import rtc_configuration
 from rtc_agent.media.inbound import InboundAudio, append_event, decode_on_loop
 from rtc_agent.media.playout import PlayoutTrack
+from rtc_agent.media.recorder import CallRecorder
 from rtc_agent.observability.call_record import CallRecord
 from rtc_agent.observability.metrics import Metrics
 from rtc_agent.realtime.client import RealtimeClient, UpstreamFailed
@@ -61,6 +62,9 @@ END_NOTICE_S = 0.2  # an ending's reason goes out this long before the hang-up
 STATS_INTERVAL_S = 5.0  # RTP statistics for the metrics, per call
 OPUS_RTP_CLOCK = 48000  # aiortc reports jitter in RTP timestamp units
 MAX_USER_AGENT = 256
+# What a recording's JSON keeps of the caller protocol: the transcript and its timing.
+RECORDED_MESSAGES = frozenset({"transcript.done", "tool.started", "tool.finished", "error",
+                               "state"})
 
 
 def _utc_now() -> str:
@@ -86,6 +90,7 @@ class Call:
         metrics: Metrics | None = None,
         user_agent: str = "",
         started: float | None = None,
+        recorder: CallRecorder | None = None,
     ) -> None:
         self.call_id = call_id
         self.node = node
@@ -97,6 +102,7 @@ class Call:
             call_id, started=self.created if started is None else started,
             started_utc=_utc_now(), node=node, worker=worker, backend=service.kind,
             user_agent=user_agent[:MAX_USER_AGENT])
+        self.recorder = recorder
         self._late_frames_seen = 0
         self._lost_seen = 0
         self._tools = tools
@@ -206,7 +212,10 @@ class Call:
             log.exception("call %s: item end", self.call_id)
 
     def _on_frame(self, pcm: bytearray | None) -> None:
-        """Every 20 ms tick of the playout: a barge-in is complete at its first silence."""
+        """Every 20 ms tick of the playout: the recording's clock, and a barge-in is
+        complete at its first silence."""
+        if self.recorder is not None:
+            self.recorder.agent_frame(pcm)
         if pcm is None and self.record.barge_in_open:
             took = self.record.playout_silent(time.monotonic())
             if took is not None and self.metrics is not None:
@@ -230,6 +239,8 @@ class Call:
                     self.metrics.call_setup.observe(setup)
             for chunk in inbound.push(frame):
                 send_audio(append_event(chunk))
+                if self.recorder is not None:
+                    self.recorder.caller_audio(chunk)
 
     # ------------------------------------------------------------ upstream
 
@@ -289,7 +300,8 @@ class Call:
             return
         self._ready_sent = True
         self._to_caller(caller.session_ready(self.call_id, self.service.kind,
-                                             node=self.node, worker=self.worker))
+                                             node=self.node, worker=self.worker,
+                                             recorded=self.recorder is not None))
         self._to_caller(caller.state_changed(self.session.state))
 
     # ------------------------------------------------------------ effects
@@ -325,6 +337,9 @@ class Call:
     # ------------------------------------------------------------ caller
 
     def _to_caller(self, message: ServerMessage) -> None:
+        if self.recorder is not None and message.get("type") in RECORDED_MESSAGES:
+            self.recorder.note({"t_ms": round((time.monotonic() - self.created) * 1000),
+                                **message})
         for data in encode_server_message(message):
             channel = self._channel
             if channel is not None and channel.readyState == "open":
@@ -425,6 +440,10 @@ class Call:
         self._closing = True
         self.close_reason = reason
         self.record.end(end_reason, time.monotonic(), _utc_now())
+        if self.recorder is not None:
+            self.recorder.note({"t_ms": round((time.monotonic() - self.created) * 1000),
+                                "type": "call.ended", "end_reason": end_reason})
+            self.recorder.close()
         if self.metrics is not None and self.pc.connectionState == "connected":
             with contextlib.suppress(Exception):
                 await self._take_stats()

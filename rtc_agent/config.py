@@ -94,6 +94,8 @@ class ServeConfig:
     metrics_token: str | None = None  # /metrics needs it when set (open otherwise)
     call_log: Path | None = None  # one JSON line per ended call
     metrics: bool = True  # off only to measure what metrics cost (bench/)
+    record_dir: Path | None = None  # opt-in call recordings
+    record_max_s: float = 3600.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -183,6 +185,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                "open; it holds no call content)")
     a("--no-metrics", action="store_true", default=None,
       help="collect no per-call metrics (for A/B benchmarks of their cost)")
+    a("--record-dir", type=Path, metavar="DIR",
+      help="record every call there: <call_id>.ogg (caller left, agent right) and .json "
+           "(default: no recordings; callers see a 'Recorded' notice when on)")
+    a("--record-max-s", type=float, help="longest recording per call, seconds (default 3600)")
     a("--call-log", type=Path, metavar="PATH", help="append one JSON line per ended call")
     a("--log-level", default=os.environ.get("RTC_AGENT_LOG_LEVEL", "INFO"))
 
@@ -306,6 +312,9 @@ def from_args(args: argparse.Namespace) -> ServeConfig:
                             None),
         call_log=_pick(getattr(args, "call_log", None), "call_log", {}, "", None, Path),
         metrics=not _pick(getattr(args, "no_metrics", None), "no_metrics", {}, "", False, bool),
+        record_dir=_pick(getattr(args, "record_dir", None), "record_dir", {}, "", None, Path),
+        record_max_s=float(_pick(getattr(args, "record_max_s", None), "record_max_s", {}, "",
+                                 3600.0, float)),
     )
     _check_limits(cfg)
     return cfg
@@ -373,6 +382,8 @@ def _check_limits(cfg: ServeConfig) -> None:
         except ValueError:
             raise ValueError(f"--public-address: {cfg.public_address!r} is not an IP "
                              "address") from None
+    if cfg.record_max_s <= 0:
+        raise ValueError("--record-max-s must be > 0")
     if cfg.drain_timeout_s < 0:
         raise ValueError("--drain-timeout must be >= 0")
     if cfg.udp_ports is not None:

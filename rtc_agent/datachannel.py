@@ -45,9 +45,11 @@ class CallState(StrEnum):
 
 
 def session_ready(call_id: str, backend: str, *, node: str | None = None,
-                  worker: str | None = None) -> ServerMessage:
-    """The call is ready; `node` and `worker` name the process that holds it."""
-    message: ServerMessage = {"type": "session.ready", "call_id": call_id, "backend": backend}
+                  worker: str | None = None, recorded: bool = False) -> ServerMessage:
+    """The call is ready; `node` and `worker` name the process that holds it, and
+    `recorded` says the server records it (the page must show that)."""
+    message: ServerMessage = {"type": "session.ready", "call_id": call_id, "backend": backend,
+                              "recorded": recorded}
     if node is not None:
         message["node"] = node
     if worker is not None:

@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 from aiohttp import web
 
@@ -79,6 +80,18 @@ def _configure_ice(cfg: ServeConfig, index: int, workers: int) -> None:
         announce_public_address(cfg.public_address)
 
 
+def _prepare_record_dir(path: Path) -> None:
+    """Recordings are personal data: a directory only we can read, writable now, not at
+    the first call."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    probe = path / f".probe-{os.getpid()}"
+    try:
+        probe.touch(mode=0o600)
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"--record-dir {path}: not writable ({exc.strerror})") from None
+
+
 @contextlib.asynccontextmanager
 async def running(cfg: ServeConfig, spec: WorkerSpec | None = None
                   ) -> AsyncIterator[SignalingServer]:
@@ -87,6 +100,8 @@ async def running(cfg: ServeConfig, spec: WorkerSpec | None = None
     node's shared socket. With `cfg.port == 0` the chosen port is written back."""
     index, workers = (spec.index, spec.workers) if spec else (0, 1)
     _configure_ice(cfg, index, workers)
+    if cfg.record_dir is not None:
+        _prepare_record_dir(cfg.record_dir)
     table = NodeTable(spec.table_fd, spec.workers) if spec else None
     child: OfflineProcess | None = None
     backend_state: Callable[[], str] | None = None
@@ -259,6 +274,8 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def run(args: argparse.Namespace) -> int:
     logs.configure(getattr(args, "log_level", "INFO"))
     cfg = config_module.from_args(args)
+    if cfg.record_dir is not None:
+        _prepare_record_dir(cfg.record_dir)  # before any worker starts
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         if cfg.workers > 1:
             return runner.run(NodeSupervisor(cfg).run())

@@ -31,6 +31,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "observability": {"observability"},
     "call": {"protocol", "datachannel", "ice", "media", "realtime", "tools", "observability"},
     "signaling": {"signaling", "call", "config", "realtime.service", "tools", "ice",
+                  "media.recorder",
                   "cluster.forward", "cluster.membership", "observability"},
     # The supervisor starts the offline backend for the node; workers are `serve`.
     "cluster": {"cluster", "config", "offline.process", "realtime.service",

@@ -106,6 +106,7 @@ function micConstraints() {
 const handlers = new Map([
   [ServerType.SESSION_READY, (m) => {
     hook.backend = m.backend || null;
+    ui.showRecorded(m.recorded === true);
     if (hook.state === PageState.CONNECTING) setState(CallState.LISTENING);
   }],
   [ServerType.STATE, (m) => {

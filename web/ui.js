@@ -12,6 +12,7 @@ export const els = {
   micLevel: $("mic-level"), chat: $("chat"), form: $("text-form"), text: $("text"),
   send: $("send"), audio: $("remote"), orb: $("agent-indicator"), agentLabel: $("agent-label"),
   tokenRow: $("token-row"), token: $("token"), diag: $("diag"), diagnostics: $("diagnostics"),
+  recorded: $("recorded"),
 };
 
 const PILL_LABELS = {
@@ -118,13 +119,21 @@ export function enableCallButton(enabled) {
   els.call.disabled = !enabled;
 }
 
+/** The server records this call (--record-dir): say so for as long as it lasts. */
+export function showRecorded(recorded) {
+  els.recorded.hidden = !recorded;
+}
+
 export function setCallUi(active) {
   els.call.textContent = active ? "Hang up" : "Call";
   els.call.classList.toggle("danger", active);
   els.call.classList.toggle("primary", !active);
   els.mute.disabled = !active;
   enableTextInput(active);
-  if (!active) showMuted(false);
+  if (!active) {
+    showMuted(false);
+    showRecorded(false);
+  }
 }
 
 export function enableTextInput(enabled) {

@@ -41,6 +41,7 @@ from rtc_agent.cluster.forward import (
 from rtc_agent.cluster.membership import Membership
 from rtc_agent.config import ServeConfig
 from rtc_agent.ice import PortRangeExhausted
+from rtc_agent.media.recorder import CallRecorder
 from rtc_agent.observability.call_log import CallLog
 from rtc_agent.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from rtc_agent.observability.metrics import Metrics
@@ -62,6 +63,7 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 5
 VIA_HEADER = "X-Rtc-Agent-Via"
+RECORDING_FINISH_S = 5.0  # at shutdown, for a recording's last pages
 MAX_PLACEMENT_TRIES = 8  # workers asked for one offer before answering 503
 BACKEND_RETRY_AFTER_S = 10  # the offline backend restarts in a few seconds
 
@@ -309,6 +311,9 @@ class SignalingServer:
             metrics=self.metrics if self.config.metrics else None,
             user_agent=user_agent,
             started=received,
+            recorder=(CallRecorder(self.config.record_dir, call_id,
+                                   max_s=self.config.record_max_s)
+                      if self.config.record_dir is not None else None),
         )
         try:
             answer = await call.answer(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -533,9 +538,15 @@ class SignalingServer:
         return web.FileResponse(path, headers=headers)
 
     async def close_all(self) -> None:
-        """End every call, telling each caller why first (`server_shutdown`)."""
+        """End every call, telling each caller why first (`server_shutdown`), and let their
+        recordings finish writing (the writer thread does not outlive the process)."""
+        calls = list(self.calls.values())
         await asyncio.gather(*(c.end("server_shutdown", "The server is shutting down.")
-                               for c in list(self.calls.values())))
+                               for c in calls))
+        recorders = [c.recorder for c in calls if c.recorder is not None]
+        if recorders:
+            await asyncio.to_thread(lambda: [r.wait_closed(RECORDING_FINISH_S)
+                                             for r in recorders])
 
     def start_draining(self) -> None:
         """Take no new calls here; `drained` is set once the last call has ended."""
