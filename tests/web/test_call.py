@@ -197,3 +197,31 @@ def test_https_from_a_lan_address(stack_factory, browser_factory, question_wav: 
     wait_for(page, "rtcAgent.events.some(e => e.type === 'session.ready')", 30, "ready")
     page.click("#call")
     assert wait_calls(stack, 0) == 0
+
+
+def test_a_recorded_call_says_so_on_the_page(stack_factory, browser_factory,
+                                             question_wav: Path, tmp_path: Path) -> None:
+    """--record-dir: the caller sees a Recorded badge for the whole call, and only then."""
+    stack = stack_factory("rtc-agent", args=["--record-dir", str(tmp_path / "rec")])
+    page = place_call(stack, browser_factory, question_wav)
+    try:
+        page.wait_for_selector("#recorded:not([hidden])", timeout=10000)
+        assert page.locator("#recorded").is_visible()
+        assert "Recorded" in page.locator("#recorded").inner_text()
+    finally:
+        page.click("#call")  # hang up
+    page.wait_for_selector("#recorded", state="hidden", timeout=10000)
+    assert wait_calls(stack, 0) == 0
+    assert list((tmp_path / "rec").glob("*.ogg"))
+
+
+def test_an_unrecorded_call_shows_no_badge(stack_factory, browser_factory,
+                                           question_wav: Path) -> None:
+    stack = stack_factory("rtc-agent")
+    page = place_call(stack, browser_factory, question_wav)
+    try:
+        assert page.evaluate("rtcAgent.events.find(e => e.type === 'session.ready').recorded"
+                             ) is False
+        assert not page.locator("#recorded").is_visible()
+    finally:
+        page.click("#call")
