@@ -219,28 +219,20 @@ def renice_all_threads(pid: int, nice: int) -> int:
     return done
 
 
-def http_json(method: str, url: str, body: bytes | None = None,
-              timeout: float = 5.0) -> tuple[int, dict[str, Any], dict[str, str]]:
-    request = urllib.request.Request(url, data=body, method=method)
-    if body is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
-            raw, status, headers = resp.read(), resp.status, dict(resp.headers)
-    except urllib.error.HTTPError as err:
-        raw, status, headers = err.read(), err.code, dict(err.headers)
-    try:
-        parsed = json.loads(raw) if raw else {}
-    except ValueError:
-        parsed = {"raw": raw[:200].decode(errors="replace")}
-    return status, parsed, headers
-
-
 def health(url: str) -> dict[str, Any]:
+    """/healthz's body (a 503 while draining still has one), or {} when unreachable."""
     try:
-        return http_json("GET", f"{url}/healthz", timeout=3)[1]
+        with urllib.request.urlopen(f"{url}/healthz", timeout=3) as resp:
+            raw = resp.read()
+    except urllib.error.HTTPError as err:
+        raw = err.read()
     except OSError:
         return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def scrape_metrics(url: str, names: tuple[str, ...] = SCRAPED) -> dict[str, Any]:
