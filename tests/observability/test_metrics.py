@@ -56,6 +56,19 @@ async def until(check: Any, within_s: float = 10.0) -> None:
             await asyncio.sleep(0.1)
 
 
+async def barge_in(caller: ScriptedCaller, story: Prompt, interruption: Prompt) -> None:
+    """Ask for a long reply, let it play 1.5 s, talk over it; until the reply is marked
+    interrupted and the interruption has been spoken."""
+    n = len(caller.events)
+    spoken_end = await caller.speak(story)
+    assert await caller.wait_audible(spoken_end, 30) is not None
+    await asyncio.sleep(1.5)
+    talk_over = caller.start_speaking(interruption)
+    await caller.wait_event(lambda e: e["type"] == "transcript.done"
+                            and e["role"] == "assistant" and e["interrupted"], 20, start=n)
+    await talk_over
+
+
 @pytest.fixture
 async def agent(tmp_path: Path) -> AsyncIterator[SignalingServer]:
     (tmp_path / "turn.md").write_text(
@@ -106,13 +119,7 @@ async def test_every_family_moves_by_the_right_amount(agent: SignalingServer,
 
         # a barge-in: talk over a long reply
         n = len(caller.events)
-        spoken_end = await caller.speak(story)
-        assert await caller.wait_audible(spoken_end, 30) is not None
-        await asyncio.sleep(1.5)
-        talk_over = caller.start_speaking(interruption)
-        await caller.wait_event(lambda e: e["type"] == "transcript.done"
-                                and e["role"] == "assistant" and e["interrupted"], 20, start=n)
-        await talk_over
+        await barge_in(caller, story, interruption)
         # the interruption is a turn of its own: wait for its reply
         await caller.wait_event(lambda e: e["type"] == "transcript.done"
                                 and e["role"] == "assistant" and not e["interrupted"], 30,

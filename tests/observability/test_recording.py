@@ -16,6 +16,7 @@ from rtc_agent.loadtest.caller import ScriptedCaller
 from rtc_agent.loadtest.microphone import Prompt
 from rtc_agent.serve import running
 from tests.agent.test_call import is_done, server_config, url
+from tests.observability.test_metrics import barge_in
 from tests.speech import hears, speak_wav
 
 pytestmark = pytest.mark.slow
@@ -66,15 +67,7 @@ async def test_a_recorded_call_holds_both_voices_as_the_caller_heard_them(tmp_pa
             reply = await caller.wait_event(is_done("assistant"), 30, start=n)
             assert "eighty" in reply["text"]
             await asyncio.sleep(1.0)
-            n = len(caller.events)
-            spoken_end = await caller.speak(story)
-            assert await caller.wait_audible(spoken_end, 30) is not None
-            await asyncio.sleep(1.5)
-            talk_over = caller.start_speaking(interruption)
-            await caller.wait_event(lambda e: e["type"] == "transcript.done"
-                                    and e["role"] == "assistant" and e["interrupted"], 20,
-                                    start=n)
-            await talk_over
+            await barge_in(caller, story, interruption)
             await asyncio.sleep(1.0)
         assert await asyncio.to_thread(recorder.wait_closed, 10)
     audio, meta = records / f"{call_id}.ogg", records / f"{call_id}.json"
