@@ -83,6 +83,7 @@ class Call:
         tools: ToolRegistry,
         ice_servers: Iterable[dict[str, Any]] = (),
         connect_timeout_s: float = 30.0,
+        max_duration_s: float | None = None,
         decode_on_loop: bool = True,
         on_closed: Callable[[Call], None] | None = None,
         node: str | None = None,
@@ -108,6 +109,7 @@ class Call:
         self._tools = tools
         self._on_closed = on_closed
         self._connect_timeout_s = connect_timeout_s
+        self._max_duration_s = max_duration_s
         self._decode_on_loop = decode_on_loop
         self.pc = RTCPeerConnection(rtc_configuration(list(ice_servers)))
         self.session = RealtimeSession(service.dialect, settings, tools.definitions())
@@ -176,6 +178,8 @@ class Call:
         # Open the Realtime socket while ICE and DTLS proceed.
         self._spawn(self._run_upstream(), "upstream")
         self._spawn(self._watch_connect(), "connect-timeout")
+        if self._max_duration_s:
+            self._spawn(self._limit_duration(self._max_duration_s), "max-duration")
         if self.metrics is not None:
             self._spawn(self._sample_stats(), "stats")
         answer = await self.pc.createAnswer()
@@ -186,6 +190,10 @@ class Call:
         task = asyncio.create_task(coro, name=f"{self.call_id}:{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _limit_duration(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        await self.end("max_duration", f"The call reached its {seconds:g} s limit.")
 
     async def _watch_connect(self) -> None:
         await asyncio.sleep(self._connect_timeout_s)

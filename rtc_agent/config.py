@@ -62,6 +62,7 @@ class ServeConfig:
     tts: str = "piper"
     offline_args: list[str] = field(default_factory=list)
     connect_timeout_s: float = 30.0
+    max_call_s: float = 0.0  # a call's longest life (0: no limit); ends with max_duration
     decode_on_loop: bool = True
     # TURN credentials live this long; coturn checks expiry only when a relay is
     # allocated, so a call outlives them, but a leaked pair soon stops working.
@@ -185,6 +186,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                "open; it holds no call content)")
     a("--no-metrics", action="store_true", default=None,
       help="collect no per-call metrics (for A/B benchmarks of their cost)")
+    a("--max-call-s", type=float, help="end calls after this many seconds, telling the "
+                                        "caller why (default 0: no limit)")
     a("--record-dir", type=Path, metavar="DIR",
       help="record every call there: <call_id>.ogg (caller left, agent right) and .json "
            "(default: no recordings; callers see a 'Recorded' notice when on)")
@@ -312,6 +315,8 @@ def from_args(args: argparse.Namespace) -> ServeConfig:
                             None),
         call_log=_pick(getattr(args, "call_log", None), "call_log", {}, "", None, Path),
         metrics=not _pick(getattr(args, "no_metrics", None), "no_metrics", {}, "", False, bool),
+        max_call_s=float(_pick(getattr(args, "max_call_s", None), "max_call_s", {}, "", 0.0,
+                               float)),
         record_dir=_pick(getattr(args, "record_dir", None), "record_dir", {}, "", None, Path),
         record_max_s=float(_pick(getattr(args, "record_max_s", None), "record_max_s", {}, "",
                                  3600.0, float)),
@@ -382,6 +387,8 @@ def _check_limits(cfg: ServeConfig) -> None:
         except ValueError:
             raise ValueError(f"--public-address: {cfg.public_address!r} is not an IP "
                              "address") from None
+    if cfg.max_call_s < 0:
+        raise ValueError("--max-call-s must be >= 0 (0: no limit)")
     if cfg.record_max_s <= 0:
         raise ValueError("--record-max-s must be > 0")
     if cfg.drain_timeout_s < 0:

@@ -304,6 +304,7 @@ class SignalingServer:
             tools=self.tools,
             ice_servers=self.ice_servers(user=f"call-{call_id}"),
             connect_timeout_s=self.config.connect_timeout_s,
+            max_duration_s=self.config.max_call_s or None,
             decode_on_loop=self.config.decode_on_loop,
             on_closed=self._forget,
             node=self.membership.node,

@@ -198,3 +198,22 @@ async def test_calls_and_metrics_need_their_tokens(tmp_path: Path) -> None:
                 assert (await response.json())["call_id"] == caller.call_id
             async with http.get(f"{url(agent)}/calls/unknown", headers=auth) as response:
                 assert response.status == 404
+
+
+async def test_a_call_past_max_call_s_ends_with_max_duration(tmp_path: Path) -> None:
+    cfg = server_config(max_call_s=2.0, call_log=tmp_path / "calls.jsonl")
+    async with running(cfg) as agent:
+        before = await scrape(agent)
+        async with ScriptedCaller(url(agent)) as caller:
+            await caller.connect(timeout=20)
+            error = await caller.wait_event(lambda e: e["type"] == "error", 10, start=0)
+            assert error["code"] == "max_duration" and "2 s" in error["message"]
+
+            async def ended() -> bool:
+                return value(await scrape(agent), "rtc_agent_calls_active") == 0
+            await until(ended)
+        after = await scrape(agent)
+    assert moved(before, after, "rtc_agent_calls_total", end_reason="max_duration") == 1
+    (line,) = (tmp_path / "calls.jsonl").read_text().splitlines()
+    record = json.loads(line)
+    assert record["end_reason"] == "max_duration" and 1.9 < record["duration_s"] < 5
