@@ -311,16 +311,9 @@ class ServeNode:
             return
         mine = set(self.worker_pids) | ({self.backend_pid} if self.backend_pid else set())
         mine |= set(descendants(proc.pid)) - {proc.pid}
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            time.sleep(0.2)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        from tests.cluster.nodes import stop_node
+
+        stop_node(proc)
         deadline = time.monotonic() + 5
         while any(alive(p) for p in mine) and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -48,6 +48,22 @@ def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None
     return status, parsed, got
 
 
+def stop_node(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a `serve` for good: a second SIGTERM ends it at once (no drain), and it is
+    killed if it still hangs."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Node:
     """One node (`serve --workers N`) on a free loopback port, logging to a file."""
 
@@ -104,19 +120,8 @@ class Node:
         return self.proc.wait(timeout=timeout_s)
 
     def stop(self) -> None:
-        """Stop for good (a second signal ends at once), killing it if it hangs."""
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        time.sleep(0.2)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if self.proc is not None:
+            stop_node(self.proc)
 
     def tail(self, lines: int = 60) -> str:
         try:
