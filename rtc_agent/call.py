@@ -1,9 +1,10 @@
 """One call: the caller's peer connection, its Realtime session, and its teardown.
 
 `Call` owns every resource of a call (the RTCPeerConnection, the inbound pump,
-the playout track, the Realtime WebSocket, running tools) so that ending a call
-has one place, and leak checks one target. It wires I/O to the pure
-`RealtimeSession` and executes the effects the session returns.
+the playout track, the Realtime WebSocket, running tools, its recording) so that
+ending a call has one place, and leak checks one target. It wires I/O to the pure
+`RealtimeSession` and executes the effects the session returns, and tells the pure
+`CallRecord` (and the metrics) what happened when.
 """
 
 from __future__ import annotations

@@ -145,11 +145,10 @@ class Membership:
 
     # ------------------------------------------------------------ placement
 
-    async def candidates(self, exclude: Collection[str] = (), *,
-                         full: bool = False) -> list[WorkerLoad]:
-        """Workers that may take a call, best first. With `full`, also those whose last
-        report said they were full: a report can be a second old, and a worker that was
-        full then may have room now (it refuses otherwise)."""
+    async def candidates(self, exclude: Collection[str] = ()) -> list[WorkerLoad]:
+        """Workers that may take a call, best first. When none looks free, those whose
+        last report said they were full: a report can be a second old, and a worker
+        that was full then may have room now (it refuses otherwise)."""
         workers = await self.cluster_workers()
         if workers is None:
             workers = self.node_workers()
@@ -168,10 +167,9 @@ class Membership:
             del self._placed[stale]
         if self.node_draining():  # the supervisor's word comes before each worker hears it
             adjusted = [w for w in adjusted if w.node != self.node]
-        if full:
-            adjusted = [dataclasses.replace(w, calls=min(w.calls, w.capacity - 1))
-                        for w in adjusted if w.capacity > 0]
-        return ranked(adjusted, exclude=exclude)
+        return ranked(adjusted, exclude=exclude) or ranked(
+            [dataclasses.replace(w, calls=min(w.calls, w.capacity - 1))
+             for w in adjusted if w.capacity > 0], exclude=exclude)
 
     def placed(self, worker_id: str) -> None:
         """Note an offer forwarded to `worker_id` (until its reports include it)."""

@@ -113,6 +113,8 @@ class NodeSupervisor:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
+            # Not on Windows, nor off the main thread (an embedding): then the node is
+            # stopped by cancelling run(), and _shutdown still stops the workers.
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._on_signal)
         cfg = self.cfg

@@ -1,10 +1,14 @@
 """Signaling over HTTP (aiohttp): the routes that place, end and report calls.
 
-Routes: POST /offer, DELETE /calls/{call_id}, GET /healthz, GET /config, and
-the web client from web/ at /. Every error is JSON: {"error": {"code", "message"}}.
-Started by `rtc_agent.serve`, which chooses the Realtime service and listens
-through `limits.GuardedSite`. What one offer may cost is `offer.py`'s business;
-connection caps, the head/idle deadline and per-address rate limits `limits.py`'s;
+Routes: POST /offer, GET /calls, GET|DELETE /calls/{call_id}, GET /healthz,
+GET /metrics, GET /config, and the web client from web/ at /. Every error is
+JSON: {"error": {"code", "message"}}. An offer is placed on the least-loaded
+worker of the node or cluster (`rtc_agent.cluster`) and requests about a call
+reach its owner, through `create_internal_app`'s routes, which take only
+requests carrying the cluster secret. Started by `rtc_agent.serve`, which
+chooses the Realtime service and listens through `limits.GuardedSite`. What one
+offer may cost is `offer.py`'s business; connection caps, the head/idle deadline
+and per-address rate limits `limits.py`'s;
 the scheme, host and client address a trusted reverse proxy forwards `proxy.py`'s
 (handlers see them as `request.scheme`, `.host` and `.remote`).
 """
@@ -80,10 +84,16 @@ _SEGMENT = r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}"
 STATIC_PATH = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT}){{0,7}}")
 
 
+# Where json_error leaves its code, for the metrics (no re-reading of the body).
+ERROR_CODE = web.ResponseKey("error_code", str)
+
+
 def json_error(status: int, code: str, message: str, **headers: str) -> web.Response:
-    return web.json_response(
+    response = web.json_response(
         {"error": {"code": code, "message": message}}, status=status, headers=headers or None
     )
+    response[ERROR_CODE] = code
+    return response
 
 
 @dataclass
@@ -249,8 +259,7 @@ class SignalingServer:
         tried: set[str] = set()
         refused: web.Response | None = None
         for _ in range(MAX_PLACEMENT_TRIES):
-            candidates = (await membership.candidates(exclude=tried)
-                          or await membership.candidates(exclude=tried, full=True))
+            candidates = await membership.candidates(exclude=tried)
             if not candidates:
                 break
             target = candidates[0]
@@ -666,13 +675,9 @@ def create_app(server: SignalingServer) -> web.Application:
 
 
 def _error_code(response: web.Response) -> str:
-    """The `code` of one of our JSON errors (for the metrics), or its status."""
-    try:
-        body = response.body
-        data = json.loads(body if isinstance(body, bytes | str) else b"")
-        return str(data["error"]["code"])
-    except (ValueError, KeyError, TypeError):
-        return str(response.status)
+    """The code json_error gave a refusal (for the metrics); a refusal passed on from
+    another worker carries only its status."""
+    return str(response.get(ERROR_CODE, response.status))
 
 
 def create_internal_app(server: SignalingServer, secret: str) -> web.Application:
