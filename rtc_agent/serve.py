@@ -207,7 +207,8 @@ async def _report(server: SignalingServer) -> None:
     its event loop runs (for the metrics)."""
     lag = None
     if server.config.metrics:
-        lag = asyncio.create_task(sample_loop_lag(server.metrics), name="loop-lag")
+        lag = asyncio.create_task(sample_loop_lag(server.metrics, server.membership.index),
+                                  name="loop-lag")
     try:
         await server.membership.run()
     finally:

@@ -78,18 +78,24 @@ class Scrape:
         found = [v for (n, _), v in self.samples.items() if n == name]
         return sum(found) if found else None
 
-    def by_label(self, name: str, label: str) -> dict[str, float]:
-        """Samples of `name` summed per value of `label` (over any other labels)."""
+    def by_label(self, name: str, label: str,
+                 where: Mapping[str, str] | None = None) -> dict[str, float]:
+        """Samples of `name` (with the labels in `where`) summed per value of `label`,
+        over any other labels."""
         out: dict[str, float] = {}
         for (n, labels), v in self.samples.items():
             if n == name:
-                key = dict(labels).get(label, "")
+                found = dict(labels)
+                if where and any(found.get(k) != want for k, want in where.items()):
+                    continue
+                key = found.get(label, "")
                 out[key] = out.get(key, 0.0) + v
         return out
 
-    def buckets(self, histogram: str) -> Buckets:
-        """A histogram's cumulative bucket counts, summed over its other labels (`tool`)."""
-        counts = self.by_label(f"{histogram}_bucket", "le")
+    def buckets(self, histogram: str, where: Mapping[str, str] | None = None) -> Buckets:
+        """A histogram's cumulative bucket counts (of the series matching `where`),
+        summed over its other labels (`tool`, `worker`)."""
+        counts = self.by_label(f"{histogram}_bucket", "le", where)
         return tuple(sorted((float(le), v) for le, v in counts.items()))  # "+Inf" -> inf
 
 
@@ -189,6 +195,7 @@ class WorkerRow:
     capacity: int | None
     draining: bool
     cpu: float | None  # cores used (1.0 = one core busy)
+    loop_lag_p95: float | None = None  # over the last interval when there is one
 
 
 @dataclass(frozen=True)
@@ -274,6 +281,19 @@ def _latency(name: str, family: str, current: Scrape, previous: Scrape | None,
         total_n=observations(now), p50=quantile(0.5, now), p95=quantile(0.95, now))
 
 
+def _worker_lag(worker_id: str | None, current: Scrape | None,
+                previous: Scrape | None) -> float | None:
+    """p95 event-loop lag of one worker (`node/i` is labelled `worker="i"`), over the
+    last interval when there is one, else since the worker started."""
+    if current is None or not worker_id:
+        return None
+    where = {"worker": worker_id.rsplit("/", 1)[-1]}
+    now = current.buckets(LOOP_LAG, where)
+    if previous is not None:
+        now = bucket_window(now, previous.buckets(LOOP_LAG, where))
+    return quantile(0.95, now)
+
+
 def _counter_rows(name: str, family: str, label: str | None, current: Scrape,
                   previous: Scrape | None, seconds: float | None) -> list[EventRow]:
     """A counter family's total and rate, then one indented row per label value."""
@@ -333,7 +353,8 @@ def summarize(url: str, current: Poll, previous: Poll | None = None) -> Snapshot
     workers = tuple(
         WorkerRow(id=_str(w.get("id")) or "?", pid=_int(w.get("pid")), calls=_int(w.get("calls")),
                   capacity=_int(w.get("capacity")), draining=w.get("draining") is True,
-                  cpu=_float(w.get("cpu")))
+                  cpu=_float(w.get("cpu")),
+                  loop_lag_p95=_worker_lag(_str(w.get("id")), current.metrics, before))
         for w in health.get("workers") or [] if isinstance(w, dict))
 
     latencies: tuple[LatencyRow, ...] = ()
@@ -476,12 +497,14 @@ def _events_table(s: Snapshot) -> Table:
 def _workers_table(s: Snapshot) -> Table:
     table = Table(title="workers", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for column, justify in (("id", "left"), ("pid", "right"), ("calls", "right"),
-                            ("capacity", "right"), ("draining", "left"), ("cpu", "right")):
+                            ("capacity", "right"), ("draining", "left"), ("cpu", "right"),
+                            ("loop lag p95", "right")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for w in s.workers:
         table.add_row(w.id, count_text(w.pid), count_text(w.calls), count_text(w.capacity),
                       Text("yes", "yellow") if w.draining else Text("no"),
-                      "–" if w.cpu is None else f"{w.cpu * 100:.0f}%")
+                      "–" if w.cpu is None else f"{w.cpu * 100:.0f}%",
+                      seconds_text(w.loop_lag_p95))
     return table
 
 

@@ -209,6 +209,33 @@ def test_calls_started_without_health_come_from_ended_and_active() -> None:
     assert started.total is None and started.per_minute == pytest.approx(5.0)
 
 
+def loop_lag(per_worker: dict[str, list[float]]) -> str:
+    registry = CollectorRegistry()
+    lag = Histogram("rtc_agent_event_loop_lag_seconds", "l", ["worker"],
+                    buckets=(0.001, 0.01, 0.1), registry=registry)
+    for worker, values in per_worker.items():
+        for v in values:
+            lag.labels(worker).observe(v)
+    return generate_latest(registry).decode()
+
+
+def test_each_worker_shows_its_own_loop_lag_over_the_last_interval() -> None:
+    health = {"workers": [{"id": "n1/0"}, {"id": "n1/1"}, {"id": "n1/2"}]}
+    first = poll(0.0, loop_lag({"0": [0.0005] * 20, "1": [0.0005] * 20}), health)
+    # worker 1 stalls in the next interval; worker 0 stays quick; worker 2 has no samples
+    second = poll(1.0, loop_lag({"0": [0.0005] * 22, "1": [0.0005] * 20 + [0.05] * 2}),
+                  health)
+    alone = summarize("http://x", first)
+    assert alone.workers[0].loop_lag_p95 == pytest.approx(0.00095)  # since start
+    s = summarize("http://x", second, first)
+    quick, stalled, silent = s.workers
+    assert quick.loop_lag_p95 == pytest.approx(0.00095)
+    assert stalled.loop_lag_p95 == pytest.approx(0.01 + 0.09 * 0.95)  # only the two stalls
+    assert silent.loop_lag_p95 is None
+    row = next(line for line in rendered(s).splitlines() if line.lstrip().startswith("n1/1"))
+    assert row.rstrip().endswith("96 ms"), row
+
+
 def test_the_snapshot_reads_health_and_calls_defensively() -> None:
     health = {"status": "draining", "node": "n1", "calls": 1, "capacity": 8,
               "backend": "offline", "backend_state": "up", "backend_restarts": 0,
@@ -235,8 +262,8 @@ def fixed_snapshot() -> Snapshot:
         node="node-a", backend="offline", backend_state="up", backend_restarts=1,
         worker_restarts=0, calls=3, capacity=40, registry="ok",
         cluster={"nodes": 2, "workers": 4, "calls": 5, "capacity": 80, "draining": 1},
-        workers=(WorkerRow("node-a/0", 4101, 2, 20, False, 0.314),
-                 WorkerRow("node-a/1", 4102, 1, 20, True, 0.05)),
+        workers=(WorkerRow("node-a/0", 4101, 2, 20, False, 0.314, 0.0021),
+                 WorkerRow("node-a/1", 4102, 1, 20, True, 0.05, 0.048)),
         latencies=(LatencyRow("turn latency", 2, 0.55, 0.595, 120, 0.512, 1.37),
                    LatencyRow("barge-in", 0, None, None, 7, 0.061, 0.098),
                    LatencyRow("call setup", 1, 0.075, 0.0975, 40, 0.15, 0.42),
