@@ -7,6 +7,7 @@ the load tester, can import it without pulling in the other's machinery.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
 
@@ -32,3 +33,19 @@ GA_TO_BETA: dict[str, str] = {ga: beta for beta, ga in BETA_TO_GA.items()}
 # pcm16 mono, little-endian: the services' audio format in both directions.
 REALTIME_RATE = 24000
 BYTES_PER_MS = REALTIME_RATE * 2 // 1000  # 48 bytes per ms
+
+# Azure's `api-version` on `/openai/realtime`: the preview versions and those from
+# before the GA protocol (2024-12-17) speak beta; the SDK's GA client sends a
+# GA-era version (2025-08-28) on the same path and expects GA.
+GA_SINCE = "2025-08-28"
+_VERSION = re.compile(r"(\d{4}-\d{2}-\d{2})(-preview)?")
+
+
+def azure_version_dialect(version: str) -> Dialect:
+    """Beta for a `-preview` version or one dated before GA_SINCE; GA otherwise
+    (a later or unrecognised version: the GA protocol is the one that lives on)."""
+    match = _VERSION.fullmatch(version.strip())
+    if match is None:
+        return Dialect.GA
+    date, preview = match.groups()
+    return Dialect.BETA if preview or date < GA_SINCE else Dialect.GA

@@ -27,7 +27,7 @@ from websockets.typing import Subprotocol
 
 from rtc_agent.offline.conversation import Conversation
 from rtc_agent.offline.driver import Engines, Limits, SessionDriver
-from rtc_agent.protocol import Dialect
+from rtc_agent.protocol import Dialect, azure_version_dialect
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +82,16 @@ def request_key(request: Request) -> str | None:
 
 
 def choose_dialect(request: Request) -> Dialect:
-    """Beta on the OpenAI-Beta header, the beta subprotocol or the Azure preview path."""
+    """Beta on the OpenAI-Beta header, the beta subprotocol, or Azure's `/openai/realtime`
+    path with a beta `api-version` (a `-preview` one or one older than GA); else GA."""
     if "realtime=v1" in request.headers.get("OpenAI-Beta", "").replace(" ", ""):
         return Dialect.BETA
     if BETA_PROTOCOL in offered_protocols(request):
         return Dialect.BETA
     url = urlsplit(request.path)
-    if url.path == "/openai/realtime" and "api-version" in parse_qs(url.query):
-        return Dialect.BETA
+    versions = parse_qs(url.query).get("api-version")
+    if url.path.rstrip("/") == "/openai/realtime" and versions:
+        return azure_version_dialect(versions[0])
     return Dialect.GA
 
 

@@ -263,6 +263,22 @@ def _as_dict(value: Any, param: str) -> JSON:
     return value
 
 
+# Fields whose explicit null is a setting of its own ("off"), not "not given".
+NULL_MEANS_OFF = frozenset({"turn_detection", "transcription", "noise_reduction", "tracing",
+                            "input_audio_transcription", "input_audio_noise_reduction"})
+
+
+def _given(obj: JSON) -> JSON:
+    """The fields of an object that were given: an explicit null counts as absent.
+
+    The SDKs type most fields Optional and some clients send every one of them
+    (LiveKit's plugin sends `"instructions": null` in each `response.create`), so
+    null means "not given" wherever it has no meaning of its own (NULL_MEANS_OFF)."""
+    if all(v is not None for v in obj.values()):
+        return obj
+    return {k: v for k, v in obj.items() if v is not None or k in NULL_MEANS_OFF}
+
+
 def _number(value: Any, param: str, lo: float, hi: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise invalid_type(param, "a number")
@@ -354,8 +370,9 @@ def validate_tools(value: Any, param: str) -> list[JSON]:
     if len(value) > MAX_TOOLS:
         raise array_too_long(param, MAX_TOOLS, len(value))
     total = 0
+    checked: list[JSON] = []
     for i, tool in enumerate(value):
-        tool = _as_dict(tool, f"{param}[{i}]")
+        tool = _given(_as_dict(tool, f"{param}[{i}]"))
         total += json_size(tool, f"{param}[{i}]", MAX_TOOL_CHARS)
         if total > MAX_TOOLS_CHARS:
             raise invalid_value(param, f"Invalid '{param}': the tools are too large (at most "
@@ -366,7 +383,8 @@ def validate_tools(value: Any, param: str) -> list[JSON]:
             if "name" not in tool:
                 raise missing(f"{param}[{i}].name")
             _function_name(tool["name"], f"{param}[{i}].name")
-    return copy.deepcopy(value)
+        checked.append(copy.deepcopy(tool))
+    return checked
 
 
 def validate_tool_choice(value: Any, param: str) -> str | JSON:
@@ -374,7 +392,7 @@ def validate_tool_choice(value: Any, param: str) -> str | JSON:
         if value not in ("auto", "none", "required"):
             raise invalid_value(param, "Supported values are: 'auto', 'none' and 'required'.")
         return value
-    choice = _as_dict(value, param)
+    choice = _given(_as_dict(value, param))
     if choice.get("type") not in ("function", "mcp"):
         raise invalid_value(f"{param}.type", "Supported values are: 'function' and 'mcp'.")
     if "name" in choice:
@@ -387,7 +405,7 @@ def validate_turn_detection(value: Any, param: str) -> JSON | None:
     """A new turn-detection object, filled with defaults for absent fields."""
     if value is None:
         return None
-    td = _as_dict(value, param)
+    td = _given(_as_dict(value, param))
     _check_keys(td, set(DEFAULT_TURN_DETECTION) | {"eagerness"}, param)
     kind = td.get("type", "server_vad")
     if kind not in ("server_vad", "semantic_vad"):
@@ -418,7 +436,7 @@ def validate_turn_detection(value: Any, param: str) -> JSON | None:
 def validate_transcription(value: Any, param: str) -> JSON | None:
     if value is None:
         return None
-    tr = copy.deepcopy(bounded_json(_as_dict(value, param), param))
+    tr = copy.deepcopy(bounded_json(_given(_as_dict(value, param)), param))
     _check_keys(tr, {"model", "language", "prompt", "delay", "keywords", "languages"}, param)
     return {"model": tr.get("model", "whisper-1"), **{k: v for k, v in tr.items() if k != "model"}}
 
@@ -426,14 +444,16 @@ def validate_transcription(value: Any, param: str) -> JSON | None:
 def validate_noise_reduction(value: Any, param: str) -> JSON | None:
     if value is None:
         return None
-    nr = _as_dict(value, param)
+    nr = _given(_as_dict(value, param))
+    if "type" not in nr:  # {} or {"type": null}: no kind of noise reduction asked for
+        return None
     if nr.get("type") not in ("near_field", "far_field"):
         raise invalid_value(f"{param}.type", "Supported values are: 'near_field' and 'far_field'.")
     return dict(copy.deepcopy(bounded_json(nr, param)))
 
 
 def validate_ga_format(value: Any, param: str) -> JSON:
-    fmt = _as_dict(value, param)
+    fmt = _given(_as_dict(value, param))
     _check_keys(fmt, {"type", "rate"}, param)
     if fmt.get("type") != "audio/pcm":
         # The offline backend only decodes and produces pcm16; say so rather than emit noise.
@@ -486,6 +506,7 @@ def apply_session_update(dialect: Dialect, current: JSON, update: Any) -> JSON:
 
 
 def _apply_ga(s: JSON, upd: JSON) -> None:
+    upd = _given(upd)
     allowed = {
         "type", "model", "output_modalities", "instructions", "audio", "include", "tools",
         "tool_choice", "max_output_tokens", "tracing", "truncation", "prompt", "reasoning",
@@ -507,13 +528,13 @@ def _apply_ga(s: JSON, upd: JSON) -> None:
                                                 "session.output_modalities")
     for key in ("truncation", "prompt", "reasoning", "parallel_tool_calls"):
         if key in upd:
-            s[key] = copy.deepcopy(bounded_json(upd[key], f"session.{key}"))
+            s[key] = _passed_through(upd[key], f"session.{key}")
     if "audio" not in upd:
         return
-    audio = _as_dict(upd["audio"], "session.audio")
+    audio = _given(_as_dict(upd["audio"], "session.audio"))
     _check_keys(audio, {"input", "output"}, "session.audio")
     if "input" in audio:
-        inp = _as_dict(audio["input"], "session.audio.input")
+        inp = _given(_as_dict(audio["input"], "session.audio.input"))
         p = "session.audio.input"
         _check_keys(inp, {"format", "transcription", "noise_reduction", "turn_detection"}, p)
         cur = s["audio"]["input"]
@@ -529,7 +550,7 @@ def _apply_ga(s: JSON, upd: JSON) -> None:
             cur["turn_detection"] = validate_turn_detection(inp["turn_detection"],
                                                             f"{p}.turn_detection")
     if "output" in audio:
-        out = _as_dict(audio["output"], "session.audio.output")
+        out = _given(_as_dict(audio["output"], "session.audio.output"))
         p = "session.audio.output"
         _check_keys(out, {"format", "voice", "speed"}, p)
         cur = s["audio"]["output"]
@@ -542,6 +563,7 @@ def _apply_ga(s: JSON, upd: JSON) -> None:
 
 
 def _apply_beta(s: JSON, upd: JSON) -> None:
+    upd = _given(upd)
     allowed = {
         "modalities", "instructions", "voice", "input_audio_format", "output_audio_format",
         "input_audio_transcription", "input_audio_noise_reduction", "turn_detection",
@@ -592,7 +614,13 @@ def _apply_common(s: JSON, upd: JSON, max_tokens_key: str) -> None:
         s["max_output_tokens"] = _max_tokens(upd[max_tokens_key], f"session.{max_tokens_key}")
     for key in ("tracing", "include"):
         if key in upd:
-            s[key] = copy.deepcopy(bounded_json(upd[key], f"session.{key}"))
+            s[key] = _passed_through(upd[key], f"session.{key}")
+
+
+def _passed_through(value: Any, param: str) -> Any:
+    """A setting the offline backend keeps as given (bounded), its nulls as not given."""
+    kept = copy.deepcopy(bounded_json(value, param))
+    return _given(kept) if isinstance(kept, dict) else kept
 
 
 # --- responses ----------------------------------------------------------------------
@@ -632,7 +660,7 @@ def parse_response_options(dialect: Dialect, value: Any, session: JSON) -> Respo
     }
     if value is None:
         return ResponseOptions(**opts)
-    r = _as_dict(value, "response")
+    r = _given(_as_dict(value, "response"))
     common = {"instructions", "tools", "tool_choice", "conversation", "metadata", "input",
               "prompt"}
     if dialect is Dialect.BETA:
@@ -682,9 +710,9 @@ def parse_response_options(dialect: Dialect, value: Any, session: JSON) -> Respo
             opts["max_output_tokens"] = _max_tokens(r["max_output_tokens"],
                                                     "response.max_output_tokens")
         if "audio" in r:
-            audio = _as_dict(r["audio"], "response.audio")
+            audio = _given(_as_dict(r["audio"], "response.audio"))
             _check_keys(audio, {"output"}, "response.audio")
-            out = _as_dict(audio.get("output", {}), "response.audio.output")
+            out = _given(_as_dict(audio.get("output", {}), "response.audio.output"))
             _check_keys(out, {"format", "voice"}, "response.audio.output")
             if "format" in out:
                 validate_ga_format(out["format"], "response.audio.output.format")

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from rtc_agent.protocol import Dialect
+from rtc_agent.protocol import Dialect, azure_version_dialect
 
 DEFAULT_OPENAI_MODEL = "gpt-realtime"
 
@@ -62,7 +62,9 @@ def service_from_settings(
     if endpoint and azure_key and deployment:
         base = _ws_base(endpoint)
         version = env.get("AZURE_OPENAI_API_VERSION")
-        if version:
+        # A GA-era version names the GA protocol, which Azure serves on the v1 path
+        # below, without any api-version; only a beta version picks the preview path.
+        if version and azure_version_dialect(version) is Dialect.BETA:
             query = urlencode({"api-version": version, "deployment": deployment})
             return RealtimeService(
                 "azure-preview", f"{base}/openai/realtime?{query}", Dialect.BETA,

@@ -3,11 +3,14 @@ subprotocol, and the Azure preview path; every event validated against the SDK's
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
+from openai import AsyncAzureOpenAI
 
 from rtc_agent.offline.server import RealtimeServer
+from rtc_agent.protocol import Dialect, azure_version_dialect
 from tests.offline.conftest import RawClient, audio_of, connect, speech, types
 from tests.offline.sdk_types import validate
 from tests.speech import hears
@@ -117,3 +120,49 @@ async def test_azure_ga_path_is_ga(server: RealtimeServer) -> None:
     assert session["type"] == "realtime" and session["model"] == "my-deployment"
     validate(client.events[0])
     await client.close()
+
+
+@pytest.mark.parametrize(("version", "dialect"), [
+    ("2024-10-01-preview", Dialect.BETA), ("2025-04-01-preview", Dialect.BETA),
+    ("2024-12-17", Dialect.BETA),  # a beta version without the suffix
+    ("2025-08-28", Dialect.GA), ("2026-02-01", Dialect.GA), ("2026-09-01-preview", Dialect.BETA),
+    ("latest", Dialect.GA), ("", Dialect.GA),
+])
+def test_azure_api_version_picks_the_dialect(version: str, dialect: Dialect) -> None:
+    assert azure_version_dialect(version) is dialect
+
+
+async def test_azure_sdk_ga_client_on_the_preview_path_gets_ga(server: RealtimeServer) -> None:
+    """`AsyncAzureOpenAI(api_version="2025-08-28").realtime.connect()`: the SDK's GA
+    client on `/openai/realtime?api-version=...` without a beta header."""
+    client = AsyncAzureOpenAI(api_key="k", api_version="2025-08-28",
+                              azure_endpoint=f"http://127.0.0.1:{server.port}",
+                              websocket_base_url=f"ws://127.0.0.1:{server.port}/openai")
+    async with client.realtime.connect(model="my-deployment") as conn:
+        first = await conn.recv()
+        assert first.type == "session.created" and first.session.type == "realtime"
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+        async with asyncio.timeout(10):
+            async for event in conn:
+                assert event.type != "error", event
+                if event.type == "session.updated":
+                    assert event.session.output_modalities == ["text"]
+                    break
+
+
+async def test_azure_sdk_beta_client_on_a_preview_version_gets_beta(
+    server: RealtimeServer,
+) -> None:
+    client = AsyncAzureOpenAI(api_key="k", api_version="2025-04-01-preview",
+                              azure_endpoint=f"http://127.0.0.1:{server.port}",
+                              websocket_base_url=f"ws://127.0.0.1:{server.port}/openai")
+    async with client.beta.realtime.connect(model="my-deployment") as conn:
+        first = await conn.recv()
+        assert first.type == "session.created" and first.session.modalities is not None
+        await conn.session.update(session={"modalities": ["text"]})
+        async with asyncio.timeout(10):
+            async for event in conn:
+                assert event.type != "error", event
+                if event.type == "session.updated":
+                    assert event.session.modalities == ["text"]
+                    break
