@@ -36,9 +36,10 @@ from rtc_agent.ice import rtc_configuration
 from rtc_agent.media.inbound import InboundAudio, append_event, decode_on_loop
 from rtc_agent.media.playout import PlayoutTrack
 from rtc_agent.media.recorder import CallRecorder
-from rtc_agent.observability.call_record import CallRecord
+from rtc_agent.observability.call_record import CallRecord, log_line
 from rtc_agent.observability.metrics import Metrics
 from rtc_agent.realtime.client import RealtimeClient, UpstreamFailed
+from rtc_agent.realtime.health import UpstreamHealth
 from rtc_agent.realtime.service import RealtimeService
 from rtc_agent.realtime.session import (
     Effect,
@@ -60,6 +61,9 @@ MAX_EARLY_MESSAGES = 64  # held until the caller's data channel opens
 # reading (its SCTP window closed) must not grow the server's memory.
 MAX_CALLER_BACKLOG_BYTES = 1 << 20
 END_NOTICE_S = 0.2  # an ending's reason goes out this long before the hang-up
+# A call ended before its data channel opened (a refused key fails in ~0.1 s, while
+# ICE and DTLS take ~1 s) waits this long for the channel, so the caller learns why.
+END_WAIT_CHANNEL_S = 5.0
 STATS_INTERVAL_S = 5.0  # RTP statistics for the metrics, per call
 OPUS_RTP_CLOCK = 48000  # aiortc reports jitter in RTP timestamp units
 MAX_USER_AGENT = 256
@@ -93,8 +97,10 @@ class Call:
         user_agent: str = "",
         started: float | None = None,
         recorder: CallRecorder | None = None,
+        upstream_health: UpstreamHealth | None = None,
     ) -> None:
         self.call_id = call_id
+        self.upstream_health = upstream_health
         self.node = node
         self.worker = worker
         self.service = service
@@ -132,6 +138,8 @@ class Call:
         self._session_configured = False
         self._closed = asyncio.Event()
         self._closing = False
+        self._ending = False
+        self._channel_open = asyncio.Event()  # also set at close: nothing to wait for then
         self.close_reason: str | None = None
         self.caller_errors = 0
         self._text_limit = TokenBucket(per_second=2.0, burst=5)
@@ -154,6 +162,7 @@ class Call:
             channel.on("message", self._on_caller_message)
             while self._early:
                 channel.send(self._early.popleft())
+            self._channel_open.set()
             self._maybe_ready()
 
         @pc.on("track")
@@ -221,10 +230,13 @@ class Call:
             log.exception("call %s: item end", self.call_id)
 
     def _on_frame(self, pcm: bytearray | None) -> None:
-        """Every 20 ms tick of the playout: the recording's clock, and a barge-in is
-        complete at its first silence."""
+        """Every 20 ms tick of the playout: the recording's clock, the reply's text
+        released as its audio plays, and a barge-in is complete at its first silence."""
         if self.recorder is not None:
             self.recorder.agent_frame(pcm)
+        if pcm is not None and self.session.captions_held:
+            playout = self.playout
+            self._apply(self.session.on_playout_progress(playout.current_item, playout.sent_ms))
         if pcm is None and self.record.barge_in_open:
             took = self.record.playout_silent(time.monotonic())
             if took is not None and self.metrics is not None:
@@ -259,10 +271,18 @@ class Call:
         except Exception as exc:
             if not isinstance(exc, UpstreamFailed):
                 log.exception("call %s: upstream crashed", self.call_id)
+            elif self.upstream_health is not None and self.upstream_health.failed(
+                    exc.kind, str(exc), datetime.datetime.now(datetime.UTC)):
+                log.warning("Realtime service %s: %s", exc.kind, exc)
             log.warning("call %s: upstream failed: %s", self.call_id, exc)
-            await self.end("upstream_failed", f"The agent's service is unavailable: {exc}")
+            await self.end("upstream_failed", f"The agent's service {exc}."
+                           if isinstance(exc, UpstreamFailed) and exc.kind != "unreachable"
+                           else f"The agent's service is unavailable: {exc}.")
 
     def _on_upstream_connected(self, reconnected: bool) -> None:
+        if self.upstream_health is not None and self.upstream_health.ok(
+                datetime.datetime.now(datetime.UTC)):
+            log.info("Realtime service ok: %s", self.service.describe())
         if reconnected:
             self.record.upstream_reconnected()
             if self.metrics is not None:
@@ -395,17 +415,24 @@ class Call:
 
     # ------------------------------------------------------------ teardown
 
-    async def end(self, code: str, message: str) -> None:
+    async def end(self, reason: str, message: str) -> None:
         """End the call from the server's side, telling the caller why first.
 
-        `code` is also the end reason (`server_shutdown`, `upstream_failed`)."""
-        if self._closing:
+        `call.ended {reason, message}` goes out before the hang-up; a caller still
+        connecting gets END_WAIT_CHANNEL_S for its data channel to open. `reason` is
+        also the end reason (`server_shutdown`, `upstream_failed`, `max_duration`)."""
+        if self._closing or self._ending:
             await self._closed.wait()
             return
-        self._to_caller(caller.error(code, message))
-        # Let the error reach the caller before the peer goes away.
+        self._ending = True
+        self._to_caller(caller.call_ended(reason, message))
+        if not self._channel_open.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(END_WAIT_CHANNEL_S):
+                    await self._channel_open.wait()
+        # Let the notice reach the caller before the peer goes away.
         await asyncio.sleep(END_NOTICE_S)
-        await self.close(message, code)
+        await self.close(message, reason)
 
     async def _sample_stats(self) -> None:
         """Every STATS_INTERVAL_S: the caller's RTP loss and jitter, the playout's lateness."""
@@ -447,6 +474,7 @@ class Call:
             await self._closed.wait()
             return
         self._closing = True
+        self._channel_open.set()
         self.close_reason = reason
         self.record.end(end_reason, time.monotonic(), _utc_now())
         if self.recorder is not None:
@@ -456,7 +484,8 @@ class Call:
         if self.metrics is not None and self.pc.connectionState == "connected":
             with contextlib.suppress(Exception):
                 await self._take_stats()
-        log.info("call %s closing: %s", self.call_id, reason)
+        log.info("call %s ended (%s: %s): %s", self.call_id, end_reason, reason,
+                 log_line(self.record.summary()))
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:

@@ -24,7 +24,7 @@ CALLER_MESSAGES_BURST = 40
 CALLER_TYPES = ("text", "interrupt", "playout", "ping")
 SERVER_TYPES = (
     "session.ready", "state", "transcript.delta", "transcript.done",
-    "tool.started", "tool.finished", "error", "pong",
+    "tool.started", "tool.finished", "error", "pong", "call.ended",
 )
 
 ServerMessage = dict[str, Any]
@@ -73,14 +73,18 @@ def transcript_done(
     interrupted: bool = False,
     heard_ms: int | None = None,
     audio_ms: int | None = None,
+    heard_text: str | None = None,
 ) -> ServerMessage:
-    """A final transcript; spoken assistant replies also say how much was heard."""
+    """A final transcript; spoken assistant replies also say how much was heard, and
+    an interrupted one which part of its text (`heard_text`, a prefix of `text`)."""
     message: ServerMessage = {"type": "transcript.done", "role": role, "item_id": item_id,
                               "text": text, "interrupted": interrupted}
     if heard_ms is not None:
         message["heard_ms"] = heard_ms
     if audio_ms is not None:
         message["audio_ms"] = audio_ms
+    if heard_text is not None:
+        message["heard_text"] = heard_text
     return message
 
 
@@ -99,6 +103,12 @@ def error(code: str, message: str) -> ServerMessage:
 
 def pong(t: Any, server_t: int) -> ServerMessage:
     return {"type": "pong", "t": t, "server_t": server_t}
+
+
+def call_ended(reason: str, message: str) -> ServerMessage:
+    """The server is hanging up, and why: `reason` is the call's end reason (the
+    metrics' `end_reason`), `message` a sentence the page can show as it is."""
+    return {"type": "call.ended", "reason": reason, "message": message}
 
 
 # ---------------------------------------------------------------- caller -> server

@@ -30,16 +30,17 @@ MAY_IMPORT: dict[str, set[str]] = {
     "config": {"realtime.settings", "ice"},
     "observability": {"observability"},
     "call": {"protocol", "datachannel", "ice", "media", "realtime", "tools", "observability"},
-    "signaling": {"signaling", "call", "config", "realtime.service", "tools", "ice",
-                  "media.recorder",
-                  "cluster.forward", "cluster.membership", "observability"},
+    "signaling": {"signaling", "call", "config", "realtime.service", "realtime.health",
+                  "tools", "ice", "media.recorder", "cluster.forward", "cluster.membership",
+                  "observability"},
     # The supervisor starts the offline backend for the node; workers are `serve`.
     "cluster": {"cluster", "config", "offline.process", "realtime.service",
                 "observability.metrics"},
     "serve": {"config", "ice", "logs", "lifeline", "offline.process", "realtime.service",
-              "signaling", "tools", "cluster", "observability"},
+              "realtime.client", "signaling", "tools", "cluster", "observability"},
+    # `rtc-agent say` speaks prompts with the offline backend's synthesiser.
     "loadtest": {"loadtest", "protocol", "datachannel", "media.pcm", "media.opus", "ice",
-                 "logs"},
+                 "logs", "offline.tts"},
     "cli": set(),  # loads each subcommand's module by name, on demand
 }
 

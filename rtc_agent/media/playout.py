@@ -85,6 +85,10 @@ class PlayoutTrack(MediaStreamTrack):
         return self.buffer.current_item
 
     @property
+    def sent_ms(self) -> float:
+        return self.buffer.sent_ms
+
+    @property
     def dropped_ms(self) -> float:
         return self.buffer.dropped_ms
 

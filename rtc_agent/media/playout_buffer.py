@@ -66,6 +66,11 @@ class PlayoutBuffer:
     def current_item(self) -> str | None:
         return self._current
 
+    @property
+    def sent_ms(self) -> float:
+        """How much of the current item has been handed out."""
+        return self._sent_bytes / BYTES_PER_MS
+
     def enqueue(self, item_id: str, pcm: bytes) -> None:
         """Queue audio of an assistant item; beyond the bound it is dropped, counted."""
         if self._buffered + len(pcm) > self._max_bytes:

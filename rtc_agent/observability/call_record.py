@@ -196,5 +196,15 @@ class CallRecord:
         }
 
 
+def log_line(summary: dict[str, Any]) -> str:
+    """A call's figures in one log line (`summary`'s, for the line a call ends with)."""
+    latencies = sorted(v for v in summary["turn_latency_ms"] if v is not None)
+    median = f", turn latency median {latencies[len(latencies) // 2]} ms" if latencies else ""
+    return (f"{summary['duration_s']:.1f} s, {summary['turns']} turns{median}, "
+            f"{summary['barge_ins']} barge-ins, {summary['tool_calls_total']} tool calls, "
+            f"{summary['upstream_reconnects']} upstream reconnects, "
+            f"{summary['packet_loss'] * 100:.1f} % packets lost")
+
+
 def _ms(seconds: float | None) -> int | None:
     return None if seconds is None else round(seconds * 1000)

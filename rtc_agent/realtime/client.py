@@ -35,8 +35,109 @@ MAX_AUDIO_BACKLOG = 50  # 1 s of 20 ms chunks
 MAX_CONTROL_BACKLOG = 512
 
 
+MAX_REFUSAL_BODY = 4096  # of an HTTP refusal's body, read for its error code and message
+MAX_DETAIL_CHARS = 200
+
+
 class UpstreamFailed(Exception):
-    """The service could not be reached, or refused us for good."""
+    """The service could not be reached, or refused us for good.
+
+    `kind` says which, for /healthz: "unauthorized" (HTTP 401/403: the key),
+    "unreachable" (no connection, timeouts) or "refused" (any other refusal: an
+    unknown model or deployment, a fatal close code)."""
+
+    def __init__(self, message: str, kind: str = "refused") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _printable(text: str) -> str:
+    """A service's words, made safe for one log line and a caller's notice."""
+    cleaned = "".join(c if c.isprintable() else " " for c in text)
+    return " ".join(cleaned.split())[:MAX_DETAIL_CHARS]
+
+
+def refusal_detail(body: bytes | bytearray | None) -> str:
+    """`code: message` from an HTTP refusal's JSON body (OpenAI and Azure answer
+    `{"error": {"code", "message"}}`), else its first line; "" when it says nothing.
+    The body is the service's (or a proxy's): read defensively, a bounded prefix."""
+    if not body:
+        return ""
+    head = body[:MAX_REFUSAL_BODY].decode("utf-8", "replace")
+    try:
+        data = json.loads(head)
+    except (ValueError, RecursionError):
+        data = None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        code, message = error.get("code"), error.get("message")
+        parts = [str(p) for p in (code, message) if isinstance(p, str | int) and p != ""]
+        return _printable(": ".join(parts))
+    if isinstance(error, str):
+        return _printable(error)
+    lines = head.strip().splitlines()
+    return _printable(lines[0]) if lines and not head.lstrip().startswith("{") else ""
+
+
+def refused(exc: InvalidStatus) -> UpstreamFailed:
+    status = exc.response.status_code
+    detail = refusal_detail(exc.response.body)
+    kind = "unauthorized" if status in (401, 403) else "refused"
+    what = "refused the API key" if kind == "unauthorized" else "refused the connection"
+    return UpstreamFailed(f"{what}: HTTP {status}" + (f" ({detail})" if detail else ""), kind)
+
+
+async def open_socket(service: RealtimeService, timeout_s: float,
+                      connector: Callable[..., Awaitable[ClientConnection]] = connect,
+                      ) -> ClientConnection:
+    """The WebSocket to the service, as every call opens it."""
+    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+    # lands as the connect completes, and the hung-up call's task would go on
+    # serving a socket nobody closes.
+    async with asyncio.timeout(timeout_s + 1):
+        return await connector(
+            service.url,
+            additional_headers=dict(service.headers),
+            max_size=16 * 1024 * 1024,
+            open_timeout=timeout_s,
+            ping_interval=20,
+            ping_timeout=20,
+            # Deflating base64 audio 50 times a second was 8 % of the server's busy
+            # time (docs/benchmarks.md) and saves little: CPU, not bandwidth, is what
+            # limits calls per box.
+            compression=None,
+        )
+
+
+async def probe(service: RealtimeService, timeout_s: float = 10.0) -> UpstreamFailed | None:
+    """Connect, authenticate and close, as a call would: None when the service
+    accepted us (its first event is not an error), else why not. For `serve`'s
+    check at start, so a bad key shows before the first caller finds it."""
+    try:
+        ws = await open_socket(service, timeout_s)
+    except InvalidStatus as exc:
+        return refused(exc)
+    except (OSError, TimeoutError, InvalidHandshake) as exc:
+        return UpstreamFailed(f"cannot reach the Realtime service: {exc}", "unreachable")
+    try:
+        async with asyncio.timeout(timeout_s):
+            first = await ws.recv()
+        event = json.loads(first) if isinstance(first, str) else None
+        if isinstance(event, dict) and event.get("type") == "error":
+            error = event.get("error")
+            detail = refusal_detail(json.dumps({"error": error}).encode())
+            code = error.get("code") if isinstance(error, dict) else None
+            kind = "unauthorized" if code in ("invalid_api_key", "unauthorized") else "refused"
+            return UpstreamFailed(f"the service answered with an error ({detail})", kind)
+        return None
+    except (TimeoutError, ValueError, RecursionError, ConnectionClosed) as exc:
+        if isinstance(exc, ConnectionClosed) and ws.close_code in FATAL_CLOSE_CODES:
+            return UpstreamFailed(f"closed the session ({ws.close_code}): "
+                                  f"{_printable(ws.close_reason or '')}", "refused")
+        return UpstreamFailed(f"no session from the Realtime service: {exc!r}", "unreachable")
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(), 2)
 
 
 class RealtimeClient:
@@ -116,28 +217,16 @@ class RealtimeClient:
         first = True
         while not self._closing:
             try:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel
-                # that lands as the connect completes, and the hung-up call's task
-                # would go on serving a socket nobody closes.
-                async with asyncio.timeout(self._connect_timeout + 1):
-                    ws = await self._connector(
-                        self.service.url,
-                        additional_headers=dict(self.service.headers),
-                        max_size=16 * 1024 * 1024,
-                        open_timeout=self._connect_timeout,
-                        ping_interval=20,
-                        ping_timeout=20,
-                        # Deflating base64 audio 50 times a second was 8 % of the
-                        # server's busy time (docs/benchmarks.md) and saves little:
-                        # CPU, not bandwidth, is what limits calls per box.
-                        compression=None,
-                    )
+                ws = await open_socket(self.service, self._connect_timeout, self._connector)
             except (OSError, TimeoutError, InvalidHandshake) as exc:
                 if isinstance(exc, InvalidStatus) and exc.response.status_code in (401, 403):
-                    raise UpstreamFailed(f"refused: HTTP {exc.response.status_code}") from exc
+                    raise refused(exc) from exc
                 failures += 1
                 if failures >= self._max_attempts:
-                    raise UpstreamFailed(f"cannot reach the Realtime service: {exc}") from exc
+                    if isinstance(exc, InvalidStatus):
+                        raise refused(exc) from exc
+                    raise UpstreamFailed(f"cannot reach the Realtime service: {exc}",
+                                         "unreachable") from exc
                 await asyncio.sleep(self._backoff[min(failures - 1, len(self._backoff) - 1)])
                 continue
             if self._closing:  # closed while connecting: close() never saw this socket
@@ -160,7 +249,8 @@ class RealtimeClient:
             code = ws.close_code
             # A session that hit its length cap is replaced, whatever the close code.
             if code in FATAL_CLOSE_CODES and not self._expired:
-                raise UpstreamFailed(f"closed by the service ({code}): {ws.close_reason}")
+                raise UpstreamFailed(f"closed the session ({code}): "
+                                     f"{_printable(ws.close_reason or '')}")
             failures = 1
             self._on_disconnected(reason)
             await asyncio.sleep(self._backoff[0])

@@ -126,7 +126,13 @@ Effect = SendUpstream | SendCaller | PlayAudio | EndItemAudio | FlushPlayout | R
 class AssistantItem:
     item_id: str
     response_id: str
+    # The transcript as it streamed in, and for each delta the item's audio received
+    # by then (ms): where in the audio that text is spoken, roughly (services send
+    # a piece of transcript just before or with its audio).
     text: list[str] = field(default_factory=list)
+    anchors: list[float] = field(default_factory=list)
+    released: int = 0  # deltas sent to the caller so far
+    full_text: str | None = None  # the service's final transcript
     received_ms: float = 0.0
     sent_ms: float = 0.0
     has_audio: bool = False
@@ -202,6 +208,8 @@ class RealtimeSession:
         self._history: dict[str, HistoryEntry] = {}  # item_id -> turn, oldest first
         self._configured = False  # the service acknowledged our session.update
         self._held_texts: deque[str] = deque(maxlen=MAX_HELD_TEXTS)
+        # Items with transcript deltas waiting for their audio to be heard.
+        self._captions_held: set[str] = set()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -388,20 +396,47 @@ class RealtimeSession:
     def _on_text_delta(self, event: dict[str, Any]) -> list[Effect]:
         item = self._assistant_item(event)
         delta = event.get("delta") or ""
-        if item is None or not delta or item.finalized:
+        if item is None or not isinstance(delta, str) or not delta or item.finalized:
             return []
         if item.response_id in self._discarded_responses:
             return []
         item.text.append(delta)
-        return [SendCaller(caller.transcript_delta("assistant", item.item_id, delta))]
+        item.anchors.append(item.received_ms)
+        return self._release_captions(item)
+
+    def _spoken(self, item: AssistantItem) -> bool:
+        """Whether the item's text follows its audio: a reply of an audio session
+        (its audio may not have started arriving when its first text does)."""
+        return item.has_audio or not self.settings.text_only
+
+    def _release_captions(self, item: AssistantItem) -> list[Effect]:
+        """Send the deltas the caller has heard by now: all of a text reply's; of a
+        spoken one, those whose audio has played (sent minus the caller's playout
+        delay), so the page's text never runs ahead of its speaker."""
+        effects: list[Effect] = []
+        if not self._spoken(item) or item.played_out:
+            limit = len(item.text)
+        else:
+            heard = item.sent_ms - self.playout_delay_ms
+            limit = item.released
+            while limit < len(item.anchors) and item.anchors[limit] < heard:
+                limit += 1
+        for delta in item.text[item.released:limit]:
+            effects.append(SendCaller(caller.transcript_delta("assistant", item.item_id, delta)))
+        item.released = limit
+        if limit < len(item.text):
+            self._captions_held.add(item.item_id)
+        else:
+            self._captions_held.discard(item.item_id)
+        return effects
 
     def _on_text_done(self, event: dict[str, Any]) -> list[Effect]:
         item = self._assistant_item(event)
         if item is None or item.finalized:
             return []
         full = event.get("transcript") if "transcript" in event else event.get("text")
-        if isinstance(full, str) and not item.interrupted:
-            item.text = [full]
+        if isinstance(full, str):
+            item.full_text = full
         item.transcript_done = True
         if not item.has_audio or item.played_out:
             return self._finalize(item)
@@ -500,6 +535,19 @@ class RealtimeSession:
 
     # ------------------------------------------------------------ playout
 
+    @property
+    def captions_held(self) -> bool:
+        """Some transcript waits for its audio: the call reports playout progress."""
+        return bool(self._captions_held)
+
+    def on_playout_progress(self, item_id: str | None, sent_ms: float) -> list[Effect]:
+        """The playout has sent `sent_ms` of `item_id`: release the text heard by now."""
+        item = self._items.get(item_id) if item_id else None
+        if item is None or item.finalized or item.played_out:
+            return []
+        item.sent_ms = sent_ms
+        return self._release_captions(item)
+
     def on_item_started(self, item_id: str) -> list[Effect]:
         item = self._items.get(item_id)
         if item is None:
@@ -513,7 +561,7 @@ class RealtimeSession:
             return []
         item.played_out = True
         item.sent_ms = sent_ms
-        effects: list[Effect] = []
+        effects = self._release_captions(item)
         if item.transcript_done:
             effects.extend(self._finalize(item))
         effects.extend(self._maybe_listening())
@@ -596,18 +644,31 @@ class RealtimeSession:
         return effects
 
     def _finalize(self, item: AssistantItem) -> list[Effect]:
+        """The item's final transcript. Of an interrupted spoken reply, the text is what
+        was generated up to the cut, and `heard_text` the part whose audio was heard
+        (what the service keeps after the truncate, and what a reconnect replays)."""
         if item.finalized:
             return []
         item.finalized = True
-        text = "".join(item.text).strip()
-        self._remember(item.item_id, "assistant", text)
+        self._captions_held.discard(item.item_id)
+        full = item.full_text
+        text = (full if full is not None and not item.interrupted else "".join(item.text)).strip()
         if not item.has_audio:
+            self._remember(item.item_id, "assistant", text)
             return [SendCaller(caller.transcript_done(
                 "assistant", item.item_id, text, interrupted=item.interrupted))]
         heard = max(0.0, min(item.sent_ms - self.playout_delay_ms, item.received_ms))
+        heard_text: str | None = None
+        if item.interrupted:
+            heard_text = "".join(
+                d for d, at in zip(item.text, item.anchors, strict=True) if at < heard).strip()
+            if not text.startswith(heard_text):  # a reply's text is its deltas; be sure
+                heard_text = ""
+        self._remember(item.item_id, "assistant", text if heard_text is None else heard_text)
+        item.text, item.anchors = [], []  # the item is final: its deltas are done with
         return [SendCaller(caller.transcript_done(
             "assistant", item.item_id, text, interrupted=item.interrupted,
-            heard_ms=int(heard), audio_ms=int(item.received_ms)))]
+            heard_ms=int(heard), audio_ms=int(item.received_ms), heard_text=heard_text))]
 
     def _remember(self, item_id: str, role: str, text: str) -> None:
         entry = self._history.get(item_id)

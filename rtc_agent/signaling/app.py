@@ -49,6 +49,7 @@ from rtc_agent.media.recorder import CallRecorder
 from rtc_agent.observability.call_log import CallLog
 from rtc_agent.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from rtc_agent.observability.metrics import Metrics
+from rtc_agent.realtime.health import UpstreamHealth
 from rtc_agent.realtime.service import RealtimeService
 from rtc_agent.signaling.limits import (
     ConnectionLimits,
@@ -124,6 +125,7 @@ class SignalingServer:
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     metrics: Metrics = field(default_factory=Metrics)
     call_log: CallLog | None = None  # --call-log
+    upstream: UpstreamHealth = field(default_factory=UpstreamHealth)  # for /healthz
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -324,6 +326,7 @@ class SignalingServer:
             recorder=(CallRecorder(self.config.record_dir, call_id,
                                    max_s=self.config.record_max_s)
                       if self.config.record_dir is not None else None),
+            upstream_health=self.upstream,
         )
         try:
             answer = await call.answer(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -471,6 +474,7 @@ class SignalingServer:
                 "backend": self.service.kind,
                 "backend_state": state,
                 "backend_restarts": self.backend_restarts() if self.backend_restarts else 0,
+                "upstream": self.upstream.as_json(),
                 "connections": self.limits.total,
             })
         return web.json_response(body, status=200 if status == "ok" else 503,

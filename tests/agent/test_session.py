@@ -93,7 +93,14 @@ def test_audio_turn_transcripts_and_states() -> None:
     assert [type(e) for e in out] == [PlayAudio] and len(out[0].pcm) == 4800
     out = s.handle_upstream({"type": "response.output_audio_transcript.delta",
                              "item_id": "item_a", "delta": "eighty-four"})
-    assert caller(out)[0]["role"] == "assistant"
+    # Its text came with the end of its first 100 ms of audio: it waits for them to play.
+    assert caller(out) == [] and s.captions_held
+    s.on_playout_delay(40)
+    assert caller(s.on_playout_progress("item_a", 140.0)) == []  # 100 ms heard: not yet past
+    (delta,) = caller(s.on_playout_progress("item_a", 160.0))
+    assert delta == {"type": "transcript.delta", "role": "assistant", "item_id": "item_a",
+                     "delta": "eighty-four"}
+    assert not s.captions_held
     out = s.handle_upstream({"type": "response.output_audio.done", "item_id": "item_a"})
     assert out == [EndItemAudio("item_a")]
     # The final transcript waits for the audio to have been played.
@@ -117,6 +124,86 @@ def playing_reply(s: RealtimeSession, ms: int = 2000) -> None:
     s.handle_upstream({"type": "response.output_audio_transcript.delta", "item_id": "item_a",
                        "delta": "once upon a time"})
     s.on_item_started("item_a")
+
+
+def two_sentences(s: RealtimeSession) -> None:
+    """A reply as services stream it: each sentence's text, then its second of audio."""
+    start_reply(s)
+    for text in ("Seven times six is forty-two. ", "Anything else?"):
+        s.handle_upstream({"type": "response.output_audio_transcript.delta",
+                           "response_id": "resp_1", "item_id": "item_a", "delta": text})
+        s.handle_upstream({"type": "response.output_audio.delta", "response_id": "resp_1",
+                           "item_id": "item_a", "delta": audio(1000)})
+
+
+def deltas(effects: list) -> list[str]:
+    return [m["delta"] for m in caller(effects) if m["type"] == "transcript.delta"]
+
+
+def test_captions_follow_the_audio_as_the_caller_hears_it() -> None:
+    s = RealtimeSession(Dialect.GA, SessionSettings())
+    s.on_playout_delay(80)
+    two_sentences(s)  # all of it generated, nothing played: nothing shown
+    assert s.captions_held
+    s.on_item_started("item_a")
+    assert deltas(s.on_playout_progress("item_a", 60.0)) == []  # still in the caller's buffer
+    assert deltas(s.on_playout_progress("item_a", 100.0)) == ["Seven times six is forty-two. "]
+    assert deltas(s.on_playout_progress("item_a", 1060.0)) == []  # 980 ms heard
+    assert deltas(s.on_playout_progress("item_a", 1100.0)) == ["Anything else?"]
+    assert not s.captions_held
+    # text that comes after its audio has played goes out at once
+    s.handle_upstream({"type": "response.output_audio.done", "item_id": "item_a"})
+    s.on_item_finished("item_a", 2000.0)
+    late = s.handle_upstream({"type": "response.output_audio_transcript.delta",
+                              "response_id": "resp_1", "item_id": "item_a", "delta": " Bye."})
+    assert deltas(late) == [" Bye."]
+
+
+def test_captions_of_a_text_session_are_not_held() -> None:
+    s = RealtimeSession(Dialect.GA, SessionSettings(text_only=True))
+    start_reply(s)
+    out = s.handle_upstream({"type": "response.output_text.delta", "response_id": "resp_1",
+                             "item_id": "item_a", "delta": "forty-two"})
+    assert deltas(out) == ["forty-two"] and not s.captions_held
+
+
+def test_an_interrupted_reply_says_which_part_was_heard_and_replays_only_that() -> None:
+    s = RealtimeSession(Dialect.GA, SessionSettings())
+    s.on_playout_delay(100)
+    two_sentences(s)
+    s.on_item_started("item_a")
+    shown = deltas(s.on_playout_progress("item_a", 600.0))
+    out = s.handle_upstream({"type": "input_audio_buffer.speech_started", "item_id": "u2"})
+    out = s.on_playout_flushed("item_a", 1400.0)  # 1300 ms heard: into the second sentence
+    assert deltas(out) == []  # the unheard caption is never shown as spoken
+    (done,) = [m for m in caller(out) if m["type"] == "transcript.done"]
+    assert done["interrupted"] is True and done["heard_ms"] == 1300
+    assert done["text"] == "Seven times six is forty-two. Anything else?"
+    assert done["heard_text"] == "Seven times six is forty-two. Anything else?"
+    assert shown == ["Seven times six is forty-two. "]
+    assert not s.captions_held
+
+    # cut inside the first sentence's audio: only the first sentence was heard at all
+    s2 = RealtimeSession(Dialect.GA, SessionSettings())
+    two_sentences(s2)
+    s2.on_item_started("item_a")
+    s2.handle_upstream({"type": "input_audio_buffer.speech_started", "item_id": "u2"})
+    (done,) = [m for m in caller(s2.on_playout_flushed("item_a", 700.0))
+               if m["type"] == "transcript.done"]
+    assert done["heard_text"] == "Seven times six is forty-two."
+    replay = [e["item"]["content"][0]["text"] for e in upstream(s2.on_reconnected())
+              if e["type"] == "conversation.item.create"]
+    assert replay == ["Seven times six is forty-two."]
+
+
+def test_a_transcript_delta_that_is_not_text_is_ignored() -> None:
+    s = RealtimeSession(Dialect.GA, SessionSettings())
+    start_reply(s)
+    for bad in ({"x": 1}, ["a"], 7):
+        assert s.handle_upstream({"type": "response.output_audio_transcript.delta",
+                                  "response_id": "resp_1", "item_id": "item_a",
+                                  "delta": bad}) == []
+    assert not s.captions_held
 
 
 def test_barge_in_cancels_flushes_and_truncates_at_what_was_heard() -> None:
@@ -322,10 +409,10 @@ def one_turn(s: RealtimeSession, n: int) -> list:
         effects += s.handle_upstream({"type": "response.created", "response": {"id": rid}})
     effects += s.handle_upstream({"type": "response.output_item.added", "response_id": rid,
                                   "item": {"id": item, "type": "message", "role": "assistant"}})
-    effects += s.handle_upstream({"type": "response.output_audio.delta", "response_id": rid,
-                                  "item_id": item, "delta": audio(100)})
     effects += s.handle_upstream({"type": "response.output_audio_transcript.delta",
                                   "response_id": rid, "item_id": item, "delta": f"answer {n}"})
+    effects += s.handle_upstream({"type": "response.output_audio.delta", "response_id": rid,
+                                  "item_id": item, "delta": audio(100)})
     effects += s.on_item_started(item)
     if n % 3 == 1:  # the caller talks over the reply
         effects += s.handle_upstream({"type": "input_audio_buffer.speech_started",

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -85,6 +88,10 @@ def assert_no_secret(server: SignalingServer, caller: ScriptedCaller) -> None:
         ({"AZURE_OPENAI_ENDPOINT": "{base}", "AZURE_OPENAI_API_KEY": SECRET,
           "AZURE_OPENAI_DEPLOYMENT": "my-deployment",
           "AZURE_OPENAI_API_VERSION": "2025-04-01-preview"}, "azure-preview", Dialect.BETA),
+        # a GA-era version keeps the GA path (Azure refuses an api-version there)
+        ({"AZURE_OPENAI_ENDPOINT": "{base}", "AZURE_OPENAI_API_KEY": SECRET,
+          "AZURE_OPENAI_DEPLOYMENT": "my-deployment",
+          "AZURE_OPENAI_API_VERSION": "2025-08-28"}, "azure", Dialect.GA),
     ],
 )
 async def test_cloud_shaped_backends(protocol_server: str, monkeypatch: pytest.MonkeyPatch,
@@ -109,15 +116,42 @@ async def test_cloud_shaped_backends(protocol_server: str, monkeypatch: pytest.M
             assert_no_secret(server, caller)
 
 
+async def healthz(server: SignalingServer) -> dict[str, Any]:
+    def get() -> dict[str, Any]:
+        try:
+            with urllib.request.urlopen(f"{url(server)}/healthz", timeout=5) as response:
+                return json.load(response)  # type: ignore[no-any-return]
+        except urllib.error.HTTPError as exc:  # 503 still carries the body
+            return json.load(exc)  # type: ignore[no-any-return]
+    return await asyncio.to_thread(get)
+
+
 async def test_wrong_key_is_reported_and_the_call_ends(
     protocol_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
     monkeypatch.setenv("OPENAI_BASE_URL", f"{protocol_server}/v1")
     async with running(server_config()) as server:
+        # the check at start finds the bad key before any caller does
+        for _ in range(100):
+            upstream = (await healthz(server))["upstream"]
+            if upstream["state"] != "unknown":
+                break
+            await asyncio.sleep(0.05)
+        assert upstream["state"] == "unauthorized", upstream
+        assert "HTTP 401" in upstream["detail"] and upstream["checked"]
         caller = ScriptedCaller(url(server))
+        started = time.monotonic()
         with pytest.raises(CallFailed):
             await caller.connect(timeout=8)
+        ended = [e for e in caller.events if e["type"] == "call.ended"]
+        assert ended, caller.events
+        assert ended[0]["reason"] == "upstream_failed"
+        # the service's status and its own words reach the caller
+        assert "HTTP 401" in ended[0]["message"], ended[0]
+        assert "Invalid or missing API key" in ended[0]["message"], ended[0]
+        assert ended[0]["_t"] - started < 5.0
+        assert "sk-wrong" not in json.dumps(caller.events)
         await asyncio.sleep(0.5)
         assert server.calls == {}
 
@@ -179,8 +213,10 @@ async def test_dead_upstream_gives_up_and_hangs_up() -> None:
         caller = ScriptedCaller(url(server))
         with pytest.raises(CallFailed):
             await caller.connect(timeout=10)
-        errors = [e for e in caller.events if e["type"] == "error"]
-        assert errors and errors[-1]["code"] == "upstream_failed", caller.events
+        ended = [e for e in caller.events if e["type"] == "call.ended"]
+        assert ended and ended[-1]["reason"] == "upstream_failed", caller.events
+        assert "cannot reach" in ended[-1]["message"]
+        assert (await healthz(server))["upstream"]["state"] == "unreachable"
         for _ in range(50):
             if not server.calls:
                 break

@@ -232,9 +232,9 @@ async def test_drain_timeout_ends_calls_with_server_shutdown(tmp_path: Path) -> 
         callers = await place(node.url, 2)
         node.signal(signal.SIGTERM)
         for caller in callers:
-            error = await caller.wait_event(lambda e: e.get("type") == "error", timeout=15,
-                                            start=0)
-            assert error["code"] == "server_shutdown"
+            ended = await caller.wait_event(lambda e: e.get("type") == "call.ended",
+                                            timeout=15, start=0)
+            assert ended["reason"] == "server_shutdown"
         assert await asyncio.to_thread(node.wait_exit, 15) == 0
         await hang_up(callers)
     finally:
@@ -252,9 +252,9 @@ async def test_a_second_signal_ends_at_once(tmp_path: Path) -> None:
         assert await asyncio.to_thread(node.wait_exit, 15) == 0
         assert time.monotonic() - started < 8
         for caller in callers:
-            error = await caller.wait_event(lambda e: e.get("type") == "error", timeout=5,
-                                            start=0)
-            assert error["code"] == "server_shutdown"
+            ended = await caller.wait_event(lambda e: e.get("type") == "call.ended",
+                                            timeout=5, start=0)
+            assert ended["reason"] == "server_shutdown"
         await hang_up(callers)
     finally:
         node.stop()

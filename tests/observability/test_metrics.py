@@ -206,8 +206,8 @@ async def test_a_call_past_max_call_s_ends_with_max_duration(tmp_path: Path) -> 
         before = await scrape(agent)
         async with ScriptedCaller(url(agent)) as caller:
             await caller.connect(timeout=20)
-            error = await caller.wait_event(lambda e: e["type"] == "error", 10, start=0)
-            assert error["code"] == "max_duration" and "2 s" in error["message"]
+            ended = await caller.wait_event(lambda e: e["type"] == "call.ended", 10, start=0)
+            assert ended["reason"] == "max_duration" and "2 s" in ended["message"]
 
             async def ended() -> bool:
                 return value(await scrape(agent), "rtc_agent_calls_active") == 0
