@@ -30,7 +30,14 @@ from aiortc import (
 from aiortc.jitterbuffer import JitterBuffer
 
 from rtc_agent.ice import restrict_host_addresses, rtc_configuration
-from rtc_agent.loadtest.events import SESSION_READY, Event, EventLog, Predicate
+from rtc_agent.loadtest.events import (
+    SESSION_READY,
+    CallEnded,
+    Event,
+    EventLog,
+    Predicate,
+    call_ended,
+)
 from rtc_agent.loadtest.microphone import CallerTrack, Prompt
 from rtc_agent.loadtest.received import (
     DEFAULT_THRESHOLD_DBFS,
@@ -43,12 +50,17 @@ from rtc_agent.loadtest.received import (
 
 
 class CallFailed(Exception):
-    """A call could not be set up or broke; `kind` is a short machine-readable reason."""
+    """A call could not be set up or broke; `kind` is a short machine-readable reason.
 
-    def __init__(self, kind: str, detail: str = "") -> None:
+    `by_server` marks a call the server ended and said why (`call.ended`): then
+    `kind` is the server's end reason and `detail` its message.
+    """
+
+    def __init__(self, kind: str, detail: str = "", *, by_server: bool = False) -> None:
         super().__init__(f"{kind}: {detail}" if detail else kind)
         self.kind = kind
         self.detail = detail
+        self.by_server = by_server
 
 
 def _loopback(host: str | None) -> bool:
@@ -107,6 +119,8 @@ class ScriptedCaller:
         self._state_changed = asyncio.Event()
         self._closed = False
         self.failure: CallFailed | None = None
+        # The server's `call.ended` notice, when it ended the call before we hung up.
+        self.ended: CallEnded | None = None
 
     # -- set-up -----------------------------------------------------------------
 
@@ -117,7 +131,8 @@ class ScriptedCaller:
         """Offer/answer, then wait for ICE+DTLS connected and `session.ready`.
 
         Raises CallFailed: `at_capacity`, `http_4xx`/`http_5xx`, `http_error`
-        (server unreachable), `ice_failed`, `timeout`.
+        (server unreachable), `ice_failed`, `timeout`, or the server's end reason
+        (`by_server`) when it ends the call before it is ready.
         """
         t0 = time.monotonic()
         try:
@@ -142,7 +157,7 @@ class ScriptedCaller:
         self.pc = pc
         channel = pc.createDataChannel("events")
         self._channel = channel
-        channel.on("message", self._log.on_message)
+        channel.on("message", self._on_message)
         transceiver = pc.addTransceiver(self.track, direction="sendrecv")
         if self.jitter_prefetch is not None:
             _set_jitter_prefetch(transceiver.receiver, self.jitter_prefetch)
@@ -183,6 +198,31 @@ class ScriptedCaller:
 
     # -- data channel -------------------------------------------------------------
 
+    def _on_message(self, message: str | bytes) -> None:
+        """Keep the message; on `call.ended` fail every wait with the server's reason,
+        so a script learns at once why the call ended instead of timing out."""
+        self._log.on_message(message)
+        if self._closed or self.ended is not None:
+            return  # our own hang-up's notice is no failure
+        notice = call_ended(self._log.events[-1])
+        if notice is None:
+            return
+        self.ended = notice
+        self._log.close(self.ended_failure)
+
+    def ended_failure(self) -> CallFailed:
+        """The failure a server-ended call raises (its reason as kind, its message)."""
+        notice = self.ended or CallEnded("server_ended", "")
+        return CallFailed(notice.reason, notice.message, by_server=True)
+
+    @property
+    def backend(self) -> str:
+        """The Realtime backend `session.ready` named (`offline`, `openai`, ...), or ""."""
+        for event in self._log.events:
+            if event.get("type") == SESSION_READY:
+                return str(event.get("backend") or "")
+        return ""
+
     @property
     def events(self) -> list[Event]:
         """Every server message so far, in arrival order, each stamped with `_t`."""
@@ -202,8 +242,9 @@ class ScriptedCaller:
         index into `events`) or `after` (a monotonic time, compared with `_t`)
         also admit events already received, so a script can write
         `n = len(caller.events)` before acting and wait with `start=n` without
-        racing the server. Raises TimeoutError, or CallFailed("closed") when
-        the call is hung up meanwhile.
+        racing the server. Raises TimeoutError, CallFailed("closed") when the
+        call is hung up meanwhile, or the server's reason (`by_server`) when it
+        ends the call.
         """
         return await self._log.wait(predicate, timeout, start=start, after=after)
 
@@ -243,20 +284,28 @@ class ScriptedCaller:
     async def wait_audible(
         self, t: float, timeout: float, threshold: float | None = None  # noqa: ASYNC109
     ) -> float | None:
-        """Poll until a frame after `t` is audible; None on timeout."""
+        """Poll until a frame after `t` is audible; None on timeout. Raises the
+        server's reason (CallFailed, `by_server`) if it ends the call meanwhile."""
         deadline = time.monotonic() + timeout
         while True:
             found = self.first_audible_after(t, threshold)
             if found is not None or time.monotonic() >= deadline:
                 return found
+            if self.ended is not None:
+                raise self.ended_failure()
             await asyncio.sleep(0.02)
 
     async def wait_silent(
         self, t: float, timeout: float, min_silence_s: float = 0.3  # noqa: ASYNC109
     ) -> float | None:
-        """Poll until received audio has stayed silent for `min_silence_s` after `t`."""
+        """Poll until received audio has stayed silent for `min_silence_s` after `t`.
+
+        Raises the server's reason (CallFailed, `by_server`) if it ends the call:
+        silence then is the hang-up, not the reply's end."""
         deadline = time.monotonic() + timeout + min_silence_s
         while True:
+            if self.ended is not None:
+                raise self.ended_failure()
             found = self.silent_from(t, min_silence_s=min_silence_s)
             if found is not None:
                 return found

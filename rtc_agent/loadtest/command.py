@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from rich.console import Console
-from rich.live import Live
 from rich.text import Text
 
 from rtc_agent.loadtest.metrics import CallResult, Failure, aggregate, percentile, run_document
@@ -98,6 +100,63 @@ class Progress:
         return sum(1 for r in self.results.values() if r.connected_s is not None)
 
 
+class ProgressLine:
+    """The run's live line on stderr, ended with a newline before the summary prints.
+
+    On a terminal it is redrawn in place every `interval_s` (carriage return, line
+    cleared, cut to the terminal's width so it never wraps into a second line);
+    elsewhere (a pipe, a CI log) it is printed as a line every `log_every_s`.
+    Leaving the block always prints the final state and ends the line, so the
+    table that follows (on stdout, often the same terminal) starts a line of its
+    own instead of running on from the progress line.
+    """
+
+    def __init__(self, console: Console, render: Callable[[], Text], *,
+                 interval_s: float = 0.5, log_every_s: float = 10.0) -> None:
+        self.console = console
+        self.render = render
+        self.live = console.is_terminal
+        self.interval_s = interval_s if self.live else log_every_s
+        self._task: asyncio.Task[None] | None = None
+
+    def draw(self) -> None:
+        """Show the current state: in place on a terminal, as a new line elsewhere."""
+        line = self.render()
+        if self.live:
+            line.truncate(max(1, self.console.width - 1), overflow="ellipsis")
+            self.console.file.write("\r\x1b[2K")
+            self.console.print(line, end="", soft_wrap=True)
+        else:
+            self.console.print(line, soft_wrap=True)
+        self.console.file.flush()
+
+    def end(self) -> None:
+        """The final state, and the newline that ends the live line."""
+        self.draw()
+        if self.live:
+            self.console.file.write("\n")
+            self.console.file.flush()
+
+    async def _refresh(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            self.draw()
+
+    async def __aenter__(self) -> ProgressLine:
+        if self.live:
+            self.draw()
+        self._task = asyncio.create_task(self._refresh())
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.end()
+
+
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.0f} ms"
 
@@ -141,8 +200,7 @@ async def _run(args: argparse.Namespace, console: Console, err: Console) -> int:
              for i in range(procs)]
     progress = Progress(args.calls, args.duration, t0)
     wall0 = time.monotonic()
-    with Live(progress.render(), console=err, refresh_per_second=2,
-              get_renderable=progress.render, transient=False):
+    async with ProgressLine(err, progress.render):
         if procs == 1:
             await run_calls(specs[0], progress.handle)
         else:
@@ -159,7 +217,9 @@ async def _run(args: argparse.Namespace, console: Console, err: Console) -> int:
     summary = aggregate(calls, args.max_p95_ms)
     console.print(summary_table(summary))
     for line in outcome_lines(summary):
-        console.print(line)
+        # Lines carry the server's own words: no rich markup, and not cut at 80
+        # columns when piped, so a message stays one line that can be searched.
+        console.print(line, markup=False, soft_wrap=True)
     config = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "token"}
     config["procs"] = procs
     if args.json_path:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from rtc_agent.datachannel import SERVER_TYPES
@@ -35,6 +37,37 @@ def _server_type(name: str) -> str:
 SESSION_READY = _server_type("session.ready")
 STATE = _server_type("state")
 TRANSCRIPT_DONE = _server_type("transcript.done")
+CALL_ENDED = _server_type("call.ended")
+
+# An end reason becomes a failure kind in reports and JSON keys, so only a short
+# snake_case word is taken as it is; anything else is counted as SERVER_ENDED.
+_REASON = re.compile(r"[a-z][a-z0-9_]{0,39}")
+SERVER_ENDED = "server_ended"
+MAX_END_MESSAGE_CHARS = 300
+
+
+@dataclass(frozen=True)
+class CallEnded:
+    """The server's word that it is ending the call: why (`reason`, e.g.
+    `upstream_failed`, `max_duration`, `server_shutdown`) and a human `message`."""
+
+    reason: str
+    message: str
+
+
+def call_ended(event: Event) -> CallEnded | None:
+    """The `call.ended` notice in `event`, if it is one, with its reason made safe to
+    count by (a missing or odd reason becomes `server_ended`, the message is trimmed)."""
+    if event.get("type") != CALL_ENDED:
+        return None
+    reason = event.get("reason")
+    if not isinstance(reason, str) or not _REASON.fullmatch(reason):
+        reason = SERVER_ENDED
+    message = event.get("message")
+    text = " ".join(message.split()) if isinstance(message, str) else ""
+    if len(text) > MAX_END_MESSAGE_CHARS:
+        text = text[: MAX_END_MESSAGE_CHARS - 1] + "…"
+    return CallEnded(reason, text)
 
 
 class EventLog:
@@ -43,6 +76,7 @@ class EventLog:
     def __init__(self) -> None:
         self.events: list[Event] = []
         self._waiters: list[tuple[Predicate, asyncio.Future[Event]]] = []
+        self._failure: Callable[[], Exception] | None = None  # set by close()
 
     def on_message(self, message: str | bytes) -> None:
         """Keep one message (the data channel's `message` handler) and resolve its waits."""
@@ -71,8 +105,13 @@ class EventLog:
             self._waiters = remaining
 
     def future(self, predicate: Predicate) -> asyncio.Future[Event]:
-        """A future for the next message matching `predicate` (none already received)."""
+        """A future for the next message matching `predicate` (none already received).
+
+        Once the log is closed no message will come: the future fails at once."""
         fut: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+        if self._failure is not None:
+            fut.set_exception(self._failure())
+            return fut
         self._waiters.append((predicate, fut))
         return fut
 
@@ -99,8 +138,11 @@ class EventLog:
             fut.cancel()
 
     def close(self, failure: Callable[[], Exception]) -> None:
-        """End every pending wait with its own `failure()`, so waiters see why the call
-        ended rather than a CancelledError they did not ask for."""
+        """End every pending wait, and any wait started later, with its own
+        `failure()`, so waiters see why the call ended rather than a CancelledError
+        they did not ask for or a timeout. The first close's reason stands."""
+        if self._failure is None:
+            self._failure = failure
         for _, fut in self._waiters:
             if not fut.done():
                 fut.set_exception(failure())

@@ -26,6 +26,9 @@ class Failure:
     kind: str  # at_capacity, http_4xx, http_5xx, http_error, ice_failed, timeout, no_reply, ...
     detail: str = ""
     at_s: float | None = None
+    # The server ended the call and said why (`call.ended`): `kind` is its end
+    # reason (upstream_failed, max_duration, server_shutdown, ...), `detail` its message.
+    by_server: bool = False
 
 
 @dataclass
@@ -53,6 +56,7 @@ class CallResult:
     index: int
     proc: int = 0
     call_id: str = ""
+    backend: str = ""  # session.ready's `backend`: offline, openai, azure, custom, ...
     start_s: float = 0.0
     connected_s: float | None = None
     end_s: float | None = None
@@ -114,6 +118,55 @@ def failures_by_kind(calls: Iterable[CallResult]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def failure_details(calls: Iterable[CallResult]) -> dict[str, dict[str, Any]]:
+    """Each failure kind's first detail, once: a wrong key fails every call with the
+    same message, which the summary shows once rather than N times."""
+    details: dict[str, dict[str, Any]] = {}
+    for c in sorted(calls, key=lambda c: c.index):
+        for f in c.failures:
+            if f.kind not in details:
+                details[f.kind] = {"detail": f.detail, "by_server": f.by_server}
+    return dict(sorted(details.items()))
+
+
+# When the offline backend is the bottleneck (see `offline_bottleneck`).
+BOTTLENECK_SHARE = 0.5
+# The offline backend waits out 500 ms of silence (its default VAD silence) before
+# it calls a turn over, and an unloaded one reports `thinking` 0.6-0.9 s after the
+# caller's speech ended (docs/benchmarks.md; docs/loadtest.md). Past this the
+# end-of-turn stage is the backend falling behind, not the silence it waits for.
+BOTTLENECK_MIN_THINKING_MS = 1000.0
+
+
+def offline_bottleneck(
+    thinking_p50: float | None,
+    heard_p50: float | None,
+    backends: dict[str, int],
+    *,
+    share: float = BOTTLENECK_SHARE,
+    min_thinking_ms: float = BOTTLENECK_MIN_THINKING_MS,
+) -> dict[str, Any] | None:
+    """The offline backend as the run's bottleneck, or None.
+
+    It is when every ready call ran on the offline backend (session.ready's
+    `backend`), the caller's speech end -> the agent's `thinking` (the backend's
+    end-of-turn detection and the way in) takes at least `share` of the heard turn
+    latency (p50 of each), and that stage's p50 is at least `min_thinking_ms`.
+    The offline backend runs speech detection, recognition and synthesis for
+    every call in one process: when it falls behind, the media server is not
+    what the latency measures.
+    """
+    if not backends or set(backends) != {"offline"}:
+        return None
+    if thinking_p50 is None or heard_p50 is None or heard_p50 <= 0:
+        return None
+    ratio = thinking_p50 / heard_p50
+    if ratio < share or thinking_p50 < min_thinking_ms:
+        return None
+    return {"stage": "offline_backend", "thinking_p50_ms": thinking_p50,
+            "heard_p50_ms": heard_p50, "share": ratio}
+
+
 def loss_pct(stats: dict[str, Any]) -> float | None:
     """Inbound packet loss in percent from a caller's stats (None before any packet)."""
     got = stats.get("in_packets_received") or 0
@@ -128,6 +181,8 @@ def aggregate(calls: Sequence[CallResult], max_p95_ms: float | None = None) -> d
     turns = [t for c in calls for t in c.turns]
     latency = summarize(t.latency_ms for t in turns)
     failed = [c for c in calls if c.failed]
+    thinking = summarize(t.thinking_ms for t in turns)
+    backends = dict(sorted(Counter(c.backend for c in calls if c.backend).items()))
     p95 = latency["p95"]
     p95_exceeded = bool(max_p95_ms is not None and p95 is not None and p95 > max_p95_ms)
     summary: dict[str, Any] = {
@@ -135,13 +190,15 @@ def aggregate(calls: Sequence[CallResult], max_p95_ms: float | None = None) -> d
         "calls_ok": len(calls) - len(failed),
         "calls_failed": len(failed),
         "failures": failures_by_kind(calls),
+        "failure_details": failure_details(calls),
+        "backends": backends,
         "turns": len(turns),
         "turns_ok": sum(1 for t in turns if t.latency_ms is not None and t.error is None),
         "connect_ms": summarize(c.connect_ms for c in calls),
         "ready_ms": summarize(c.ready_ms for c in calls),
         "turn_latency_ms": latency,
         "barge_in_stop_ms": summarize(t.barge_in_stop_ms for t in turns),
-        "thinking_ms": summarize(t.thinking_ms for t in turns),
+        "thinking_ms": thinking,
         "speaking_ms": summarize(t.speaking_ms for t in turns),
         "transcripts": {
             "user": sum(c.transcripts.get("user", 0) for c in calls),
@@ -154,6 +211,7 @@ def aggregate(calls: Sequence[CallResult], max_p95_ms: float | None = None) -> d
         "rx_fps": summarize(c.rx_fps for c in calls),
         "max_p95_ms": max_p95_ms,
         "p95_exceeded": p95_exceeded,
+        "bottleneck": offline_bottleneck(thinking["p50"], latency["p50"], backends),
     }
     summary["exit_status"] = exit_status(len(failed), p95_exceeded, len(calls))
     return summary

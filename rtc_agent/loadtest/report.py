@@ -58,6 +58,13 @@ def outcome_lines(summary: dict[str, Any]) -> list[str]:
     if summary["failures"]:
         kinds = ", ".join(f"{k} x{n}" for k, n in summary["failures"].items())
         lines.append(f"failures: {kinds}")
+        for kind, first in summary.get("failure_details", {}).items():
+            if first.get("detail") or first.get("by_server"):
+                who = " (the server ended the call)" if first.get("by_server") else ""
+                lines.append(f"  {kind}{who}: {first.get('detail') or '-'}")
+    hint = bottleneck_line(summary.get("bottleneck"))
+    if hint:
+        lines.append(hint)
     if summary.get("max_p95_ms") is not None:
         p95 = summary["turn_latency_ms"]["p95"]
         verdict = "EXCEEDED" if summary["p95_exceeded"] else "ok"
@@ -65,6 +72,17 @@ def outcome_lines(summary: dict[str, Any]) -> list[str]:
                      f"{verdict}")
     lines.append(f"exit status: {summary['exit_status']}")
     return lines
+
+
+def bottleneck_line(bottleneck: dict[str, Any] | None) -> str | None:
+    """What to do when the offline backend, not the media server, set the latency."""
+    if not bottleneck or bottleneck.get("stage") != "offline_backend":
+        return None
+    return (f"bottleneck: the offline backend. Speech end -> thinking took "
+            f"{bottleneck['thinking_p50_ms']:.0f} ms of the {bottleneck['heard_p50_ms']:.0f} ms "
+            f"heard latency (p50, {100 * bottleneck['share']:.0f} %): its speech detection and "
+            "recognition fell behind. Start calls gradually (--ramp), place fewer, or "
+            "use a cloud backend to measure the media server itself.")
 
 
 def write_json(path: str | Path, document: dict[str, Any]) -> None:

@@ -89,10 +89,24 @@ class _Ctx:
 async def _turn(
     ctx: _Ctx, caller: ScriptedCaller, res: CallResult, k: int, prompt: Prompt
 ) -> TurnSample:
-    spec, t0 = ctx.spec, ctx.spec.t0
+    t0 = ctx.spec.t0
     n_events = len(caller.events)
     start = time.monotonic()
     ts = TurnSample(turn=k, prompt=prompt.name, start_s=start - t0)
+    res.turns.append(ts)  # kept even when the server ends the call mid-turn
+    try:
+        await _measure_turn(ctx, caller, res, ts, prompt, n_events)
+    except CallFailed as exc:
+        ts.error = exc.kind
+        raise
+    return ts
+
+
+async def _measure_turn(
+    ctx: _Ctx, caller: ScriptedCaller, res: CallResult, ts: TurnSample, prompt: Prompt,
+    n_events: int,
+) -> None:
+    spec, t0, k = ctx.spec, ctx.spec.t0, ts.turn
     t_end = await caller.speak(prompt)
     ts.speech_end_s = t_end - t0
     heard = await caller.wait_audible(t_end, timeout=spec.turn_timeout_s)
@@ -103,7 +117,7 @@ async def _turn(
                     "the prompt", time.monotonic() - t0)
         )
         ctx.emit({"ev": "failure", "index": res.index, "kind": "no_reply"})
-        return ts
+        return
     ts.heard_s = heard - t0
     ts.latency_ms = (heard - t_end) * 1000
     ctx.emit({"ev": "turn", "index": res.index, "latency_ms": ts.latency_ms, "t": ts.heard_s})
@@ -128,7 +142,6 @@ async def _turn(
         elif event.get("role") == "assistant" and ts.assistant_text is None:
             ts.assistant_text = event.get("text")
             ts.interrupted = bool(event.get("interrupted"))
-    return ts
 
 
 async def _barge_in(
@@ -199,10 +212,12 @@ async def _call(ctx: _Ctx, index: int) -> CallResult:
             try:
                 await caller.connect(timeout=spec.connect_timeout_s)
             except CallFailed as exc:
-                res.failures.append(Failure(exc.kind, exc.detail, time.monotonic() - t0))
+                res.failures.append(Failure(exc.kind, exc.detail, time.monotonic() - t0,
+                                            by_server=exc.by_server))
                 ctx.emit({"ev": "failure", "index": index, "kind": exc.kind})
                 return res
             res.call_id = caller.call_id
+            res.backend = caller.backend
             res.connect_ms = caller.connect_ms
             res.ready_ms = caller.ready_ms
             res.connected_s = time.monotonic() - t0
@@ -210,12 +225,18 @@ async def _call(ctx: _Ctx, index: int) -> CallResult:
             k = 0
             while True:  # at least one turn per call, none started after the duration
                 prompt = ctx.prompts[(index + k) % len(ctx.prompts)]
-                res.turns.append(await _turn(ctx, caller, res, k, prompt))
+                await _turn(ctx, caller, res, k, prompt)
                 k += 1
                 if time.monotonic() + spec.pause_s >= t0 + spec.duration_s:
                     break
                 await asyncio.sleep(spec.pause_s)
+            if caller.ended is not None:  # ended by the server after its last turn
+                raise caller.ended_failure()
             await _collect(caller, res)
+    except CallFailed as exc:  # the server ended the call and said why
+        res.failures.append(Failure(exc.kind, exc.detail, time.monotonic() - t0,
+                                    by_server=exc.by_server))
+        ctx.emit({"ev": "failure", "index": index, "kind": exc.kind})
     except TimeoutError:
         res.failures.append(Failure("timeout", "call overran the run's hard deadline",
                                     time.monotonic() - t0))

@@ -4,11 +4,14 @@ It speaks the server's signaling contract (POST /offer, DELETE /calls/{id}),
 sends `session.ready` when the data channel opens, answers `ping` (both built
 by the server's own `rtc_agent.datachannel`, so the fake cannot drift from the
 schema), and plays the caller's audio straight back, so what the caller hears
-is what it said.
+is what it said. With `end=(reason, message)` it ends each call from its side as
+the server does: `call.ended`, then the hang-up, either instead of
+`session.ready` (a service that refused the key) or `end_after_s` after it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -21,10 +24,16 @@ from aiortc.contrib.media import MediaRelay
 from rtc_agent import datachannel
 from rtc_agent.ice import rtc_configuration
 
+END_NOTICE_S = 0.2  # as the server: the notice goes out this long before the hang-up
+
 
 class EchoPeer:
-    def __init__(self, max_calls: int = 10) -> None:
+    def __init__(self, max_calls: int = 10, end: tuple[str, str] | None = None,
+                 end_after_s: float | None = None) -> None:
         self.max_calls = max_calls
+        self.end = end
+        self.end_after_s = end_after_s
+        self._tasks: set[asyncio.Task[None]] = set()
         self.pcs: dict[str, RTCPeerConnection] = {}
         self.deleted: list[str] = []
         self.received: list[dict] = []
@@ -49,7 +58,12 @@ class EchoPeer:
         @pc.on("datachannel")
         def on_channel(channel) -> None:  # type: ignore[no-untyped-def]
             def ready() -> None:
-                channel.send(json.dumps(datachannel.session_ready(call_id, "custom")))
+                if self.end is None or self.end_after_s is not None:
+                    channel.send(json.dumps(datachannel.session_ready(call_id, "custom")))
+                if self.end is not None:
+                    task = asyncio.ensure_future(self._end_call(call_id, channel))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
 
             @channel.on("message")
             def on_message(message: str) -> None:
@@ -73,6 +87,17 @@ class EchoPeer:
             {"sdp": pc.localDescription.sdp, "type": "answer", "call_id": call_id}
         )
 
+    async def _end_call(self, call_id: str, channel) -> None:  # type: ignore[no-untyped-def]
+        assert self.end is not None
+        await asyncio.sleep(self.end_after_s or 0.0)
+        if call_id not in self.pcs:
+            return
+        channel.send(json.dumps(datachannel.call_ended(*self.end)))
+        await asyncio.sleep(END_NOTICE_S)
+        pc = self.pcs.pop(call_id, None)
+        if pc is not None:
+            await pc.close()
+
     async def delete(self, request: web.Request) -> web.Response:
         call_id = request.match_info["call_id"]
         pc = self.pcs.pop(call_id, None)
@@ -83,15 +108,19 @@ class EchoPeer:
         return web.json_response({"ok": True})
 
     async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         for pc in list(self.pcs.values()):
             await pc.close()
         self.pcs.clear()
 
 
 @asynccontextmanager
-async def run_echo_peer(max_calls: int = 10) -> AsyncIterator[tuple[str, EchoPeer]]:
+async def run_echo_peer(
+    max_calls: int = 10, end: tuple[str, str] | None = None, end_after_s: float | None = None,
+) -> AsyncIterator[tuple[str, EchoPeer]]:
     """Serve an EchoPeer on 127.0.0.1 (free port); yields (base_url, peer)."""
-    peer = EchoPeer(max_calls)
+    peer = EchoPeer(max_calls, end, end_after_s)
     app = web.Application()
     app.router.add_post("/offer", peer.offer)
     app.router.add_delete("/calls/{call_id}", peer.delete)

@@ -19,13 +19,21 @@ from rtc_agent.loadtest.metrics import (
     active_timeline,
     aggregate,
     exit_status,
+    failure_details,
     failures_by_kind,
     loss_pct,
+    offline_bottleneck,
     percentile,
     run_document,
     summarize,
 )
-from rtc_agent.loadtest.report import outcome_lines, summary_table, write_json, write_plot
+from rtc_agent.loadtest.report import (
+    bottleneck_line,
+    outcome_lines,
+    summary_table,
+    write_json,
+    write_plot,
+)
 
 
 def test_percentile_interpolates_between_ranks() -> None:
@@ -152,3 +160,76 @@ def test_table_lines_and_plot(tmp_path) -> None:  # type: ignore[no-untyped-def]
     empty = tmp_path / "empty.png"
     write_plot(empty, [], aggregate([]))
     assert empty.stat().st_size > 1000
+
+
+def test_offline_bottleneck_rule() -> None:
+    offline = {"offline": 6}
+    # 6 calls on a shared 2-core machine (measured): end of turn 3.4 s of 4.2 s heard
+    verdict = offline_bottleneck(3432.0, 4160.0, offline)
+    assert verdict is not None and verdict["stage"] == "offline_backend"
+    assert verdict["share"] == pytest.approx(3432 / 4160)
+    # one unloaded call: the VAD's silence window dominates, but that is no bottleneck
+    assert offline_bottleneck(682.0, 1133.0, {"offline": 1}) is None
+    # slow, but the end of turn is not what dominates (the way back is)
+    assert offline_bottleneck(1100.0, 3000.0, offline) is None
+    # the boundaries: half the heard latency and 1000 ms both count
+    assert offline_bottleneck(1000.0, 2000.0, offline) is not None
+    assert offline_bottleneck(999.0, 1500.0, offline) is None
+    # only the offline backend: a cloud service's end of turn is not ours to blame
+    assert offline_bottleneck(3432.0, 4160.0, {"openai": 6}) is None
+    assert offline_bottleneck(3432.0, 4160.0, {"offline": 3, "custom": 3}) is None
+    assert offline_bottleneck(3432.0, 4160.0, {}) is None
+    # nothing measured, nothing said
+    assert offline_bottleneck(None, 4160.0, offline) is None
+    assert offline_bottleneck(3432.0, None, offline) is None
+
+
+def _staged(index: int, thinking: float, heard: float, backend: str = "offline") -> CallResult:
+    call = _call(index, [heard])
+    call.backend = backend
+    call.turns[0].thinking_ms = thinking
+    return call
+
+
+def test_summary_names_the_offline_backend_as_the_bottleneck() -> None:
+    calls = [_staged(i, 2500.0 + 100 * i, 3000.0 + 100 * i) for i in range(4)]
+    summary = aggregate(calls, max_p95_ms=1500)
+    assert summary["backends"] == {"offline": 4}
+    assert summary["bottleneck"]["stage"] == "offline_backend"
+    line = bottleneck_line(summary["bottleneck"])
+    assert line is not None and "--ramp" in line and "cloud backend" in line
+    assert "2650 ms of the 3150 ms" in line
+    lines = outcome_lines(summary)
+    assert line in lines
+    assert lines[-1] == "exit status: 2"  # the budget still decides the exit status
+    json.dumps(summary, allow_nan=False)  # and it is written as JSON
+
+    # the same latencies through a cloud backend: no such claim
+    cloud = aggregate([_staged(i, 2500.0, 3000.0, "openai") for i in range(4)])
+    assert cloud["bottleneck"] is None
+    assert not any(line.startswith("bottleneck") for line in outcome_lines(cloud))
+    # a fast offline run: none either
+    fast = aggregate([_staged(i, 650.0, 900.0) for i in range(4)])
+    assert fast["bottleneck"] is None and bottleneck_line(None) is None
+
+
+def test_each_failure_message_is_shown_once() -> None:
+    refused = "The agent's service refused the connection: HTTP 401 invalid_api_key"
+    calls = [_call(i, []) for i in range(5)]
+    for c in calls:
+        c.failures = [Failure("upstream_failed", refused, 1.0, by_server=True)]
+    calls[4].failures = [Failure("timeout", "no session.ready after 15 s", 16.0)]
+    assert failure_details(calls) == {
+        "timeout": {"detail": "no session.ready after 15 s", "by_server": False},
+        "upstream_failed": {"detail": refused, "by_server": True},
+    }
+    summary = aggregate(calls)
+    assert summary["failures"] == {"timeout": 1, "upstream_failed": 4}
+    lines = outcome_lines(summary)
+    assert "failures: timeout x1, upstream_failed x4" in lines
+    assert sum(refused in line for line in lines) == 1
+    assert f"  upstream_failed (the server ended the call): {refused}" in lines
+    assert "  timeout: no session.ready after 15 s" in lines
+    # by_server survives the JSON round trip of the worker processes and --json
+    back = CallResult.from_dict(json.loads(json.dumps(calls[0].to_dict())))
+    assert back.failures[0].by_server is True
