@@ -1,40 +1,66 @@
 """Settings of `rtc-agent serve`, from flags, environment and a config file.
 
-Every flag has an environment variable (RTC_AGENT_<FLAG>), and the session
-settings (instructions, voice, VAD, transcription, tool choice, temperature,
-max output tokens) can also come from a TOML or JSON file given by --config.
-Precedence: flag > environment > config file > default.
+Every setting is declared once, in `SETTINGS`: its flag, its environment
+variable (`RTC_AGENT_*`), its key in a TOML or JSON config file (`--config`), its
+type and its checks. The flags and their help, the reading of each source, the
+refusal of unknown keys and the start-up summary (`describe`) all come from that
+table, so they cannot drift apart. Precedence: flag > environment > config file >
+default, and the source of every value is kept (`ServeConfig.sources`).
+
+Nothing that does not fit passes quietly: a value of the wrong type, an unknown
+key, a file that cannot be read raise `ConfigError` with one line naming the
+flag, variable or key and the value, which `rtc-agent` prints before exiting with
+status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import errno
 import ipaddress
 import json
+import math
 import os
 import secrets
 import socket
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+from rtc_agent import ConfigError
 from rtc_agent.ice import parse_port_range
 from rtc_agent.realtime.settings import SessionSettings, TurnDetection
+
+__all__ = ["SETTINGS", "Backend", "ConfigError", "ServeConfig", "Setting", "Source",
+           "add_arguments", "check_port", "describe", "from_args", "listen_error"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WEB_DIR = PROJECT_ROOT / "web"
 DEFAULT_SEARCH_DIR = PROJECT_ROOT / "docs"
 DEFAULT_LIMIT_EXEMPT = ("127.0.0.0/8", "::1/128")
+ENV_PREFIX = "RTC_AGENT_"
+TABLES = ("session", "serve")  # a config file's tables; keys may also sit at its top
+MAX_FILE_BYTES = 1 << 20
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def _env(name: str) -> str | None:
-    return os.environ.get(f"RTC_AGENT_{name.upper().replace('-', '_')}")
+@dataclass(frozen=True)
+class Source:
+    """Where a setting's value came from: "flag", "env", "file" or "default", and the
+    flag, variable or file by name."""
+
+    kind: str
+    name: str = ""
+
+    def __str__(self) -> str:
+        return self.name or self.kind
 
 
-def _env_list(name: str) -> list[str]:
-    value = _env(name)
-    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+DEFAULT = Source("default")
 
 
 @dataclass
@@ -63,6 +89,7 @@ class ServeConfig:
     offline_args: list[str] = field(default_factory=list)
     connect_timeout_s: float = 30.0
     max_call_s: float = 0.0  # a call's longest life (0: no limit); ends with max_duration
+    resume_window_s: float = 30.0  # how long a call whose path died waits for a resume
     decode_on_loop: bool = True
     # TURN credentials live this long; coturn checks expiry only when a relay is
     # allocated, so a call outlives them, but a leaked pair soon stops working.
@@ -97,247 +124,778 @@ class ServeConfig:
     metrics: bool = True  # off only to measure what metrics cost (bench/)
     record_dir: Path | None = None  # opt-in call recordings
     record_max_s: float = 3600.0
+    log_level: str = "INFO"
+    # Where the values came from (setting name -> source; absent: the default), the
+    # config file read, and what was noticed but not fatal (unknown RTC_AGENT_* names).
+    config_file: Path | None = None
+    sources: dict[str, Source] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------ value kinds
+
+
+class _Invalid(Exception):
+    """A value that does not fit; the text says why ("is not a whole number")."""
+
+
+def _type_name(value: object) -> str:
+    """What a config file's value is, in its author's words."""
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int):
+        return "a whole number"
+    if isinstance(value, float):
+        return "a decimal number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    if value is None:
+        return "null"
+    return "a date or time"  # TOML's remaining scalars
+
+
+def _quote(text: str, limit: int = 80) -> str:
+    """`text` in double quotes, shortened, every unprintable character escaped: a hostile
+    value cannot add a line to the one-line error or hide its own end."""
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return '"' + "".join(out) + '"'
+
+
+def _no_nul(text: str) -> str:
+    """No setting has a use for NUL, and the OS refuses it in paths and names."""
+    if "\0" in text:
+        raise _Invalid("holds a NUL character")
+    return text
+
+
+class Kind:
+    """How a setting's value is read: from text (a flag, a variable) and from a config
+    file, whose TOML/JSON value already has a type that must be the right one."""
+
+    what = "text"
+
+    def text(self, raw: str) -> Any:
+        return _no_nul(raw)
+
+    def file(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        raise self.mismatch(value)
+
+    def mismatch(self, value: Any) -> _Invalid:
+        return _Invalid(f"is {_type_name(value)}, not {self.what}")
+
+    def argtype(self, raw: str) -> Any:
+        """For argparse: the same reading, its complaint in argparse's terms."""
+        try:
+            return self.text(raw)
+        except _Invalid as exc:
+            raise argparse.ArgumentTypeError(f"{_quote(raw)} {exc}") from None
+
+
+class _Int(Kind):
+    what = "a whole number"
+
+    def text(self, raw: str) -> int:
+        try:
+            return int(raw.strip())
+        except ValueError:
+            raise _Invalid("is not a whole number") from None
+
+    def file(self, value: Any) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise self.mismatch(value)
+
+
+class _Float(Kind):
+    what = "a number"
+
+    def text(self, raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise _Invalid("is not a number") from None
+        if not math.isfinite(value):
+            raise _Invalid("is not a finite number")
+        return value
+
+    def file(self, value: Any) -> float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise _Invalid("is not a finite number")
+            return float(value)
+        raise self.mismatch(value)
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+class _Bool(Kind):
+    what = "true or false"
+
+    def text(self, raw: str) -> bool:
+        word = raw.strip().lower()
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+        raise _Invalid("is not true or false (1/0, true/false, yes/no, on/off)")
+
+    def file(self, value: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        raise self.mismatch(value)
+
+
+class _Choice(Kind):
+    def __init__(self, *options: str, fold: Callable[[str], str] = str.lower) -> None:
+        self.options, self.fold = options, fold
+        self.what = "one of " + ", ".join(options)
+
+    def text(self, raw: str) -> str:
+        word = self.fold(raw.strip())
+        if word not in self.options:
+            raise _Invalid(f"is not {self.what}")
+        return word
+
+
+class _Path(Kind):
+    what = "a path"
+
+    def text(self, raw: str) -> Path:
+        if not raw.strip():
+            raise _Invalid("is empty, not a path")
+        return Path(_no_nul(raw))
+
+
+class _List(Kind):
+    """Repeatable flags; a comma-separated variable; a list of text in a file."""
+
+    what = "a list of text"
+
+    def text(self, raw: str) -> list[str]:
+        return [part.strip() for part in _no_nul(raw).split(",") if part.strip()]
+
+    def file(self, value: Any) -> list[str]:
+        if not isinstance(value, list):
+            raise self.mismatch(value)
+        for item in value:
+            if not isinstance(item, str):
+                raise _Invalid(f"holds {_type_name(item)}, not only text")
+        return [_no_nul(item).strip() for item in value if item.strip()]
+
+
+class _Either(Kind):
+    """A whole number or one word ("inf" output tokens, "auto" workers)."""
+
+    def __init__(self, word: str) -> None:
+        self.word = word
+        self.what = f'a whole number or "{word}"'
+
+    def text(self, raw: str) -> int | str:
+        if raw.strip().lower() == self.word:
+            return self.word
+        try:
+            return int(raw.strip())
+        except ValueError:
+            raise _Invalid(f"is not {self.what}") from None
+
+    def file(self, value: Any) -> int | str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() == self.word:
+            return self.word
+        raise self.mismatch(value)
+
+
+class _PortRange(Kind):
+    what = 'a port range "LOW-HIGH"'
+
+    def text(self, raw: str) -> tuple[int, int]:
+        try:
+            return parse_port_range(raw)
+        except ValueError as exc:
+            raise _Invalid("is not a port range: " + str(exc).rsplit(": ", 1)[-1]) from None
+
+
+# ------------------------------------------------------------ checks
+
+Check = Callable[[Any], str | None]  # the value -> why it is refused, or None
+
+
+def _at_least(low: float, note: str = "") -> Check:
+    return lambda v: None if v >= low else f"must be >= {low:g}{note}"
+
+
+def _above(low: float) -> Check:
+    return lambda v: None if v > low else f"must be > {low:g}"
+
+
+def _between(low: float, high: float) -> Check:
+    return lambda v: None if low <= v <= high else f"must be between {low:g} and {high:g}"
+
+
+def _port(value: int) -> str | None:
+    return None if 0 <= value <= 65535 else "is not a port (0-65535)"
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _address(value: str) -> str | None:
+    return None if _is_address(value) else "is not an IP address"
+
+
+def _addresses(values: list[str]) -> str | None:
+    bad = next((v for v in values if not _is_address(v)), None)
+    return None if bad is None else f"has {_quote(bad)}, which is not an IP address"
+
+
+def _networks(allow_none: bool) -> Check:
+    def check(values: list[str]) -> str | None:
+        for value in values:
+            if allow_none and value.lower() == "none":
+                continue
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                return f"has {_quote(value)}, which is not an address or network"
+        return None
+
+    return check
+
+
+def _urls(*schemes: str) -> Check:
+    def check(values: list[str]) -> str | None:
+        bad = next((v for v in values if not v.lower().startswith(schemes)), None)
+        if bad is None:
+            return None
+        return f"has {_quote(bad)}, which is not a {'/'.join(s[:-1] for s in schemes)} URL"
+
+    return check
+
+
+def _websocket_url(value: str) -> str | None:
+    if value.lower().startswith(("ws://", "wss://")) and urlsplit(value).hostname:
+        return None
+    return "is not a ws:// or wss:// URL"
+
+
+def _redis_url(value: str) -> str | None:
+    ok = value.lower().startswith(("redis://", "rediss://", "unix://"))
+    return None if ok else "is not a redis://, rediss:// or unix:// URL"
+
+
+# ------------------------------------------------------------ the table
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting of `serve`: where it can be given, its type, and what it must be."""
+
+    name: str  # argparse dest and the config file's key
+    kind: Kind
+    default: Any
+    help: str
+    flag: str | None  # None: the config file only
+    env: str | None  # the RTC_AGENT_* variable (None: none)
+    table: str | None  # "session" or "serve": its config file table (None: not in a file)
+    check: Check | None = None
+    hide: str = ""  # "secret": never shown; "url": shown without credentials or query
+    metavar: str | None = None
+    offline: str = ""  # why the offline backend ignores it (said in the help)
+
+
+def _setting(name: str, kind: Kind, default: Any, help: str, *, table: str = "serve",
+             flag: str | None = "", env: str | None = "", **extra: Any) -> Setting:
+    """A setting whose flag is --name-with-dashes and variable RTC_AGENT_NAME unless given."""
+    return Setting(
+        name, kind, default, help,
+        flag=f"--{name.replace('_', '-')}" if flag == "" else flag,
+        env=f"{ENV_PREFIX}{name.upper()}" if env == "" else env, table=table, **extra)
+
+
+def _file_only(name: str, kind: Kind, default: Any, help: str, **extra: Any) -> Setting:
+    return Setting(name, kind, default, help, flag=None, env=None, table="session", **extra)
+
+
+_SERVE = ServeConfig()
+_SESSION = SessionSettings()
+_VAD = TurnDetection()
+_INT, _FLOAT, _BOOL, _TEXT, _PATH, _LIST = _Int(), _Float(), _Bool(), Kind(), _Path(), _List()
+_RULES = "its replies come from rules"
+
+SETTINGS: tuple[Setting, ...] = (
+    _setting("config", _PATH, None,
+             "TOML or JSON file of settings: each key named below, at the top of the file "
+             "or in its [session] or [serve] table", table="", metavar="FILE"),
+    _setting("host", _TEXT, _SERVE.host,
+             "address to listen on (default 127.0.0.1; 0.0.0.0 or :: takes calls from "
+             "phones on the LAN, whose URLs are printed at start)"),
+    _setting("port", _INT, _SERVE.port, "port to listen on (default 8080; 0: any free port)",
+             check=_port),
+    _setting("max_calls", _INT, _SERVE.max_calls,
+             "concurrent calls before answering 503 (default 20)", check=_at_least(0)),
+    _setting("ice_servers", _LIST, [], "STUN/TURN URL for ICE (repeatable; none by default, "
+             "so loopback works offline)", flag="--ice-server", metavar="URL",
+             check=_urls("stun:", "stuns:", "turn:", "turns:")),
+    _setting("ice_addresses", _LIST, [], "local address ICE offers as a host candidate "
+             "(repeatable; default: all but loopback)", flag="--ice-address", metavar="ADDR",
+             check=_addresses),
+    _setting("token", _TEXT, None, "access token callers must present to place a call "
+             "(default: none, anyone who reaches the page may call)", hide="secret"),
+    _setting("allow_origins", _LIST, [], "cross-origin page allowed to place calls "
+             "(repeatable, or *; default: the page's own origin only)",
+             flag="--allow-origin", metavar="ORIGIN"),
+    _setting("realtime_url", _TEXT, None, "Realtime WebSocket URL of any compatible service "
+             "(key from REALTIME_API_KEY or OPENAI_API_KEY)", check=_websocket_url, hide="url",
+             metavar="URL"),
+    _setting("realtime_beta", _BOOL, False,
+             "speak the beta dialect to --realtime-url (only used with it)"),
+    _setting("model", _TEXT, None,
+             "OpenAI Realtime model (default: OPENAI_REALTIME_MODEL, else gpt-realtime); "
+             "Azure uses its deployment and --realtime-url its own URL instead",
+             offline="it has its own speech engines and replies"),
+    _setting("search_dir", _PATH, DEFAULT_SEARCH_DIR, "folder the search tool reads when "
+             "TAVILY_API_KEY is not set (default: this project's docs/)", metavar="DIR"),
+    _setting("tool_timeout_s", _FLOAT, _SERVE.tool_timeout_s,
+             "seconds a tool call may take (default 10)", flag="--tool-timeout",
+             env=f"{ENV_PREFIX}TOOL_TIMEOUT", check=_above(0), metavar="S"),
+    _setting("web_dir", _PATH, DEFAULT_WEB_DIR,
+             "folder of the web client (default: this project's web/)", metavar="DIR"),
+    _setting("https", _BOOL, False, "serve HTTPS with the local CA's certificate in "
+             "--cert-dir, made if missing (see `rtc-agent certs`)"),
+    _setting("cert", _PATH, None, "TLS certificate chain (PEM), with --key: HTTPS with a "
+             "real certificate", metavar="PEM"),
+    _setting("key", _PATH, None, "TLS private key (PEM) of --cert", metavar="PEM"),
+    _setting("cert_dir", _PATH, _SERVE.cert_dir,
+             "where --https keeps the local CA and its certificate (default ./certs)",
+             metavar="DIR"),
+    _setting("turn_urls", _LIST, [], "TURN URL handed to callers with short-lived "
+             "credentials; needs --turn-secret (repeatable)", flag="--turn-url",
+             metavar="URL", check=_urls("turn:", "turns:", "stun:", "stuns:")),
+    _setting("turn_secret", _TEXT, None,
+             "coturn static-auth-secret for TURN REST credentials", hide="secret"),
+    _setting("turn_ttl_s", _INT, _SERVE.turn_ttl_s,
+             "lifetime of minted TURN credentials, seconds (default 600)", check=_above(0)),
+    _setting("header_timeout_s", _FLOAT, _SERVE.header_timeout_s,
+             "seconds for the TLS handshake and a request head; idle connections close "
+             "after it too (default 10)", check=_above(0)),
+    _setting("body_timeout_s", _FLOAT, _SERVE.body_timeout_s,
+             "seconds to receive an offer's body (default 10)", check=_above(0)),
+    _setting("max_connections", _INT, _SERVE.max_connections,
+             "open HTTP connections in all (default 512; 0: off)",
+             check=_at_least(0, " (0 turns it off)")),
+    _setting("max_connections_per_address", _INT, _SERVE.max_connections_per_address,
+             "open HTTP connections per client address (default 32; 0: off)",
+             check=_at_least(0, " (0 turns it off)")),
+    _setting("offers_per_minute", _INT, _SERVE.offers_per_minute,
+             "POST /offer per client address and minute (default 10; 0: off)",
+             check=_at_least(0, " (0 turns it off)")),
+    _setting("max_pending_per_address", _INT, _SERVE.max_pending_per_address,
+             "calls per client address still connecting (ICE) (default 4; 0: off)",
+             check=_at_least(0, " (0 turns it off)")),
+    _setting("limit_exempt", _LIST, list(DEFAULT_LIMIT_EXEMPT),
+             "network the per-address limits skip (repeatable; default loopback; 'none': "
+             "no exemption)", metavar="CIDR", check=_networks(allow_none=True)),
+    _setting("trusted_proxies", _LIST, [], "reverse proxy whose X-Forwarded-Proto, -Host "
+             "and -For are believed (repeatable; default none)", flag="--trusted-proxy",
+             metavar="ADDR_OR_CIDR", check=_networks(allow_none=False)),
+    _setting("hsts_max_age_s", _INT, _SERVE.hsts_max_age_s,
+             "Strict-Transport-Security max-age under HTTPS (default 15552000; 0: no header)",
+             check=_at_least(0, " (0: no header)")),
+    _setting("tts", _Choice("piper", "espeak"), _SERVE.tts,
+             "the offline backend's voice engine (default piper)"),
+    _setting("decode_thread", _BOOL, False,
+             "decode caller audio on aiortc's per-call thread (for A/B benchmarks)"),
+    _setting("workers", _Either("auto"), "auto", "worker processes, each with its own event "
+             "loop: a number, or 'auto' for the cores this process may use (default auto)",
+             check=lambda v: None if v == "auto" or v >= 1 else "must be >= 1 or \"auto\"",
+             metavar="N"),
+    _setting("node_id", _TEXT, "", "this node's name in /healthz and the cluster (default: "
+             "the host name and a random suffix)"),
+    _setting("redis_url", _TEXT, None, "redis://host:port/db of the cluster registry (many "
+             "nodes); needs --cluster-secret", check=_redis_url, hide="url", metavar="URL"),
+    _setting("cluster_secret", _TEXT, None, "shared secret that authenticates requests "
+             "forwarded between workers and nodes (default: random, for one node)",
+             hide="secret"),
+    _setting("internal_host", _TEXT, _SERVE.internal_host,
+             "address workers listen on for forwarded requests; other nodes must reach it "
+             "under --redis-url (default 127.0.0.1)"),
+    _setting("internal_port", _INT, _SERVE.internal_port,
+             "first internal port: worker i listens on PORT+i (default 0: any free port)",
+             check=_port, metavar="PORT"),
+    _setting("public_address", _TEXT, None, "address ICE announces instead of the local one, "
+             "for a node behind 1:1 NAT (cloud VMs)", check=_address, metavar="ADDR"),
+    _setting("udp_ports", _PortRange(), None, "UDP ports for media (host candidates), split "
+             "between the workers (default: any)", metavar="LOW-HIGH"),
+    _setting("drain_timeout_s", _FLOAT, _SERVE.drain_timeout_s, "on SIGTERM, seconds current "
+             "calls may go on before they are ended (default 600)", flag="--drain-timeout",
+             env=f"{ENV_PREFIX}DRAIN_TIMEOUT", check=_at_least(0), metavar="S"),
+    _setting("metrics_token", _TEXT, None, "bearer token /metrics requires (default: none, "
+             "/metrics is open; it holds no call content)", hide="secret"),
+    _setting("no_metrics", _BOOL, False,
+             "collect no per-call metrics (for A/B benchmarks of their cost)"),
+    _setting("max_call_s", _FLOAT, _SERVE.max_call_s, "end calls after this many seconds, "
+             "telling the caller why (default 0: no limit)", check=_at_least(0, " (0: no limit)")),
+    _setting("resume_window_s", _FLOAT, _SERVE.resume_window_s, "how long a call whose "
+             "media path died (a phone changing networks) waits for the caller to resume it "
+             "before ending (default 30; 0: end at once)", check=_at_least(0)),
+    _setting("record_dir", _PATH, None, "record every call there: <call_id>.ogg (caller left, "
+             "agent right) and .json (default: no recordings; callers see a 'Recorded' notice "
+             "when on)", metavar="DIR"),
+    _setting("record_max_s", _FLOAT, _SERVE.record_max_s,
+             "longest recording per call, seconds (default 3600)", check=_above(0)),
+    _setting("call_log", _PATH, None, "append one JSON line per ended call to this file "
+             "(default: none)", metavar="PATH"),
+    _setting("log_level", _Choice(*LOG_LEVELS, fold=str.upper), "INFO",
+             "how much to log (default INFO; aioice, aiortc, aiohttp and websockets log "
+             "warnings and errors only, unless DEBUG)"),
+    # The session the agent asks of the Realtime service.
+    _setting("instructions", _TEXT, _SESSION.instructions, "system instructions for the "
+             "model", table="session", metavar="TEXT",
+             offline=_RULES),
+    _setting("voice", _TEXT, _SESSION.voice, "voice name (default alloy)", table="session",
+             offline="it speaks with the one voice of its --tts engine"),
+    _setting("vad_threshold", _FLOAT, _VAD.threshold, "server VAD: speech probability that "
+             "starts a turn, 0-1 (default 0.5)", table="session", check=_between(0, 1),
+             metavar="P"),
+    _setting("vad_prefix_ms", _INT, _VAD.prefix_padding_ms, "server VAD: audio kept from "
+             "before the speech started, ms (default 300)", table="session",
+             check=_at_least(0), metavar="MS"),
+    _setting("vad_silence_ms", _INT, _VAD.silence_duration_ms, "server VAD: silence that "
+             "ends the caller's turn, ms (default 500)", table="session", check=_at_least(0),
+             metavar="MS"),
+    _setting("no_vad", _BOOL, False, "turn server VAD off (the page then commits turns)",
+             table="session"),
+    _setting("no_barge_in", _BOOL, False, "the caller's voice does not interrupt the agent "
+             "(interrupt_response off)", table="session"),
+    _file_only("interrupt_response", _BOOL, _VAD.interrupt_response,
+               "the caller's voice interrupts the agent (the opposite of no_barge_in)"),
+    _file_only("create_response", _BOOL, _VAD.create_response,
+               "the service answers when the caller's turn ends"),
+    _setting("no_transcription", _BOOL, False, "turn input transcription off",
+             table="session"),
+    _file_only("transcription_model", _TEXT, _SESSION.transcription_model,
+               "model that transcribes the caller (default whisper-1)",
+               offline="it transcribes with pocketsphinx"),
+    _setting("tool_choice", _Choice("auto", "none", "required"), _SESSION.tool_choice,
+             "whether the model may call tools (default auto)", table="session"),
+    _setting("temperature", _FLOAT, _SESSION.temperature, "sampling temperature (default "
+             "0.8)", table="session", check=_at_least(0), offline=_RULES),
+    _setting("max_output_tokens", _Either("inf"), _SESSION.max_output_tokens,
+             'longest reply, in tokens: a number or "inf" (default inf)', table="session",
+             check=lambda v: None if v == "inf" or v >= 1 else 'must be >= 1 or "inf"',
+             metavar="N", offline=_RULES),
+)
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+FILE_KEYS: dict[str, Setting] = {s.name: s for s in SETTINGS if s.table in TABLES}
+ENV_NAMES: dict[str, Setting] = {s.env: s for s in SETTINGS if s.env}
+
+
+def _help(s: Setting) -> str:
+    """The flag's help: what it does, what the offline backend makes of it, and where
+    else it can be given."""
+    text = s.help
+    if s.offline:
+        text += f"; ignored by the offline backend ({s.offline})"
+    where = [f"env {s.env}" + (", comma-separated" if isinstance(s.kind, _List) else "")]
+    if s.table in TABLES:
+        where.append(f"[{s.table}] {s.name} in --config")
+    return f"{text} ({'; '.join(where)})".replace("%", "%%")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of `rtc-agent serve`; defaults are resolved in `from_args`."""
-    a = parser.add_argument
-    a("--host", help="address to listen on (default 127.0.0.1)")
-    a("--port", type=int, help="port to listen on (default 8080)")
-    a("--max-calls", type=int, help="concurrent calls before answering 503 (default 20)")
-    a("--ice-server", action="append", dest="ice_servers", metavar="URL",
-      help="STUN/TURN URL for ICE (repeatable; none by default, so loopback works offline)")
-    a("--ice-address", action="append", dest="ice_addresses", metavar="ADDR",
-      help="local address ICE offers as a host candidate (repeatable; default: all but loopback)")
-    a("--token", help="access token callers must present to place a call")
-    a("--allow-origin", action="append", dest="allow_origins", metavar="ORIGIN",
-      help="cross-origin page allowed to place calls (repeatable, or *)")
-    a("--realtime-url", help="Realtime WebSocket URL of any compatible service")
-    a("--realtime-beta", action="store_true", default=None,
-      help="speak the beta dialect to --realtime-url")
-    a("--model", help="OpenAI Realtime model (default gpt-realtime)")
-    a("--config", type=Path, help="TOML or JSON file with session settings")
-    a("--instructions", help="system instructions for the model")
-    a("--voice", help="voice name")
-    a("--vad-threshold", type=float)
-    a("--vad-prefix-ms", type=int)
-    a("--vad-silence-ms", type=int)
-    a("--no-vad", action="store_true", default=None, help="turn server VAD off")
-    a("--no-barge-in", action="store_true", default=None,
-      help="the caller's voice does not interrupt the agent (interrupt_response off)")
-    a("--no-transcription", action="store_true", default=None,
-      help="turn input transcription off")
-    a("--tool-choice", choices=["auto", "none", "required"])
-    a("--temperature", type=float)
-    a("--max-output-tokens", help='integer or "inf"')
-    a("--search-dir", type=Path, help="folder the offline search tool reads")
-    a("--tool-timeout", type=float, dest="tool_timeout_s", help="seconds per tool call")
-    a("--web-dir", type=Path, help="folder of the web client")
-    a("--https", action="store_true", default=None,
-      help="serve HTTPS with the certificate in certs/ (see `rtc-agent certs`)")
-    a("--cert", type=Path, help="TLS certificate (PEM)")
-    a("--key", type=Path, help="TLS private key (PEM)")
-    a("--cert-dir", type=Path, help="where --https keeps the local CA (default ./certs)")
-    a("--turn-url", action="append", dest="turn_urls", metavar="URL",
-      help="TURN URL handed to callers with short-lived credentials (repeatable)")
-    a("--turn-secret", help="coturn static-auth-secret for TURN REST credentials")
-    a("--turn-ttl-s", type=int, help="lifetime of minted TURN credentials (default 600)")
-    a("--header-timeout-s", type=float,
-      help="seconds for the TLS handshake and a request head; idle connections close "
-           "after it too (default 10)")
-    a("--body-timeout-s", type=float, help="seconds to receive an offer's body (default 10)")
-    a("--max-connections", type=int, help="open HTTP connections in all (default 512; 0: off)")
-    a("--max-connections-per-address", type=int,
-      help="open HTTP connections per client address (default 32; 0: off)")
-    a("--offers-per-minute", type=int,
-      help="POST /offer per client address and minute (default 10; 0: off)")
-    a("--max-pending-per-address", type=int,
-      help="calls per client address still connecting (ICE) (default 4; 0: off)")
-    a("--limit-exempt", action="append", dest="limit_exempt", metavar="CIDR",
-      help="network the per-address limits skip (repeatable; default loopback; 'none': no "
-           "exemption)")
-    a("--trusted-proxy", action="append", dest="trusted_proxies", metavar="ADDR_OR_CIDR",
-      help="reverse proxy whose X-Forwarded-Proto, -Host and -For are believed (repeatable; "
-           "default none)")
-    a("--hsts-max-age-s", type=int,
-      help="Strict-Transport-Security max-age under HTTPS (default 15552000; 0: no header)")
-    a("--tts", choices=["piper", "espeak"], help="offline backend voice engine")
-    a("--decode-thread", action="store_true", default=None,
-      help="decode caller audio on aiortc's per-call thread (for A/B benchmarks)")
-    a("--workers", help="worker processes, each with its own event loop: a number, or "
-                         "'auto' for the cores this process may use (default auto)")
-    a("--node-id", help="this node's name in /healthz and the cluster (default: the host "
-                        "name and a random suffix)")
-    a("--redis-url", help="redis://host:port/db of the cluster registry (many nodes); "
-                          "needs --cluster-secret")
-    a("--cluster-secret", help="shared secret that authenticates requests forwarded between "
-                               "workers and nodes (default: random, for one node)")
-    a("--internal-host", help="address workers listen on for forwarded requests; other "
-                              "nodes must reach it under --redis-url (default 127.0.0.1)")
-    a("--internal-port", type=int, help="first internal port: worker i listens on PORT+i "
-                                        "(default 0: any free port)")
-    a("--public-address", help="address ICE announces instead of the local one, for a node "
-                               "behind 1:1 NAT (cloud VMs)")
-    a("--udp-ports", metavar="LOW-HIGH", help="UDP ports for media (host candidates), split "
-                                             "between the workers (default: any)")
-    a("--drain-timeout", type=float, dest="drain_timeout_s",
-      help="on SIGTERM, seconds current calls may go on before they are ended (default 600)")
-    a("--metrics-token", help="bearer token /metrics requires (default: none, /metrics is "
-                               "open; it holds no call content)")
-    a("--no-metrics", action="store_true", default=None,
-      help="collect no per-call metrics (for A/B benchmarks of their cost)")
-    a("--max-call-s", type=float, help="end calls after this many seconds, telling the "
-                                        "caller why (default 0: no limit)")
-    a("--record-dir", type=Path, metavar="DIR",
-      help="record every call there: <call_id>.ogg (caller left, agent right) and .json "
-           "(default: no recordings; callers see a 'Recorded' notice when on)")
-    a("--record-max-s", type=float, help="longest recording per call, seconds (default 3600)")
-    a("--call-log", type=Path, metavar="PATH", help="append one JSON line per ended call")
-    a("--log-level", default=os.environ.get("RTC_AGENT_LOG_LEVEL", "INFO"))
+    """The flags of `rtc-agent serve`, from SETTINGS; values are resolved in `from_args`."""
+    for s in SETTINGS:
+        if s.flag is None:
+            continue
+        options: dict[str, Any] = {"dest": s.name, "help": _help(s)}
+        if isinstance(s.kind, _Bool):
+            options.update(action="store_true", default=None)
+        elif isinstance(s.kind, _List):
+            options.update(action="append", metavar=s.metavar or "VALUE")
+        else:
+            options.update(type=s.kind.argtype, metavar=s.metavar)
+            if isinstance(s.kind, _Choice):
+                options.update(choices=s.kind.options, metavar=None)
+        parser.add_argument(s.flag, **options)
 
 
-def _file_settings(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    text = path.read_text(encoding="utf-8")
-    data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a table of settings")
-    return data.get("session", data)
+# ------------------------------------------------------------ reading the sources
 
 
-def _pick(flag: Any, env_name: str, file: dict[str, Any], key: str, default: Any,
-          cast: Any = str) -> Any:
-    if flag is not None:
-        return flag
-    env = _env(env_name)
-    if env is not None:
-        return cast(env) if cast is not bool else env.lower() in ("1", "true", "yes")
-    if key in file:
-        return file[key]
-    return default
+def _shown(s: Setting, value: Any) -> str:
+    """A value for an error message: quoted and escaped; a secret never."""
+    if s.hide == "secret":
+        return "(hidden)"
+    if isinstance(value, list):
+        value = ",".join(str(v) for v in value)
+    if not isinstance(value, str):  # a number, true/false, null: as the file writes it
+        return _quote(json.dumps(value, default=str))[1:-1]
+    return _quote(_safe_url(value) if s.hide == "url" else value)
 
 
-def _tokens(value: Any) -> int | str:
-    if value in (None, "inf"):
-        return "inf"
-    return int(value)
+def _refuse(s: Setting, value: Any, reason: str, where: str) -> ConfigError:
+    return ConfigError(f"{where}={_shown(s, value)} {reason}" if where.startswith(ENV_PREFIX)
+                       else f"{where} {_shown(s, value)} {reason}")
 
 
-def from_args(args: argparse.Namespace) -> ServeConfig:
-    file = _file_settings(getattr(args, "config", None))
-    defaults = SessionSettings()
-    td_defaults = TurnDetection()
-    no_vad = _pick(args.no_vad, "no_vad", file, "no_vad", False, bool)
-    turn_detection = None if no_vad else TurnDetection(
-        threshold=float(_pick(args.vad_threshold, "vad_threshold", file, "vad_threshold",
-                              td_defaults.threshold, float)),
-        prefix_padding_ms=int(_pick(args.vad_prefix_ms, "vad_prefix_ms", file,
-                                    "vad_prefix_ms", td_defaults.prefix_padding_ms, int)),
-        silence_duration_ms=int(_pick(args.vad_silence_ms, "vad_silence_ms", file,
-                                      "vad_silence_ms", td_defaults.silence_duration_ms, int)),
-        create_response=bool(file.get("create_response", td_defaults.create_response)),
-        interrupt_response=not _pick(args.no_barge_in, "no_barge_in", file, "no_barge_in",
-                                     not file.get("interrupt_response", True), bool),
-    )
-    no_transcription = _pick(args.no_transcription, "no_transcription", file,
-                             "no_transcription", False, bool)
-    temperature = _pick(args.temperature, "temperature", file, "temperature",
-                        defaults.temperature, float)
+def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for s in SETTINGS:
+        value = getattr(args, s.name, None) if s.flag else None
+        if isinstance(s.kind, _List) and value is not None:
+            value = [v.strip() for v in value if v.strip()] or None
+        if value is None:
+            continue
+        reason = s.check(value) if s.check else None
+        if reason:
+            raise _refuse(s, value, reason, s.flag or s.name)
+        found[s.name] = value
+    return found
+
+
+def _env_values(env: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """The RTC_AGENT_* variables that are set (an empty one counts as unset), read and
+    checked; and warnings about those no setting has."""
+    found: dict[str, Any] = {}
+    for name, s in ENV_NAMES.items():
+        raw = env.get(name)
+        if raw is None or not raw.strip():
+            continue
+        try:
+            value = s.kind.text(raw)
+        except _Invalid as exc:
+            raise _refuse(s, raw, str(exc), name) from None
+        reason = s.check(value) if s.check else None
+        if reason:
+            raise _refuse(s, raw, reason, name)
+        found[s.name] = value
+    warnings = []
+    for name in sorted(env):
+        if name.startswith(ENV_PREFIX) and name not in ENV_NAMES:
+            close = difflib.get_close_matches(name, list(ENV_NAMES), n=1, cutoff=0.8)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            warnings.append(f"{_quote(name)[1:-1]} is not a setting of serve{hint}: ignored")
+    return found, warnings
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json.loads keeps the last of two equal keys; a config file must not say two things."""
+    table: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in table:
+            raise ValueError(f"key {_quote(key)} appears twice")
+        table[key] = value
+    return table
+
+
+def _unknown_key(key: str, table: str | None) -> str:
+    text = f"unknown key {_quote(key)}" + (f" in [{table}]" if table else "")
+    close = difflib.get_close_matches(key, [*FILE_KEYS, *TABLES], n=1, cutoff=0.7)
+    if not close:
+        return text + " (`rtc-agent serve --help` names every key)"
+    s = FILE_KEYS.get(close[0])
+    elsewhere = f" in [{s.table}]" if s and table and s.table != table else ""
+    return text + f' (did you mean "{close[0]}"{elsewhere}?)'
+
+
+def _read_document(path: Path) -> dict[str, Any]:
+    """The file's TOML or JSON as a table, or ConfigError saying why it is not one."""
+
+    def fail(why: str) -> ConfigError:
+        return ConfigError(f"config file {_quote(str(path))[1:-1]}: {why}")
+
+    suffix = path.suffix.lower()
+    if suffix not in (".toml", ".json"):
+        raise fail("expected a .toml or .json file")
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise fail("not found") from None
+    except IsADirectoryError:
+        raise fail("is a directory, not a file") from None
+    except OSError as exc:
+        raise fail(f"cannot be read ({exc.strerror or exc})") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise fail(f"larger than {MAX_FILE_BYTES >> 20} MiB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise fail("not UTF-8 text") from None
+    try:
+        if suffix == ".toml":
+            document = tomllib.loads(text)
+        else:
+            document = json.loads(text, object_pairs_hook=_unique_keys)
+    except tomllib.TOMLDecodeError as exc:
+        raise fail(f"not valid TOML: {exc}") from None
+    except ValueError as exc:
+        raise fail(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise fail("nested too deeply") from None
+    if not isinstance(document, dict):
+        raise fail(f"expected a table of settings, found {_type_name(document)}")
+    return document
+
+
+def _file_values(path: Path) -> dict[str, Any]:
+    """The settings in a config file, each checked like its flag; ConfigError names the
+    file, the key and the value of the first that does not fit."""
+    document = _read_document(path)
+
+    def fail(why: str) -> ConfigError:
+        return ConfigError(f"config file {_quote(str(path))[1:-1]}: {why}")
+
+    placed: dict[str, tuple[Any, str]] = {}
+
+    def place(key: str, value: Any, table: str | None) -> None:
+        s = FILE_KEYS.get(key)
+        if s is None:
+            raise fail(_unknown_key(key, table))
+        where = f"[{table}] {key}" if table else key
+        if table and s.table != table:
+            raise fail(f"{_quote(key)} belongs in [{s.table}], not in [{table}]")
+        if key in placed:
+            raise fail(f"{_quote(key)} is given twice ({placed[key][1]} and {where})")
+        placed[key] = (value, where)
+
+    for key, value in document.items():
+        if key in TABLES:
+            if not isinstance(value, dict):
+                raise fail(f"{_quote(key)} must be a table ([{key}]), not {_type_name(value)}")
+            for inner, inner_value in value.items():
+                place(inner, inner_value, key)
+        else:
+            place(key, value, None)
+    if not placed:
+        raise fail("holds no settings (expected keys in a [session] or [serve] table)")
+    found: dict[str, Any] = {}
+    for key, (raw, where) in placed.items():
+        s = FILE_KEYS[key]
+        try:
+            value = s.kind.file(raw)
+        except _Invalid as exc:
+            raise fail(f"{where} = {_shown(s, raw)} {exc}") from None
+        reason = s.check(value) if s.check else None
+        if reason:
+            raise fail(f"{where} = {_shown(s, raw)} {reason}")
+        found[key] = value
+    if "no_barge_in" in found and "interrupt_response" in found:
+        raise fail("give no_barge_in or interrupt_response, not both")
+    return found
+
+
+class _Resolved:
+    """Each setting's value by precedence (flag > environment > file > default), and
+    its source."""
+
+    def __init__(self, flags: dict[str, Any], env: dict[str, Any], file: dict[str, Any],
+                 file_name: str) -> None:
+        self.values: dict[str, Any] = {}
+        self.sources: dict[str, Source] = {}
+        for s in SETTINGS:
+            for layer, source in ((flags, Source("flag", s.flag or "")),
+                                  (env, Source("env", s.env or "")),
+                                  (file, Source("file", file_name))):
+                if s.name in layer:
+                    self.values[s.name], self.sources[s.name] = layer[s.name], source
+                    break
+            else:
+                self.values[s.name] = s.default
+
+    def __call__(self, name: str) -> Any:
+        return self.values[name]
+
+    def given(self, name: str) -> bool:
+        return name in self.sources
+
+    def where(self, name: str) -> str:
+        """How to name a setting in a message: as it was given, else by its flag."""
+        source = self.sources.get(name)
+        s = BY_NAME[name]
+        if source is None or source.kind == "flag":
+            return s.flag or name
+        if source.kind == "env":
+            return source.name
+        return f"{name} in config file {_quote(source.name)[1:-1]}"
+
+
+def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> ServeConfig:
+    """The effective settings of `serve`; ConfigError for anything that does not fit."""
+    env = os.environ if env is None else env
+    flags = _flag_values(args)
+    env_values, warnings = _env_values(env)
+    config_file: Path | None = flags.get("config", env_values.get("config"))
+    file_values = _file_values(config_file) if config_file is not None else {}
+    v = _Resolved(flags, env_values, file_values, str(config_file or ""))
+    interrupt = (not v("no_barge_in")) if v.given("no_barge_in") else v("interrupt_response")
+    turn_detection = None if v("no_vad") else TurnDetection(
+        threshold=v("vad_threshold"), prefix_padding_ms=v("vad_prefix_ms"),
+        silence_duration_ms=v("vad_silence_ms"), create_response=v("create_response"),
+        interrupt_response=interrupt)
     session = SessionSettings(
-        instructions=_pick(args.instructions, "instructions", file, "instructions",
-                           defaults.instructions),
-        voice=_pick(args.voice, "voice", file, "voice", defaults.voice),
-        turn_detection=turn_detection,
-        transcription_model=None if no_transcription else file.get(
-            "transcription_model", defaults.transcription_model),
-        tool_choice=_pick(args.tool_choice, "tool_choice", file, "tool_choice",
-                          defaults.tool_choice),
-        temperature=None if temperature is None else float(temperature),
-        max_output_tokens=_tokens(_pick(args.max_output_tokens, "max_output_tokens", file,
-                                        "max_output_tokens", defaults.max_output_tokens)),
-    )
+        instructions=v("instructions"), voice=v("voice"), turn_detection=turn_detection,
+        transcription_model=None if v("no_transcription") else v("transcription_model"),
+        tool_choice=v("tool_choice"), temperature=v("temperature"),
+        max_output_tokens=v("max_output_tokens"))
+    exempt = v("limit_exempt")
     cfg = ServeConfig(
-        host=_pick(args.host, "host", {}, "", "127.0.0.1"),
-        port=int(_pick(args.port, "port", {}, "", 8080, int)),
-        max_calls=int(_pick(args.max_calls, "max_calls", {}, "", 20, int)),
-        ice_servers=args.ice_servers or _env_list("ice_servers"),
-        ice_addresses=args.ice_addresses or _env_list("ice_addresses"),
-        token=_pick(args.token, "token", {}, "", None),
-        allow_origins=args.allow_origins or _env_list("allow_origins"),
-        realtime_url=_pick(args.realtime_url, "realtime_url", {}, "", None),
-        realtime_beta=bool(_pick(args.realtime_beta, "realtime_beta", {}, "", False, bool)),
-        model=_pick(args.model, "model", {}, "", None),
-        session=session,
-        search_dir=Path(_pick(args.search_dir, "search_dir", {}, "", DEFAULT_SEARCH_DIR)),
-        tool_timeout_s=float(_pick(args.tool_timeout_s, "tool_timeout", {}, "", 10.0, float)),
-        web_dir=Path(_pick(args.web_dir, "web_dir", {}, "", DEFAULT_WEB_DIR)),
-        https=bool(_pick(args.https, "https", {}, "", False, bool)),
-        cert=_pick(args.cert, "cert", {}, "", None, Path),
-        key=_pick(args.key, "key", {}, "", None, Path),
-        cert_dir=Path(_pick(args.cert_dir, "cert_dir", {}, "", "certs")),
-        turn_urls=args.turn_urls or _env_list("turn_urls"),
-        turn_secret=_pick(args.turn_secret, "turn_secret", {}, "", None),
-        tts=_pick(args.tts, "tts", {}, "", "piper"),
-        decode_on_loop=not _pick(args.decode_thread, "decode_thread", {}, "", False, bool),
-        turn_ttl_s=int(_pick(args.turn_ttl_s, "turn_ttl_s", {}, "", 600, int)),
-        header_timeout_s=float(_pick(args.header_timeout_s, "header_timeout_s", {}, "", 10.0,
-                                     float)),
-        body_timeout_s=float(_pick(args.body_timeout_s, "body_timeout_s", {}, "", 10.0, float)),
-        max_connections=int(_pick(args.max_connections, "max_connections", {}, "", 512, int)),
-        max_connections_per_address=int(_pick(args.max_connections_per_address,
-                                              "max_connections_per_address", {}, "", 32, int)),
-        offers_per_minute=int(_pick(args.offers_per_minute, "offers_per_minute", {}, "", 10,
-                                    int)),
-        max_pending_per_address=int(_pick(args.max_pending_per_address,
-                                          "max_pending_per_address", {}, "", 4, int)),
-        limit_exempt=_exempt(args.limit_exempt or _env_list("limit_exempt")),
-        trusted_proxies=_networks("--trusted-proxy",
-                                  args.trusted_proxies or _env_list("trusted_proxies")),
-        hsts_max_age_s=int(_pick(args.hsts_max_age_s, "hsts_max_age_s", {}, "", 15_552_000,
-                                 int)),
-        workers=_workers(_pick(getattr(args, "workers", None), "workers", {}, "", "auto")),
-        node_id=_pick(getattr(args, "node_id", None), "node_id", {}, "", "") or _node_id(),
-        redis_url=_pick(getattr(args, "redis_url", None), "redis_url", {}, "", None),
-        cluster_secret=_pick(getattr(args, "cluster_secret", None), "cluster_secret", {}, "",
-                             None),
-        internal_host=_pick(getattr(args, "internal_host", None), "internal_host", {}, "",
-                            "127.0.0.1"),
-        internal_port=int(_pick(getattr(args, "internal_port", None), "internal_port", {}, "",
-                                0, int)),
-        public_address=_pick(getattr(args, "public_address", None), "public_address", {}, "",
-                             None),
-        udp_ports=_udp_ports(_pick(getattr(args, "udp_ports", None), "udp_ports", {}, "",
-                                   None)),
-        drain_timeout_s=float(_pick(getattr(args, "drain_timeout_s", None), "drain_timeout",
-                                    {}, "", 600.0, float)),
-        metrics_token=_pick(getattr(args, "metrics_token", None), "metrics_token", {}, "",
-                            None),
-        call_log=_pick(getattr(args, "call_log", None), "call_log", {}, "", None, Path),
-        metrics=not _pick(getattr(args, "no_metrics", None), "no_metrics", {}, "", False, bool),
-        max_call_s=float(_pick(getattr(args, "max_call_s", None), "max_call_s", {}, "", 0.0,
-                               float)),
-        record_dir=_pick(getattr(args, "record_dir", None), "record_dir", {}, "", None, Path),
-        record_max_s=float(_pick(getattr(args, "record_max_s", None), "record_max_s", {}, "",
-                                 3600.0, float)),
-    )
-    _check_limits(cfg)
+        host=v("host"), port=v("port"), max_calls=v("max_calls"),
+        ice_servers=list(v("ice_servers")), ice_addresses=list(v("ice_addresses")),
+        token=v("token"), allow_origins=list(v("allow_origins")),
+        realtime_url=v("realtime_url"), realtime_beta=v("realtime_beta"), model=v("model"),
+        session=session, search_dir=Path(v("search_dir")), tool_timeout_s=v("tool_timeout_s"),
+        web_dir=Path(v("web_dir")), https=v("https"), cert=v("cert"), key=v("key"),
+        cert_dir=Path(v("cert_dir")), turn_urls=list(v("turn_urls")),
+        turn_secret=v("turn_secret"), tts=v("tts"), decode_on_loop=not v("decode_thread"),
+        turn_ttl_s=v("turn_ttl_s"), header_timeout_s=v("header_timeout_s"),
+        body_timeout_s=v("body_timeout_s"), max_connections=v("max_connections"),
+        max_connections_per_address=v("max_connections_per_address"),
+        offers_per_minute=v("offers_per_minute"),
+        max_pending_per_address=v("max_pending_per_address"),
+        limit_exempt=[] if any(e.lower() == "none" for e in exempt) else list(exempt),
+        trusted_proxies=list(v("trusted_proxies")), hsts_max_age_s=v("hsts_max_age_s"),
+        workers=_workers(v("workers")), node_id=v("node_id") or _node_id(),
+        redis_url=v("redis_url"), cluster_secret=v("cluster_secret"),
+        internal_host=v("internal_host"), internal_port=v("internal_port"),
+        public_address=v("public_address"), udp_ports=v("udp_ports"),
+        drain_timeout_s=v("drain_timeout_s"), metrics_token=v("metrics_token"),
+        call_log=v("call_log"), metrics=not v("no_metrics"), max_call_s=v("max_call_s"),
+        resume_window_s=v("resume_window_s"),
+        record_dir=v("record_dir"), record_max_s=v("record_max_s"), log_level=v("log_level"),
+        config_file=config_file, sources=v.sources, warnings=warnings)
+    _check_together(cfg, v)
     return cfg
 
 
-def _workers(value: Any) -> int:
+def _workers(value: int | str) -> int:
     """A number of workers, or "auto": the cores this process may run on."""
-    text = str(value).strip().lower()
-    if text == "auto":
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-            os.cpu_count() or 1)
-    try:
-        count = int(text)
-    except ValueError:
-        raise ValueError(f"--workers: expected a number or 'auto', got {value!r}") from None
-    if count < 1:
-        raise ValueError("--workers must be >= 1")
-    return count
+    if value != "auto":
+        return int(value)
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _node_id() -> str:
@@ -345,64 +903,241 @@ def _node_id() -> str:
     return f"{socket.gethostname() or 'node'}-{secrets.token_hex(3)}"
 
 
-def _udp_ports(value: str | None) -> tuple[int, int] | None:
-    try:
-        return parse_port_range(value) if value else None
-    except ValueError as exc:
-        raise ValueError(f"--udp-ports: {exc}") from None
-
-
-def _exempt(given: list[str]) -> list[str]:
-    """Networks the per-address limits skip: the default, or the given ones ('none': none)."""
-    if not given:
-        return list(DEFAULT_LIMIT_EXEMPT)
-    if any(g.strip().lower() == "none" for g in given):
-        return []
-    for network in given:
-        ipaddress.ip_network(network.strip(), strict=False)  # ValueError names the bad one
-    return [g.strip() for g in given]
-
-
-def _networks(flag: str, given: list[str]) -> list[str]:
-    """Addresses or CIDR networks, checked (a ValueError names the flag and the bad one)."""
-    for network in given:
-        try:
-            ipaddress.ip_network(network.strip(), strict=False)
-        except ValueError as exc:
-            raise ValueError(f"{flag}: {exc}") from None
-    return [g.strip() for g in given]
-
-
-def _check_limits(cfg: ServeConfig) -> None:
-    if cfg.max_calls < 0:
-        raise ValueError("--max-calls must be >= 0")
+def _check_together(cfg: ServeConfig, v: _Resolved) -> None:
+    """What no single value shows: settings that need each other, files that must exist."""
     if cfg.redis_url and not cfg.cluster_secret:
-        raise ValueError("--redis-url needs --cluster-secret (the same on every node)")
+        raise ConfigError(f"{v.where('redis_url')} needs --cluster-secret (the same on every "
+                          "node)")
     if cfg.redis_url and cfg.internal_host in ("0.0.0.0", "::", ""):
-        raise ValueError("--internal-host must be an address other nodes can reach under "
-                         "--redis-url, not a wildcard")
-    if cfg.public_address:
-        try:
-            ipaddress.ip_address(cfg.public_address)
-        except ValueError:
-            raise ValueError(f"--public-address: {cfg.public_address!r} is not an IP "
-                             "address") from None
-    if cfg.max_call_s < 0:
-        raise ValueError("--max-call-s must be >= 0 (0: no limit)")
-    if cfg.record_max_s <= 0:
-        raise ValueError("--record-max-s must be > 0")
-    if cfg.drain_timeout_s < 0:
-        raise ValueError("--drain-timeout must be >= 0")
+        raise ConfigError(f"{v.where('internal_host')} must be an address other nodes can "
+                          "reach under --redis-url, not a wildcard")
     if cfg.udp_ports is not None:
         size = cfg.udp_ports[1] - cfg.udp_ports[0] + 1
         if size < cfg.workers:
-            raise ValueError(f"--udp-ports: {size} ports cannot be split between "
-                             f"{cfg.workers} workers")
-    if cfg.turn_ttl_s <= 0:
-        raise ValueError("--turn-ttl-s must be > 0")
-    if cfg.header_timeout_s <= 0 or cfg.body_timeout_s <= 0:
-        raise ValueError("--header-timeout-s and --body-timeout-s must be > 0")
-    for name in ("max_connections", "max_connections_per_address", "offers_per_minute",
-                 "max_pending_per_address", "hsts_max_age_s"):
-        if getattr(cfg, name) < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 0 (0 turns it off)")
+            raise ConfigError(f"{v.where('udp_ports')}: {size} ports cannot be split between "
+                              f"{cfg.workers} workers")
+    turn = [u for u in [*cfg.ice_servers, *cfg.turn_urls] if u.lower().startswith("turn")]
+    if turn and not cfg.turn_secret:
+        raise ConfigError(f"TURN URL {_quote(turn[0])} needs --turn-secret (coturn's "
+                          "static-auth-secret)")
+    if (cfg.cert is None) != (cfg.key is None):
+        raise ConfigError("--cert and --key go together")
+    for name in ("cert", "key"):
+        path = getattr(cfg, name)
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{v.where(name)} {_quote(str(path))}: no such file")
+    # Defaults aside (an installed package may lack them), folders must hold what they are
+    # for: a wrong one would only show as 404s or empty search results.
+    if v.given("web_dir") and not (cfg.web_dir / "index.html").is_file():
+        raise ConfigError(f"{v.where('web_dir')} {_quote(str(cfg.web_dir))}: no index.html "
+                          "there")
+    if v.given("search_dir") and not cfg.search_dir.is_dir():
+        raise ConfigError(f"{v.where('search_dir')} {_quote(str(cfg.search_dir))}: no such "
+                          "folder")
+
+
+# ------------------------------------------------------------ listening
+
+
+def listen_error(exc: OSError, host: str, port: int, what: str = "--port") -> ConfigError:
+    """A failed bind, said as the setting that caused it."""
+    if isinstance(exc, socket.gaierror):
+        return ConfigError(f"--host {_quote(host)} cannot be resolved ({exc.strerror})")
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(f"port {port} on {host} is in use ({what})")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return ConfigError(f"{_quote(host)} is not an address of this machine (--host)")
+    if exc.errno == errno.EACCES:
+        return ConfigError(f"port {port} on {host}: permission denied (ports below 1024 need "
+                           f"privileges; {what})")
+    return ConfigError(f"cannot listen on {host} port {port} ({what}): {exc.strerror or exc}")
+
+
+def check_port(host: str, port: int, what: str = "--port") -> None:
+    """Bind `host:port` as the server will, and let go: a busy port is one line now,
+    not a traceback once the backend has started. (Another process may still take the
+    port in between; the real bind reports that too.)"""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        if isinstance(exc, OSError):
+            raise listen_error(exc, host, port, what) from None
+        raise ConfigError(f"--host {_quote(host)} is not a host name or address") from None
+    for family, kind, proto, _, address in dict.fromkeys(infos):
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio does
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise listen_error(exc, host, port, what) from None
+
+
+# ------------------------------------------------------------ the start-up summary
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The Realtime service as the summary shows it (no credentials)."""
+
+    kind: str  # offline | openai | azure | azure-preview | custom
+    url: str | None = None  # without query or credentials
+    model: str | None = None  # the model or deployment the service's URL names
+
+    @classmethod
+    def from_url(cls, kind: str, url: str) -> Backend:
+        query = parse_qs(urlsplit(url).query)
+        named = query.get("model") or query.get("deployment")
+        return cls(kind, _safe_url(url), named[0] if named else None)
+
+
+def _safe_url(url: str) -> str:
+    """A URL without user, password or query (keys travel there)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{host}:{parts.port}" if parts.port else host
+    except ValueError:
+        return "(unreadable URL)"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+_KEYS = {"openai": ("OPENAI_API_KEY",), "azure": ("AZURE_OPENAI_API_KEY",),
+         "azure-preview": ("AZURE_OPENAI_API_KEY",),
+         "custom": ("REALTIME_API_KEY", "OPENAI_API_KEY")}
+
+
+def describe(cfg: ServeConfig, backend: Backend,
+             env: Mapping[str, str] | None = None) -> list[str]:
+    """The effective settings, a line per subject, each with the flags, variables or
+    file that set it; secrets only as "set" or "not set".
+
+    Printed once when `serve` starts, so a setting that did not take (a variable with
+    a typo, a file that was not the one meant) shows before the first call does."""
+    env = os.environ if env is None else env
+    offline = backend.kind == "offline"
+
+    def origin(*names: str) -> str:
+        given = dict.fromkeys(str(cfg.sources[n]) for n in names if n in cfg.sources)
+        return f"  [{', '.join(given)}]" if given else ""
+
+    def secret(name: str) -> str:
+        return "set" if getattr(cfg, name) else "not set"
+
+    def ignored(name: str) -> str:
+        return " (ignored by the offline backend)" if offline and name in cfg.sources else ""
+
+    lines = ["settings (flag > RTC_AGENT_* > config file > default; [ ] says where a value "
+             "came from):"]
+
+    def add(label: str, text: str) -> None:
+        # Values are the operator's, but a stray newline must not forge a line.
+        text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode()
+                       for ch in text)
+        lines.append(f"  {label:<15} {text}")
+
+    add("config file", str(cfg.config_file) + origin("config") if cfg.config_file else "none")
+    used = sorted({str(s) for s in cfg.sources.values() if s.kind == "env"})
+    add("environment", ", ".join(used) if used else "no RTC_AGENT_* variables")
+    for warning in cfg.warnings:
+        add("", warning)
+    add("listen", f"{cfg.host or 'every address'}, port {cfg.port or 'any free one'}"
+        + origin("host", "port"))
+    if offline:
+        add("service", f"offline: the embedded backend, voice engine {cfg.tts}" + origin("tts"))
+    else:
+        keys = _KEYS.get(backend.kind, ())
+        key = next((k for k in keys if env.get(k)), None)
+        dialect = " (beta dialect)" if cfg.realtime_beta and backend.kind == "custom" else ""
+        add("service", f"{backend.kind} {backend.url or ''}{dialect}, "
+            + (f"key {key} set" if key else "no key") + origin("realtime_url", "realtime_beta"))
+    if offline:
+        model = "none: the offline backend" + (" ignores --model" if cfg.model else "")
+    elif backend.kind == "openai":
+        model = str(backend.model) + (origin("model") or
+                                      ("  [OPENAI_REALTIME_MODEL]"
+                                       if env.get("OPENAI_REALTIME_MODEL") else ""))
+    elif backend.kind.startswith("azure"):
+        model = f"deployment {backend.model}  [AZURE_OPENAI_DEPLOYMENT]"
+    else:
+        model = "the URL's" + (" (--model is ignored)" if cfg.model else "")
+    add("model", model)
+    add("voice", cfg.session.voice + ignored("voice") + origin("voice"))
+    instructions = cfg.session.instructions
+    add("instructions", f"{_quote(instructions, 60)} ({len(instructions)} characters)"
+        + ignored("instructions") + origin("instructions"))
+    td = cfg.session.turn_detection
+    vad_names = ("no_vad", "vad_threshold", "vad_prefix_ms", "vad_silence_ms", "no_barge_in",
+                 "interrupt_response", "create_response")
+    if td is None:
+        add("turn detection", "off" + origin(*vad_names))
+    else:
+        add("turn detection",
+            f"server VAD, threshold {td.threshold:g}, prefix {td.prefix_padding_ms} ms, "
+            f"silence {td.silence_duration_ms} ms; barge-in "
+            f"{'on' if td.interrupt_response else 'off'}; replies "
+            f"{'automatic' if td.create_response else 'on request'}" + origin(*vad_names))
+    transcription = cfg.session.transcription_model
+    add("transcription", (transcription or "off") + ignored("transcription_model")
+        + origin("no_transcription", "transcription_model"))
+    s = cfg.session
+    temperature = "default" if s.temperature is None else f"{s.temperature:g}"
+    add("replies", f"temperature {temperature}, max output tokens {s.max_output_tokens}, "
+        f"tool choice {s.tool_choice}" + (ignored("temperature") or ignored("max_output_tokens"))
+        + origin("temperature", "max_output_tokens", "tool_choice"))
+    search = ("Tavily (TAVILY_API_KEY set)" if env.get("TAVILY_API_KEY")
+              else f"local files in {cfg.search_dir}")
+    add("tools", f"search: {search}; {cfg.tool_timeout_s:g} s per call"
+        + origin("search_dir", "tool_timeout_s"))
+    longest = f"{cfg.max_call_s:g} s" if cfg.max_call_s else "no limit"
+    add("calls", f"{cfg.max_calls} at once, longest {longest}, drain {cfg.drain_timeout_s:g} s, "
+        f"resume window {cfg.resume_window_s:g} s"
+        + origin("max_calls", "max_call_s", "drain_timeout_s", "resume_window_s"))
+    add("HTTP limits",
+        f"{cfg.max_connections} connections ({cfg.max_connections_per_address} per address), "
+        f"{cfg.offers_per_minute} offers a minute and {cfg.max_pending_per_address} "
+        f"connecting calls per address, head {cfg.header_timeout_s:g} s, body "
+        f"{cfg.body_timeout_s:g} s" + origin(
+            "max_connections", "max_connections_per_address", "offers_per_minute",
+            "max_pending_per_address", "header_timeout_s", "body_timeout_s",
+            "limit_exempt"))
+    add("access", f"token {secret('token')}, metrics token {secret('metrics_token')}, "
+        f"origins {', '.join(cfg.allow_origins) or 'the page only'}, trusted proxies "
+        f"{', '.join(cfg.trusted_proxies) or 'none'}"
+        + origin("token", "metrics_token", "allow_origins", "trusted_proxies"))
+    if cfg.cert:
+        https = f"on, certificate {cfg.cert}"
+    elif cfg.https:
+        https = f"on, local CA in {cfg.cert_dir}"
+    else:
+        https = "off"
+    add("HTTPS", https + origin("https", "cert", "key", "cert_dir"))
+    turn = (f"TURN {', '.join(cfg.turn_urls)} (secret {secret('turn_secret')}, "
+            f"{cfg.turn_ttl_s} s credentials)" if cfg.turn_urls else "no TURN")
+    add("ICE", f"servers {', '.join(cfg.ice_servers) or 'none'}; {turn}; host addresses "
+        f"{', '.join(cfg.ice_addresses) or 'all but loopback'}; UDP ports "
+        + (f"{cfg.udp_ports[0]}-{cfg.udp_ports[1]}" if cfg.udp_ports else "any")
+        + (f"; announced as {cfg.public_address}" if cfg.public_address else "")
+        + origin("ice_servers", "turn_urls", "turn_secret", "ice_addresses", "udp_ports",
+                 "public_address"))
+    add("recording", (f"{cfg.record_dir} (up to {cfg.record_max_s:g} s a call)"
+                      if cfg.record_dir else "off") + origin("record_dir", "record_max_s"))
+    add("call log", (str(cfg.call_log) if cfg.call_log else "off") + origin("call_log"))
+    names = ["workers", "node_id"]
+    if cfg.redis_url:
+        cluster = f"; cluster on {_safe_url(cfg.redis_url)}, secret {secret('cluster_secret')}"
+        names += ["redis_url", "cluster_secret"]
+    elif cfg.workers > 1:
+        cluster = "; secret between workers " + ("set" if cfg.cluster_secret else "random")
+        names += ["cluster_secret"]
+    else:
+        cluster = ""
+    add("workers", f"{cfg.workers}, node {cfg.node_id}{cluster}" + origin(*names))
+    add("log level", cfg.log_level + origin("log_level"))
+    return lines

@@ -12,7 +12,14 @@ import logging
 import re
 import sys
 
+from rtc_agent import ConfigError
+
 REDACTED = "[redacted]"
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# Libraries that say a lot at INFO (aioice: every candidate pair, 181 of a call's 209
+# lines) or per request (aiohttp.access, httpx): WARNING and up unless DEBUG is asked.
+NOISY_LOGGERS = ("aioice", "aiortc", "aiohttp", "websockets", "httpx", "httpcore", "urllib3")
 
 _PATTERNS = [
     # Header lines and dict reprs: Authorization / api-key / OpenAI-... keys.
@@ -52,7 +59,10 @@ def configure(level: str = "INFO", process: str | None = None) -> None:
     """Log to stderr at `level`, with redaction on the handler (so every logger is covered).
 
     `process` names the process in every line (`[a/1]`): a node's workers share
-    one stderr."""
+    one stderr. The chatty libraries (NOISY_LOGGERS) say only warnings and errors
+    unless `level` is DEBUG."""
+    if level.upper() not in LEVELS:
+        raise ConfigError(f"log level {level!r} is not one of {', '.join(LEVELS)}")
     handler = logging.StreamHandler(sys.stderr)
     tag = f"[{process}] " if process else ""
     handler.setFormatter(logging.Formatter(
@@ -63,3 +73,10 @@ def configure(level: str = "INFO", process: str | None = None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # A record that passes its own logger's level reaches the root's handler whatever
+    # the root's level, so a library's loggers get the higher of WARNING and `level`;
+    # at DEBUG they inherit the root's level again.
+    library_level = max(logging.WARNING, root.level) if root.level > logging.DEBUG else (
+        logging.NOTSET)
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(library_level)

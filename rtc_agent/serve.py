@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
 import logging
 import os
 import signal
@@ -27,8 +28,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from rtc_agent import ConfigError, logs
 from rtc_agent import config as config_module
-from rtc_agent import logs
 from rtc_agent.cluster.forward import Forwarder
 from rtc_agent.cluster.membership import Membership
 from rtc_agent.cluster.node_table import NodeTable
@@ -45,6 +46,7 @@ from rtc_agent.lifeline import set_parent_death_signal, watch_parent
 from rtc_agent.observability.call_log import CallLog
 from rtc_agent.observability.metrics import sample_loop_lag
 from rtc_agent.offline.process import OfflineProcess
+from rtc_agent.realtime.client import probe
 from rtc_agent.realtime.service import offline_service, service_from_settings
 from rtc_agent.signaling.app import SignalingServer, create_app, create_internal_app
 from rtc_agent.signaling.limits import GuardedSite
@@ -54,6 +56,7 @@ from rtc_agent.tools.search import search_tool
 log = logging.getLogger("rtc_agent.serve")  # also when run as __main__ (a worker)
 
 LINGERING_S = 2.0
+UPSTREAM_CHECK_TIMEOUT_S = 10.0  # the check at start: a call would wait as long
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -123,6 +126,7 @@ async def running(cfg: ServeConfig, spec: WorkerSpec | None = None
     runners: list[web.AppRunner] = []
     server: SignalingServer | None = None
     reporting: asyncio.Task[None] | None = None
+    checking: asyncio.Task[None] | None = None
     try:
         server = SignalingServer(cfg, service, build_tools(cfg))
         server.backend_state, server.backend_restarts = backend_state, backend_restarts
@@ -175,6 +179,8 @@ async def running(cfg: ServeConfig, spec: WorkerSpec | None = None
             cfg.port = runner.addresses[0][1]
         server.scheme = "https" if ssl_context else "http"
         reporting = asyncio.create_task(_report(server), name="membership")
+        checking = asyncio.create_task(_check_upstream(server, loud=index == 0),
+                                       name="upstream-check")
         log.info("worker %s serving %s://%s:%s with backend %s (%s)", server.membership.id,
                  server.scheme, cfg.host, cfg.port, service.kind, service.describe())
         if cfg.trusted_proxies:
@@ -182,10 +188,11 @@ async def running(cfg: ServeConfig, spec: WorkerSpec | None = None
                      ", ".join(cfg.trusted_proxies))
         yield server
     finally:
-        if reporting is not None:
-            reporting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reporting
+        for task in (reporting, checking):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if server is not None:
             await server.membership.leave()
         for each in reversed(runners):
@@ -200,6 +207,22 @@ async def running(cfg: ServeConfig, spec: WorkerSpec | None = None
             server.call_log.close()
         if child is not None:
             await child.stop()
+
+
+async def _check_upstream(server: SignalingServer, *, loud: bool) -> None:
+    """Connect to the Realtime service once, as a call would, and say how it went in
+    one line (by the node's first worker; the others log it at DEBUG), so a bad key
+    is seen before the first caller meets it. `/healthz` then reports the state."""
+    failed = await probe(server.service, UPSTREAM_CHECK_TIMEOUT_S)
+    now = datetime.datetime.now(datetime.UTC)
+    service = f"{server.service.kind} ({server.service.describe()})"
+    if failed is None:
+        server.upstream.ok(now)
+        log.log(logging.INFO if loud else logging.DEBUG, "Realtime service %s: ok", service)
+    else:
+        server.upstream.failed(failed.kind, str(failed), now)
+        log.log(logging.ERROR if loud else logging.DEBUG, "Realtime service %s: %s: %s",
+                service, failed.kind, failed)
 
 
 async def _report(server: SignalingServer) -> None:
@@ -235,6 +258,7 @@ async def serve(cfg: ServeConfig, stop: asyncio.Event | None = None,
         if spec is None:
             print(f"rtc-agent listening on {server.scheme}://{cfg.host}:{cfg.port} "
                   f"(backend: {server.service.kind})", flush=True)
+            announce(cfg, server.scheme, cfg.port)
         await _first(stop.wait(), drain.wait())
         if drain.is_set() and not stop.is_set():
             log.info("worker %s draining: %d calls may go on for up to %.0f s",
@@ -273,15 +297,92 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logs.configure(getattr(args, "log_level", "INFO"))
+    """`rtc-agent serve`. What the settings can get wrong is found before anything starts
+    (ConfigError: one line and exit status 2, from cli.main); then the effective settings
+    are printed, once for the whole node."""
     cfg = config_module.from_args(args)
-    if cfg.record_dir is not None:
-        _prepare_record_dir(cfg.record_dir)  # before any worker starts
+    _check_startable(cfg)
+    logs.configure(cfg.log_level)
+    print("\n".join(config_module.describe(cfg, _backend(cfg))), flush=True)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         if cfg.workers > 1:
-            return runner.run(NodeSupervisor(cfg).run())
+            supervisor = NodeSupervisor(
+                cfg, on_listening=lambda scheme, port: announce(cfg, scheme, port))
+            return runner.run(supervisor.run())
         runner.run(serve(cfg))
     return 0
+
+
+def _check_startable(cfg: ServeConfig) -> None:
+    """What would fail only after the backend started, or in every worker again: the
+    recording folder, the call log, the TLS files, the ports."""
+    if cfg.record_dir is not None:
+        try:
+            _prepare_record_dir(cfg.record_dir)  # before any worker starts
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        except OSError as exc:
+            raise ConfigError(f"--record-dir {cfg.record_dir}: cannot be created "
+                              f"({exc.strerror or exc})") from None
+    if cfg.call_log is not None:
+        try:
+            os.close(os.open(cfg.call_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise ConfigError(f"--call-log {cfg.call_log}: cannot be opened "
+                              f"({exc.strerror or exc})") from None
+    if cfg.https or cfg.cert:
+        from rtc_agent.signaling.certs import https_context
+
+        what = f"--cert {cfg.cert} / --key {cfg.key}" if cfg.cert else f"--cert-dir {cfg.cert_dir}"
+        try:  # also makes the local CA's certificate once, not in each worker
+            https_context(str(cfg.cert) if cfg.cert else None,
+                          str(cfg.key) if cfg.key else None, str(cfg.cert_dir))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{what}: {getattr(exc, 'strerror', None) or exc}") from None
+    config_module.check_port(cfg.host, cfg.port)
+    if cfg.workers == 1 and cfg.redis_url and cfg.internal_port:
+        config_module.check_port(cfg.internal_host, cfg.internal_port, "--internal-port")
+
+
+def _backend(cfg: ServeConfig) -> config_module.Backend:
+    service = service_from_settings(realtime_url=cfg.realtime_url, model=cfg.model,
+                                    beta=cfg.realtime_beta)
+    if service is None:
+        return config_module.Backend("offline")
+    return config_module.Backend.from_url(service.kind, service.url)
+
+
+def announce(cfg: ServeConfig, scheme: str, port: int) -> None:
+    """After the listening line, with --host 0.0.0.0 or ::: the URLs a phone on the LAN
+    can open, and a warning when the HTTPS certificate does not name those addresses
+    (the phone's browser would refuse it)."""
+    if cfg.host not in ("0.0.0.0", "::", ""):
+        return
+    from rtc_agent.signaling.addresses import host_addresses, lan_addresses, phone_urls
+    from rtc_agent.signaling.certs import CertPaths, certificate_gaps
+
+    addresses = lan_addresses(host_addresses(), cfg.host)
+    if not addresses:
+        print("no LAN address found on this machine: phones cannot reach it", flush=True)
+        return
+    print("phones on the same network can open " + "  ".join(
+        phone_urls(scheme, port, addresses)), flush=True)
+    if scheme != "https":
+        print("  (a phone's browser lets only HTTPS pages use the microphone: add --https, "
+              "see docs/deployment.md)", flush=True)
+        return
+    cert = cfg.cert or CertPaths(cfg.cert_dir).cert
+    try:
+        gaps = certificate_gaps(cert, addresses)
+    except (OSError, ValueError) as exc:
+        log.warning("cannot read the certificate %s to check its addresses: %s", cert, exc)
+        return
+    if gaps:
+        remedy = (f"run `rtc-agent certs --dir {cfg.cert_dir}` to make one that does (the "
+                  "CA stays, so phones keep trusting it)" if cfg.cert is None else
+                  "open the page by a name the certificate covers")
+        log.warning("the certificate %s does not cover %s: a phone opening that address "
+                    "will refuse the page; %s", cert, ", ".join(map(str, gaps)), remedy)
 
 
 def worker_main(argv: list[str] | None = None) -> int:

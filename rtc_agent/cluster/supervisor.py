@@ -28,12 +28,14 @@ import struct
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from prometheus_client import multiprocess as prometheus_multiprocess
 
+from rtc_agent import ConfigError
 from rtc_agent.cluster.node_table import NodeTable
-from rtc_agent.config import ServeConfig
+from rtc_agent.config import ServeConfig, listen_error
 from rtc_agent.observability.metrics import MULTIPROC_ENV
 from rtc_agent.offline.process import OfflineProcess
 from rtc_agent.realtime.service import service_from_settings
@@ -90,10 +92,22 @@ def _server_socket(host: str, port: int, backlog: int = 512) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=backlog)
 
 
+def _bound(host: str, port: int, what: str) -> socket.socket:
+    """A listening socket, or ConfigError naming the port and why it cannot be had."""
+    try:
+        return _server_socket(host, port)
+    except OSError as exc:
+        raise listen_error(exc, host, port, what) from None
+
+
 class NodeSupervisor:
     """Starts and watches a node's workers; see the module docstring."""
 
-    def __init__(self, cfg: ServeConfig) -> None:
+    def __init__(self, cfg: ServeConfig,
+                 on_listening: Callable[[str, int], None] | None = None) -> None:
+        # on_listening(scheme, port): called once every worker serves, after the
+        # listening line (serve prints the URLs phones can open there).
+        self._on_listening = on_listening
         # One secret for the node's workers (and, under --redis-url, every node's).
         self.cfg = replace(cfg, cluster_secret=cfg.cluster_secret or secrets.token_urlsafe(32))
         self.count = cfg.workers
@@ -118,11 +132,16 @@ class NodeSupervisor:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._on_signal)
         cfg = self.cfg
-        self._public = _server_socket(cfg.host, cfg.port)
-        port = self._public.getsockname()[1]
-        for index in range(self.count):
-            self._internal.append(_server_socket(
-                cfg.internal_host, cfg.internal_port + index if cfg.internal_port else 0))
+        try:
+            self._public = _bound(cfg.host, cfg.port, "--port")
+            port = self._public.getsockname()[1]
+            for index in range(self.count):
+                self._internal.append(_bound(
+                    cfg.internal_host, cfg.internal_port + index if cfg.internal_port else 0,
+                    "--internal-port"))
+        except ConfigError:
+            await self._shutdown()  # the table and the metrics folder
+            raise
         self.table.set_node(id=cfg.node_id, draining=False, backend_state="up",
                             backend_restarts=0, worker_restarts=0)
         try:
@@ -137,6 +156,8 @@ class NodeSupervisor:
                 scheme = "https" if cfg.https or cfg.cert else "http"
                 print(f"rtc-agent listening on {scheme}://{cfg.host}:{port} "
                       f"({self.count} workers, node {cfg.node_id})", flush=True)
+                if self._on_listening is not None:
+                    self._on_listening(scheme, port)
             await asyncio.gather(*watchers)
             backend.cancel()
         finally:

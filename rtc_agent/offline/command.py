@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
 import signal
 import socket
 import sys
 
-from rtc_agent import logs
+from rtc_agent import ConfigError, logs
 from rtc_agent.lifeline import set_parent_death_signal, watch_parent
 from rtc_agent.offline.driver import Limits
 from rtc_agent.offline.server import (
@@ -28,6 +29,10 @@ from rtc_agent.offline.server import (
 
 log = logging.getLogger(__name__)
 
+# Why the listening socket could not be had, as one line says it (cli.main prints it).
+_BIND_ERRORS = {errno.EADDRINUSE: "port {port} on {host} is in use (--port)",
+                errno.EADDRNOTAVAIL: "{host} is not an address of this machine (--host)",
+                errno.EACCES: "port {port} on {host}: permission denied (--port)"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -112,7 +117,13 @@ def run(args: argparse.Namespace) -> int:
         if os.getppid() != args.parent_pid:  # the parent died before the signal was armed
             return 1
     logs.configure(args.log_level)
-    asyncio.run(serve_forever(args))
+    try:
+        asyncio.run(serve_forever(args))
+    except OSError as exc:
+        if args.listen_fd is not None or exc.errno not in _BIND_ERRORS:
+            raise
+        raise ConfigError(_BIND_ERRORS[exc.errno].format(port=args.port, host=args.host)
+                          ) from None
     return 0
 
 

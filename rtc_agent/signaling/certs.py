@@ -13,12 +13,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import ipaddress
-import json
 import os
-import shutil
 import socket
 import ssl
-import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +24,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from rtc_agent.signaling.addresses import host_addresses
 
 CA_CERT = "ca.pem"
 CA_KEY = "ca-key.pem"
@@ -86,33 +85,11 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def local_addresses() -> list[IPAddress]:
-    """This machine's IP addresses (loopback included, link-local left out).
-
-    Read from `ip -j addr` where iproute2 exists, else from resolving the host
-    name; nothing is sent on the network either way.
-    """
+    """This machine's IP addresses (loopback included, link-local left out), for the
+    certificate's names; found without network traffic (`addresses.host_addresses`)."""
     found: list[IPAddress] = [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
-    texts: list[str] = []
-    if shutil.which("ip"):
-        try:
-            out = subprocess.run(
-                ["ip", "-j", "addr", "show"], capture_output=True, text=True, timeout=5, check=True
-            ).stdout
-            for link in json.loads(out or "[]"):
-                texts.extend(a.get("local", "") for a in link.get("addr_info", []))
-        except (OSError, subprocess.SubprocessError, ValueError):
-            pass
-    if not texts:
-        try:
-            infos = socket.getaddrinfo(socket.gethostname(), None)
-            texts.extend(str(info[4][0]) for info in infos)
-        except OSError:
-            pass
-    for text in texts:
-        try:
-            addr = ipaddress.ip_address(text.split("%", 1)[0])
-        except ValueError:
-            continue
+    for entry in host_addresses():
+        addr = entry.address
         if addr.is_link_local or addr.is_unspecified or addr in found:
             continue
         found.append(addr)
@@ -313,6 +290,24 @@ def describe(cert: x509.Certificate) -> list[str]:
     return [str(v) for v in san.get_values_for_type(x509.DNSName)] + [
         str(v) for v in san.get_values_for_type(x509.IPAddress)
     ]
+
+
+def uncovered(cert: x509.Certificate, addresses: Iterable[IPAddress]) -> list[IPAddress]:
+    """The addresses a browser would refuse this certificate for: those its subject
+    alternative names do not list (browsers ignore the common name)."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        covered = set(san.get_values_for_type(x509.IPAddress))
+    except x509.ExtensionNotFound:
+        covered = set()
+    return [a for a in addresses if a not in covered]
+
+
+def certificate_gaps(path: str | os.PathLike[str],
+                     addresses: Iterable[IPAddress]) -> list[IPAddress]:
+    """`uncovered` for the first certificate (the server's own) of a PEM chain file;
+    OSError or ValueError when it cannot be read."""
+    return uncovered(x509.load_pem_x509_certificate(Path(path).read_bytes()), addresses)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

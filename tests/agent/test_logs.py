@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Iterator
 
 import pytest
 
@@ -100,3 +101,57 @@ async def test_websockets_debug_handshake_logs_carry_no_key(
     assert "Authorization" in err, "websockets logged no handshake: the test proves nothing"
     assert KEY not in err and AZURE_KEY not in err
     assert REDACTED in err
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """logs.configure changes process-wide state: put it back."""
+    from rtc_agent.logs import NOISY_LOGGERS
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level,
+             {n: logging.getLogger(n).level for n in NOISY_LOGGERS})
+    yield
+    for handler_ in list(root.handlers):
+        root.removeHandler(handler_)
+    for handler_ in saved[0]:
+        root.addHandler(handler_)
+    root.setLevel(saved[1])
+    for name, level in saved[2].items():
+        logging.getLogger(name).setLevel(level)
+
+
+@pytest.mark.usefixtures("restored_logging")
+def test_chatty_libraries_log_warnings_only_unless_debug(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    from rtc_agent import logs
+
+    pair = logging.getLogger("aioice.ice")  # where aioice logs every candidate pair
+    access = logging.getLogger("aiohttp.access")
+    ours = logging.getLogger("rtc_agent.call")
+    logs.configure("INFO")
+    pair.info("check pair-info")
+    access.info("access-info")
+    pair.warning("pair-warning")
+    ours.info("ours-info")
+    err = capfd.readouterr().err
+    assert "pair-info" not in err and "access-info" not in err
+    assert "pair-warning" in err and "ours-info" in err
+    logs.configure("ERROR")  # never more than asked for, from a library either
+    pair.warning("pair-warning-2")
+    logging.getLogger("websockets.client").warning("ws-warning")
+    ours.error("ours-error")
+    err = capfd.readouterr().err
+    assert "pair-warning-2" not in err and "ws-warning" not in err and "ours-error" in err
+    logs.configure("debug")
+    pair.debug("pair-debug")
+    logging.getLogger("aiortc.rtcpeerconnection").info("pc-info")
+    err = capfd.readouterr().err
+    assert "pair-debug" in err and "pc-info" in err
+
+
+def test_an_unknown_level_is_a_config_error() -> None:
+    from rtc_agent import ConfigError, logs
+
+    with pytest.raises(ConfigError, match="log level 'LOUD' is not one of DEBUG"):
+        logs.configure("LOUD")

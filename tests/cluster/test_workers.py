@@ -314,17 +314,24 @@ async def test_udp_ports_split_between_workers_and_a_full_range_is_503(tmp_path:
 
 
 def test_a_worker_that_cannot_start_stops_the_node(tmp_path: Path) -> None:
-    """Not a restart loop forever: a clear error and exit status 1."""
+    """Not a restart loop forever: a clear error and exit status 1. (What the settings
+    can get wrong, such as a missing certificate, is refused before any worker starts;
+    here the worker processes themselves die at once, as a broken install would make
+    them.)"""
     import subprocess
     import sys
 
     from tests.cluster.nodes import ROOT, offline_env
 
-    missing = tmp_path / "missing.pem"
+    (tmp_path / "sitecustomize.py").write_text(
+        "import os, sys\n"
+        "if sys.orig_argv[1:3] == ['-m', 'rtc_agent.serve']:\n"
+        "    os._exit(3)\n")
     done = subprocess.run(
         [sys.executable, "-m", "rtc_agent.cli", "serve", "--workers", "2", "--port", "0",
-         "--ice-address", "127.0.0.1", "--cert", str(missing), "--key", str(missing)],
-        capture_output=True, text=True, timeout=120, env=offline_env(), cwd=ROOT)
+         "--ice-address", "127.0.0.1"],
+        capture_output=True, text=True, timeout=120,
+        env={**offline_env(), "PYTHONPATH": str(tmp_path)}, cwd=ROOT)
     assert done.returncode == 1, done.stderr[-3000:]
     assert "failed to start 5 times in a row" in done.stderr
     assert "rtc-agent listening" not in done.stdout
