@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import datetime
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -65,6 +66,10 @@ END_NOTICE_S = 0.2  # an ending's reason goes out this long before the hang-up
 # ICE and DTLS take ~1 s) waits this long for the channel, so the caller learns why.
 END_WAIT_CHANNEL_S = 5.0
 STATS_INTERVAL_S = 5.0  # RTP statistics for the metrics, per call
+# A connected caller sends audio all the time (silence too): none for this long means
+# its path died, noticed in seconds rather than at aioice's 30 s consent timeout.
+AUDIO_SILENCE_S = 2.0
+PATH_WATCH_S = 0.25
 OPUS_RTP_CLOCK = 48000  # aiortc reports jitter in RTP timestamp units
 MAX_USER_AGENT = 256
 # What a recording's JSON keeps of the caller protocol: the transcript and its timing.
@@ -98,6 +103,7 @@ class Call:
         started: float | None = None,
         recorder: CallRecorder | None = None,
         upstream_health: UpstreamHealth | None = None,
+        resume_window_s: float = 30.0,
     ) -> None:
         self.call_id = call_id
         self.upstream_health = upstream_health
@@ -118,7 +124,20 @@ class Call:
         self._connect_timeout_s = connect_timeout_s
         self._max_duration_s = max_duration_s
         self._decode_on_loop = decode_on_loop
-        self.pc = RTCPeerConnection(rtc_configuration(list(ice_servers)))
+        self._ice_servers = list(ice_servers)
+        self._resume_window_s = resume_window_s
+        # Lets this caller bring the call back on a new connection; never logged.
+        self.resume_token = secrets.token_urlsafe(24)
+        self.resumes = 0
+        # When the media path was lost (or replaced) and no caller audio has come
+        # since; None while the path works.
+        self._path_lost_at: float | None = None
+        self._last_audio: float | None = None  # the caller's last audio frame
+        self._old_peers: set[asyncio.Task[None]] = set()  # closing replaced connections
+        self._pc_retired = False  # the current connection is given up (closing or closed)
+        self._rtp_before = (0, 0)  # packets received and lost on replaced connections
+        self._rtp_now = (0, 0)
+        self.pc = RTCPeerConnection(rtc_configuration(self._ice_servers))
         self.session = RealtimeSession(service.dialect, settings, tools.definitions())
         self.playout = PlayoutTrack(
             on_item_started=self._on_item_started,
@@ -147,19 +166,25 @@ class Call:
         self._refusal_limit = TokenBucket(per_second=1.0, burst=5)
         self.caller_dropped = 0  # caller messages dropped unread (flood)
         self.caller_backlog_dropped = 0  # messages to a caller that stopped reading
-        self._wire_peer()
+        self._wire_peer(self.pc, resumed=False)
 
     # ------------------------------------------------------------ set-up
 
-    def _wire_peer(self) -> None:
-        pc = self.pc
+    def _wire_peer(self, pc: RTCPeerConnection, *, resumed: bool) -> None:
+        """Events of one peer connection; those of a connection already replaced by a
+        resume (or given up) are ignored."""
 
         @pc.on("datachannel")
         def on_datachannel(channel: RTCDataChannel) -> None:
-            if channel.label != "events":
+            if channel.label != "events" or pc is not self.pc or self._closing:
                 return
             self._channel = channel
             channel.on("message", self._on_caller_message)
+            if resumed:
+                for data in encode_server_message(caller.session_resumed(self.call_id)):
+                    channel.send(data)
+                self._early.append(encode_server_message(
+                    caller.state_changed(self.session.state))[0])
             while self._early:
                 channel.send(self._early.popleft())
             self._channel_open.set()
@@ -167,34 +192,137 @@ class Call:
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            if track.kind == "audio":
-                self._spawn(self._pump_inbound(track), "inbound")
+            if track.kind == "audio" and pc is self.pc:
+                self._spawn(self._pump_inbound(track, pc), "inbound")
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
-            if pc.connectionState in ("failed", "closed"):
-                await self.close(f"peer connection {pc.connectionState}", "caller_gone")
+            if pc is not self.pc or self._pc_retired:
+                return
+            if pc.connectionState == "closed":
+                # The caller closed it (DTLS close): gone on purpose, no resume to wait for.
+                await self.close("peer connection closed", "caller_gone")
+            elif pc.connectionState == "failed":
+                self._lose_path("peer connection failed")
 
-    async def answer(self, offer: RTCSessionDescription) -> RTCSessionDescription:
-        """Apply the caller's offer and return an answer carrying all candidates."""
-        await self.pc.setRemoteDescription(offer)
-        audio = [t for t in self.pc.getTransceivers() if t.kind == "audio"]
+    async def _accept(self, pc: RTCPeerConnection,
+                      offer: RTCSessionDescription) -> RTCSessionDescription:
+        await pc.setRemoteDescription(offer)
+        audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
         if not audio:
             raise ValueError("the offer has no audio m-line")
         for transceiver in audio:
             if self._decode_on_loop and not decode_on_loop(transceiver.receiver):
                 log.warning("aiortc internals changed: decoding caller audio on a thread")
-        self.pc.addTrack(self.playout)
+        pc.addTrack(self.playout)
+        answer = await pc.createAnswer()
+        await pc.setLocalDescription(answer)  # aiortc gathers every candidate here
+        return pc.localDescription
+
+    async def answer(self, offer: RTCSessionDescription) -> RTCSessionDescription:
+        """Apply the caller's offer and return an answer carrying all candidates."""
         # Open the Realtime socket while ICE and DTLS proceed.
         self._spawn(self._run_upstream(), "upstream")
         self._spawn(self._watch_connect(), "connect-timeout")
+        self._spawn(self._watch_path(), "path")
         if self._max_duration_s:
             self._spawn(self._limit_duration(self._max_duration_s), "max-duration")
         if self.metrics is not None:
             self._spawn(self._sample_stats(), "stats")
-        answer = await self.pc.createAnswer()
-        await self.pc.setLocalDescription(answer)  # aiortc gathers every candidate here
-        return self.pc.localDescription
+        return await self._accept(self.pc, offer)
+
+    @property
+    def path_lost(self) -> bool:
+        """No working media path: lost, or replaced and not yet carrying audio."""
+        return self._path_lost_at is not None
+
+    def token_matches(self, token: str) -> bool:
+        return secrets.compare_digest(token.encode(), self.resume_token.encode())
+
+    async def resume(self, offer: RTCSessionDescription) -> RTCSessionDescription:
+        """Carry the call on over a new peer connection (the caller changed networks).
+
+        The Realtime session, the playout and the call's books stay; the old
+        connection is closed (if the server had not noticed it die, it is given up
+        now, as a lost path). `session.resumed` goes out on the new data channel.
+        Raises what aiortc raises for a bad offer; the call then still waits."""
+        if self._closing:
+            raise RuntimeError("the call has ended")
+        self._lose_path("replaced by a resume")
+        pc = RTCPeerConnection(rtc_configuration(self._ice_servers))
+        self.pc, self._pc_retired = pc, False
+        self._wire_peer(pc, resumed=True)
+        self._last_audio = None
+        self.playout = self.playout.successor()  # the old one stops with its connection
+        try:
+            answer = await self._accept(pc, offer)
+        except BaseException:
+            self._retire_current()
+            raise
+        self.resumes += 1
+        self.record.resumed()
+        if self.metrics is not None:
+            self.metrics.resumes.inc()
+        log.info("call %s resumed on a new connection (%d so far)", self.call_id, self.resumes)
+        return answer
+
+    def _lose_path(self, why: str) -> None:
+        """The media path is gone: cut what was playing where the caller last heard
+        it, hold the rest, and wait up to the resume window for the caller to come
+        back (`_watch_path` ends the call then). With no window, end now."""
+        if self._closing:
+            return
+        if self._path_lost_at is None:
+            now = time.monotonic()
+            self._path_lost_at = now
+            if self._resume_window_s <= 0:
+                self._spawn(self.close(f"media path lost: {why}", "caller_gone"), "end")
+                return
+            # Audio sent since the caller's last audio reached us went into the void.
+            unheard_ms = (now - self._last_audio) * 1000 if self._last_audio is not None else 0.0
+            log.info("call %s: media path lost (%s); waiting up to %g s for a resume",
+                     self.call_id, why, self._resume_window_s)
+            if self.metrics is not None:
+                self.metrics.paths_lost.inc()
+            self._channel = None  # what is said meanwhile waits for the new channel
+            self._channel_open.clear()
+            self._apply(self.session.on_path_lost(unheard_ms))
+        self._retire_current()
+
+    def _retire_current(self) -> None:
+        """Close the current connection (once), counting its packets first."""
+        if self._pc_retired:
+            return
+        self._pc_retired = True
+        pc = self.pc
+
+        async def retire() -> None:
+            with contextlib.suppress(Exception):
+                await self._take_stats(pc)
+            received, lost = self._rtp_now
+            self._rtp_before = (self._rtp_before[0] + received, self._rtp_before[1] + lost)
+            self._rtp_now = (0, 0)
+            with contextlib.suppress(Exception):
+                await pc.close()
+
+        task = asyncio.create_task(retire(), name=f"{self.call_id}:retire-connection")
+        self._old_peers.add(task)
+        task.add_done_callback(self._old_peers.discard)
+
+    async def _watch_path(self) -> None:
+        """Notice a path that died without a close (caller audio stopped), and end a
+        call whose caller did not resume within the window."""
+        while True:
+            await asyncio.sleep(PATH_WATCH_S)
+            now = time.monotonic()
+            lost_at = self._path_lost_at
+            if lost_at is None:
+                last = self._last_audio
+                if last is not None and now - last > AUDIO_SILENCE_S:
+                    self._lose_path(f"no audio from the caller for {AUDIO_SILENCE_S:g} s")
+            elif self._resume_window_s > 0 and now - lost_at > self._resume_window_s:
+                await self.close("the caller did not come back", "caller_gone")
+                return
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=f"{self.call_id}:{name}")
@@ -207,7 +335,7 @@ class Call:
 
     async def _watch_connect(self) -> None:
         await asyncio.sleep(self._connect_timeout_s)
-        if self.pc.connectionState != "connected":
+        if self.resumes == 0 and self.pc.connectionState != "connected":
             await self.close("ICE did not connect in time", "connect_timeout")
 
     # ------------------------------------------------------------ media
@@ -242,7 +370,7 @@ class Call:
             if took is not None and self.metrics is not None:
                 self.metrics.barge_in.observe(took)
 
-    async def _pump_inbound(self, track: MediaStreamTrack) -> None:
+    async def _pump_inbound(self, track: MediaStreamTrack, pc: RTCPeerConnection) -> None:
         inbound = InboundAudio()
         send_audio = self.client.send_audio
         first = True
@@ -251,11 +379,16 @@ class Call:
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            if not isinstance(frame, AudioFrame):
+            if not isinstance(frame, AudioFrame) or pc is not self.pc:
                 continue
+            now = time.monotonic()
+            self._last_audio = now
             if first:
                 first = False
-                setup = self.record.media_flowing(time.monotonic())
+                if self._path_lost_at is not None:  # a resumed path: audio flows again
+                    self._path_lost_at = None
+                    log.info("call %s: audio flowing on the new connection", self.call_id)
+                setup = self.record.media_flowing(now)
                 if setup is not None and self.metrics is not None:
                     self.metrics.call_setup.observe(setup)
             for chunk in inbound.push(frame):
@@ -330,7 +463,8 @@ class Call:
         self._ready_sent = True
         self._to_caller(caller.session_ready(self.call_id, self.service.kind,
                                              node=self.node, worker=self.worker,
-                                             recorded=self.recorder is not None))
+                                             recorded=self.recorder is not None,
+                                             resume_token=self.resume_token))
         self._to_caller(caller.state_changed(self.session.state))
 
     # ------------------------------------------------------------ effects
@@ -347,9 +481,10 @@ class Call:
                 self.playout.end_item(effect.item_id)
             elif isinstance(effect, FlushPlayout):
                 flushed = self.playout.flush()
-                if flushed.item_id is not None:
-                    self.record.playout_flushed()
-                self._apply(self.session.on_playout_flushed(flushed.item_id, flushed.sent_ms))
+                if flushed.item_id is not None and not effect.unheard_ms:
+                    self.record.playout_flushed()  # a barge-in, timed to the playout's silence
+                heard = max(0.0, flushed.sent_ms - effect.unheard_ms)
+                self._apply(self.session.on_playout_flushed(flushed.item_id, heard))
             elif isinstance(effect, RunTool):
                 self._spawn(self._run_tool(effect), f"tool:{effect.name}")
 
@@ -440,7 +575,7 @@ class Call:
             await asyncio.sleep(STATS_INTERVAL_S)
             await self._take_stats()
 
-    async def _take_stats(self) -> None:
+    async def _take_stats(self, pc: RTCPeerConnection | None = None) -> None:
         metrics = self.metrics
         if metrics is None:
             return
@@ -449,7 +584,7 @@ class Call:
             metrics.playout_late_frames.inc(late - self._late_frames_seen)
             self._late_frames_seen = late
         try:
-            report = await self.pc.getStats()
+            report = await (pc or self.pc).getStats()
         except Exception:  # a closing peer: nothing more to count
             return
         received = lost = 0
@@ -459,6 +594,10 @@ class Call:
                 received += stats.packetsReceived
                 lost += max(0, stats.packetsLost)
                 jitter = max(jitter or 0.0, stats.jitter / OPUS_RTP_CLOCK)
+        self._rtp_now = (received, lost)
+        # A call's figures span every connection it had (resumes).
+        received += self._rtp_before[0]
+        lost += self._rtp_before[1]
         self.record.rtp(received, lost, jitter)
         if lost > self._lost_seen:
             metrics.packets_lost.inc(lost - self._lost_seen)
@@ -494,7 +633,7 @@ class Call:
         self.playout.stop()
         with contextlib.suppress(Exception):
             await self.pc.close()
-        pending = [t for t in self._tasks if t is not current]
+        pending = [t for t in self._tasks | self._old_peers if t is not current]
         if pending:
             await asyncio.wait(pending, timeout=5)
         self._channel = None

@@ -24,7 +24,7 @@ CALLER_MESSAGES_BURST = 40
 CALLER_TYPES = ("text", "interrupt", "playout", "ping")
 SERVER_TYPES = (
     "session.ready", "state", "transcript.delta", "transcript.done",
-    "tool.started", "tool.finished", "error", "pong", "call.ended",
+    "tool.started", "tool.finished", "error", "pong", "call.ended", "session.resumed",
 )
 
 ServerMessage = dict[str, Any]
@@ -45,16 +45,25 @@ class CallState(StrEnum):
 
 
 def session_ready(call_id: str, backend: str, *, node: str | None = None,
-                  worker: str | None = None, recorded: bool = False) -> ServerMessage:
-    """The call is ready; `node` and `worker` name the process that holds it, and
-    `recorded` says the server records it (the page must show that)."""
+                  worker: str | None = None, recorded: bool = False,
+                  resume_token: str | None = None) -> ServerMessage:
+    """The call is ready; `node` and `worker` name the process that holds it,
+    `recorded` says the server records it (the page must show that), and
+    `resume_token` lets this caller bring the call back on a new connection."""
     message: ServerMessage = {"type": "session.ready", "call_id": call_id, "backend": backend,
                               "recorded": recorded}
+    if resume_token is not None:
+        message["resume_token"] = resume_token
     if node is not None:
         message["node"] = node
     if worker is not None:
         message["worker"] = worker
     return message
+
+
+def session_resumed(call_id: str) -> ServerMessage:
+    """The call goes on over the new connection (`POST /calls/{id}/resume`)."""
+    return {"type": "session.resumed", "call_id": call_id}
 
 
 def state_changed(state: CallState) -> ServerMessage:

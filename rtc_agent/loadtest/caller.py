@@ -32,6 +32,7 @@ from aiortc.jitterbuffer import JitterBuffer
 from rtc_agent.ice import restrict_host_addresses, rtc_configuration
 from rtc_agent.loadtest.events import (
     SESSION_READY,
+    SESSION_RESUMED,
     CallEnded,
     Event,
     EventLog,
@@ -127,8 +128,12 @@ class ScriptedCaller:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
-    async def connect(self, timeout: float = 15) -> None:  # noqa: ASYNC109 (the contract)
+    async def connect(self, timeout: float = 15,  # noqa: ASYNC109 (the contract)
+                      resume: tuple[str, str] | None = None) -> None:
         """Offer/answer, then wait for ICE+DTLS connected and `session.ready`.
+
+        With `resume` (a call id and its resume token), carry that call on instead:
+        the offer goes to `/calls/{id}/resume` and the wait is for `session.resumed`.
 
         Raises CallFailed: `at_capacity`, `http_4xx`/`http_5xx`, `http_error`
         (server unreachable), `ice_failed`, `timeout`, or the server's end reason
@@ -137,7 +142,7 @@ class ScriptedCaller:
         t0 = time.monotonic()
         try:
             async with asyncio.timeout(timeout):
-                await self._connect(t0)
+                await self._connect(t0, resume)
         except TimeoutError:
             state = self.pc.connectionState if self.pc else "none"
             what = "session.ready" if state == "connected" else f"connection (state {state})"
@@ -148,7 +153,7 @@ class ScriptedCaller:
             await self.hangup()  # a failed set-up leaves nothing running
             raise self.failure
 
-    async def _connect(self, t0: float) -> None:
+    async def _connect(self, t0: float, resume: tuple[str, str] | None) -> None:
         if self.ice_addresses is not None:
             restrict_host_addresses(self.ice_addresses)
         if self._session is None:
@@ -163,13 +168,18 @@ class ScriptedCaller:
             _set_jitter_prefetch(transceiver.receiver, self.jitter_prefetch)
         pc.on("track", self._on_track)
         pc.on("connectionstatechange", self._state_changed.set)
-        ready = self._log.future(lambda e: e.get("type") == SESSION_READY)
+        awaited = SESSION_READY if resume is None else SESSION_RESUMED
+        ready = self._log.future(lambda e: e.get("type") == awaited)
 
         await pc.setLocalDescription(await pc.createOffer())  # gathers fully
         offer = {"sdp": pc.localDescription.sdp, "type": "offer"}
+        url = f"{self.base_url}/offer"
+        if resume is not None:
+            url = f"{self.base_url}/calls/{resume[0]}/resume"
+            offer["resume_token"] = resume[1]
         try:
             async with self._session.post(
-                f"{self.base_url}/offer", json=offer, headers=self._headers(), ssl=self.ssl
+                url, json=offer, headers=self._headers(), ssl=self.ssl
             ) as resp:
                 body: Any
                 try:
@@ -360,12 +370,15 @@ class ScriptedCaller:
                     out["rtt_ms"] = s.roundTripTime * 1000
         return out
 
-    async def hangup(self) -> None:
-        """DELETE /calls/{id} and close the peer; safe to call more than once."""
+    async def hangup(self, delete: bool = True) -> None:
+        """DELETE /calls/{id} and close the peer; safe to call more than once.
+
+        `delete=False` only closes this side, leaving the call to a resume (a caller
+        whose connection was replaced)."""
         if self._closed:
             return
         self._closed = True
-        if self.call_id and self._session is not None and not self._session.closed:
+        if delete and self.call_id and self._session is not None and not self._session.closed:
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                 async with asyncio.timeout(5):
                     async with self._session.delete(

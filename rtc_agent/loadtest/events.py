@@ -35,6 +35,7 @@ def _server_type(name: str) -> str:
 
 
 SESSION_READY = _server_type("session.ready")
+SESSION_RESUMED = _server_type("session.resumed")
 STATE = _server_type("state")
 TRANSCRIPT_DONE = _server_type("transcript.done")
 CALL_ENDED = _server_type("call.ended")

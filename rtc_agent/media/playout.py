@@ -53,16 +53,18 @@ class PlayoutTrack(MediaStreamTrack):
         on_item_finished: Callable[[str, float], None] | None = None,
         on_frame: Callable[[bytearray | None], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        buffer: PlayoutBuffer | None = None,
+        encoder: AudioCodecContext | None = None,
     ) -> None:
         super().__init__()
         self._silence = silence_packet()
-        self._encoder: AudioCodecContext | None = opus.encoder(RATE, 32000)
+        self._encoder: AudioCodecContext | None = encoder or opus.encoder(RATE, 32000)
         self._frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
         self._frame.sample_rate = RATE
         self._scratch = bytearray(FRAME_BYTES)
-        self.buffer = PlayoutBuffer(max_buffer_ms=max_buffer_ms,
-                                    on_item_started=on_item_started,
-                                    on_item_finished=on_item_finished)
+        self.buffer = buffer or PlayoutBuffer(max_buffer_ms=max_buffer_ms,
+                                              on_item_started=on_item_started,
+                                              on_item_finished=on_item_finished)
         self._clock = clock
         # Told of every tick: the 20 ms of pcm sent (valid during the call only), or
         # None for silence. For the call's books (barge-in timing) and recordings.
@@ -73,6 +75,7 @@ class PlayoutTrack(MediaStreamTrack):
         self._encoded_pts = 0
         self._quiet_frames = WARMUP_SILENCE_FRAMES
         self.late_frames = 0
+        self._detached = False  # handed over to a successor: silent, touches nothing
 
     # ------------------------------------------------------------ feeding
 
@@ -101,6 +104,23 @@ class PlayoutTrack(MediaStreamTrack):
     def flush(self) -> Flushed:
         return self.buffer.flush()
 
+    def successor(self) -> PlayoutTrack:
+        """The track for a call's new connection (a resume), taking over this one's
+        queue, encoder, callbacks and counts.
+
+        aiortc's sender stops its track when its connection closes, and a call's
+        playout must outlive its connections. From now on this track only sends
+        silence, so its closing connection cannot take frames meant for the new one.
+        The successor paces from its own first pull: the gap is not lateness."""
+        nxt = PlayoutTrack(on_frame=self._on_frame, clock=self._clock, buffer=self.buffer,
+                           encoder=self._encoder)
+        nxt.late_frames = self.late_frames
+        nxt._encoded_pts = self._encoded_pts
+        self._detached = True
+        self._encoder = None
+        self._on_frame = None
+        return nxt
+
     # ------------------------------------------------------------ sending
 
     async def _pace(self) -> None:
@@ -123,6 +143,8 @@ class PlayoutTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         await self._pace()
+        if self._detached:
+            return self._packet(None)
         filled = self.buffer.fill(self._scratch)
         payload: bytes | None = None
         if filled:
@@ -137,6 +159,9 @@ class PlayoutTrack(MediaStreamTrack):
                 self._on_frame(self._scratch if filled else None)
             except Exception:  # an observer's fault must not stop the sender
                 log.exception("playout frame observer failed")
+        return self._packet(payload)
+
+    def _packet(self, payload: bytes | None) -> av.Packet:
         packet = av.Packet(payload or self._silence)
         packet.pts = self._timestamp
         packet.time_base = RTP_TIME_BASE

@@ -78,6 +78,7 @@ class CallRecord:
     barge_ins: int = 0
     upstream_reconnects: int = 0
     upstream_errors: int = 0
+    resumes: int = 0  # times the caller brought the call back on a new connection
     packets_lost: int = 0
     packets_received: int = 0
     jitter_s: float | None = None
@@ -154,6 +155,9 @@ class CallRecord:
     def upstream_error(self) -> None:
         self.upstream_errors += 1
 
+    def resumed(self) -> None:
+        self.resumes += 1
+
     def rtp(self, packets_received: int, packets_lost: int, jitter_s: float | None) -> None:
         self.packets_received = max(0, packets_received)
         self.packets_lost = max(0, packets_lost)
@@ -188,6 +192,7 @@ class CallRecord:
                             "ms": t.ms} for t in self.tool_calls],
             "tool_calls_total": self.tool_calls_total,
             "tokens": {kind: getattr(self.tokens, kind) for kind in TOKEN_KINDS},
+            "resumes": self.resumes,
             "upstream_reconnects": self.upstream_reconnects,
             "upstream_errors": self.upstream_errors,
             "packets_lost": self.packets_lost,

@@ -94,6 +94,12 @@ class Metrics:
             "rtc_agent_barge_in_seconds", "The service's speech_started to the playout silent",
             buckets=(0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1),
             registry=registry)
+        self.paths_lost = Counter("rtc_agent_call_paths_lost",
+                                  "Callers' media paths lost mid-call (a resume may follow)",
+                                  registry=registry)
+        self.resumes = Counter("rtc_agent_call_resumes",
+                               "Calls carried on over a new connection (POST .../resume)",
+                               registry=registry)
         self.upstream_reconnects = Counter("rtc_agent_upstream_reconnects",
                                            "Realtime sockets opened again after a loss",
                                            registry=registry)

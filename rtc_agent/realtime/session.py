@@ -104,7 +104,12 @@ class EndItemAudio:
 
 @dataclass(frozen=True, slots=True)
 class FlushPlayout:
-    """Drop queued audio now; answer with `RealtimeSession.on_playout_flushed`."""
+    """Drop queued audio now; answer with `RealtimeSession.on_playout_flushed`.
+
+    `unheard_ms`: of what was sent, how much (the last part) never reached the
+    caller, because the media path had died; 0 for a barge-in."""
+
+    unheard_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -527,6 +532,27 @@ class RealtimeSession:
     def on_interrupt(self) -> list[Effect]:
         effects = self._interrupt()
         effects.extend(self._maybe_listening())
+        self._retire()
+        return effects
+
+    def on_path_lost(self, unheard_ms: float) -> list[Effect]:
+        """The caller's media path died (a phone changing networks); the call waits
+        for a resume. What was playing is cut where the caller last heard it, as a
+        barge-in would cut it (the reply is cancelled, its transcript marked
+        interrupted); a turn the caller was still speaking is dropped, since its end
+        will never come. A reply started later (a tool round finishing) is not cut:
+        its audio waits in the playout for the new path."""
+        effects: list[Effect] = []
+        audio_pending = any(
+            i.has_audio and not i.played_out and not i.finalized for i in self._items.values())
+        if self.active_response_id is not None:
+            self._discarded_responses.add(self.active_response_id)
+            effects.append(SendUpstream({"type": "response.cancel"}))
+        if self.active_response_id is not None or audio_pending:
+            effects.append(FlushPlayout(unheard_ms=max(0.0, unheard_ms)))
+        if self.state == CallState.USER_SPEAKING:
+            effects.append(SendUpstream({"type": "input_audio_buffer.clear"}))
+            self.state = CallState.LISTENING  # nobody to tell: the resume sends the state
         self._retire()
         return effects
 

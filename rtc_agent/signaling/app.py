@@ -82,6 +82,10 @@ CONTENT_SECURITY_POLICY = (
 # (so no "..", no dotfiles), not too long. Anything else is a 404 without
 # touching the file system.
 _SEGMENT = r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}"
+MAX_RESUME_TOKEN = 128
+NO_SUCH_CALL = ("no_such_call", "no call with that id")
+# A resume for a call that is over: the page shows this as it is.
+CALL_ENDED = ("call_ended", "This call has ended; start a new one.")
 STATIC_PATH = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT}){{0,7}}")
 
 
@@ -213,6 +217,29 @@ class SignalingServer:
             return json_error(503, "backend_unavailable",
                               f"the speech backend is {self.state()}; try again shortly",
                               **{"Retry-After": str(BACKEND_RETRY_AFTER_S)})
+        read = await self._offer_body(request)
+        if isinstance(read, web.Response):
+            return read
+        body, _, sdp = read
+        cap = self.config.max_pending_per_address
+        if limited and cap and self._pending_from(key) >= cap:
+            return json_error(429, "too_many_pending",
+                              "too many calls from your address are still connecting",
+                              **{"Retry-After": str(RETRY_AFTER_S)})
+        self._answering[key] = self._answering.get(key, 0) + 1
+        try:
+            return await self._place(request, body, sdp, key)
+        finally:
+            left = self._answering.get(key, 1) - 1
+            if left > 0:
+                self._answering[key] = left
+            else:
+                self._answering.pop(key, None)
+
+    async def _offer_body(self, request: web.Request
+                          ) -> tuple[bytes, dict[str, Any], str] | web.Response:
+        """An offer's body (of `/offer` or a resume): read whole within its bounds,
+        a JSON object {sdp, type: "offer"}, its SDP vetted; else the error to send."""
         try:
             body = await read_body(request, MAX_OFFER_BYTES, self.config.body_timeout_s)
         except Refusal as refused:
@@ -234,20 +261,7 @@ class SignalingServer:
         refusal = sdp_refusal(sdp)  # before aiortc parses it: bounds what one offer costs
         if refusal is not None:
             return json_error(refusal.status, refusal.code, refusal.message)
-        cap = self.config.max_pending_per_address
-        if limited and cap and self._pending_from(key) >= cap:
-            return json_error(429, "too_many_pending",
-                              "too many calls from your address are still connecting",
-                              **{"Retry-After": str(RETRY_AFTER_S)})
-        self._answering[key] = self._answering.get(key, 0) + 1
-        try:
-            return await self._place(request, body, sdp, key)
-        finally:
-            left = self._answering.get(key, 1) - 1
-            if left > 0:
-                self._answering[key] = left
-            else:
-                self._answering.pop(key, None)
+        return body, data, sdp
 
     async def _place(self, request: web.Request, body: bytes, sdp: str,
                      key: str) -> web.Response:
@@ -316,6 +330,7 @@ class SignalingServer:
             ice_servers=self.ice_servers(user=f"call-{call_id}"),
             connect_timeout_s=self.config.connect_timeout_s,
             max_duration_s=self.config.max_call_s or None,
+            resume_window_s=self.config.resume_window_s,
             decode_on_loop=self.config.decode_on_loop,
             on_closed=self._forget,
             node=self.membership.node,
@@ -371,6 +386,63 @@ class SignalingServer:
         if call_id in self.calls:
             return await self._hang_up_here(call_id)
         return await self._to_owner(request, call_id)
+
+    async def resume(self, request: web.Request) -> web.Response:
+        """`POST /calls/{id}/resume` {sdp, type, resume_token}: the caller's new connection
+        for a call whose path died (docs/data-channel.md); answered like `/offer`."""
+        if not self._origin_allowed(request):
+            return json_error(403, "origin_not_allowed", "this origin may not manage calls")
+        key = address_key(request.remote)
+        # Rate-limited like offers, before any token check: guessing tokens costs too.
+        wait = self.offer_limiter.take(key) if self._limited(request) else 0.0
+        if wait:
+            return json_error(429, "rate_limited", "too many call attempts from your address",
+                              **{"Retry-After": str(math.ceil(wait))})
+        if not self._authorized(request):
+            return json_error(401, "unauthorized", "a valid access token is required")
+        read = await self._offer_body(request)
+        if isinstance(read, web.Response):
+            return read
+        body, data, sdp = read
+        token = data.get("resume_token")
+        if not isinstance(token, str) or not 0 < len(token) <= MAX_RESUME_TOKEN:
+            return json_error(400, "invalid_resume_token",
+                              "'resume_token' must be the token session.ready gave")
+        call_id = request.match_info["call_id"]
+        if call_id in self.calls:
+            return await self._resume_here(call_id, sdp, token)
+        return await self._to_owner(request, call_id, body=body, missing=CALL_ENDED)
+
+    async def _resume_here(self, call_id: str, sdp: str, token: str) -> web.Response:
+        call = self.calls.get(call_id)
+        if call is None or call.closed:
+            return json_error(404, *CALL_ENDED)
+        if not call.token_matches(token):
+            return json_error(403, "invalid_resume_token", "that token is not this call's")
+        try:
+            answer = await call.resume(RTCSessionDescription(sdp=sdp, type="offer"))
+        except PortRangeExhausted as exc:
+            log.warning("resume of %s refused: %s", call_id, exc)
+            return json_error(503, "no_media_ports", "no UDP port is free for the call's media",
+                              **{"Retry-After": str(RETRY_AFTER_S)})
+        except Exception as exc:  # aiortc's SDP parser raises many kinds; the call waits on
+            if call.closed:
+                return json_error(404, *CALL_ENDED)
+            return json_error(400, "invalid_sdp", f"cannot use this offer: {exc}"[:300])
+        return web.json_response({"sdp": answer.sdp, "type": answer.type, "call_id": call_id})
+
+    async def internal_resume(self, request: web.Request) -> web.Response:
+        """A resume another worker received, already vetted there."""
+        try:
+            body = await read_body(request, MAX_OFFER_BYTES, self.config.body_timeout_s)
+            data = json.loads(body)
+        except (Refusal, ValueError, RecursionError):
+            return json_error(400, "invalid_offer", "expected a JSON offer")
+        sdp = data.get("sdp") if isinstance(data, dict) else None
+        token = data.get("resume_token") if isinstance(data, dict) else None
+        if not isinstance(sdp, str) or sdp_refusal(sdp) is not None or not isinstance(token, str):
+            return json_error(400, "invalid_sdp", "expected a vetted resume")
+        return await self._resume_here(request.match_info["call_id"], sdp, token)
 
     async def _hang_up_here(self, call_id: str) -> web.Response:
         call = self.calls.get(call_id)
@@ -435,10 +507,13 @@ class SignalingServer:
     async def internal_call(self, request: web.Request) -> web.Response:
         return self._call_here(request.match_info["call_id"])
 
-    async def _to_owner(self, request: web.Request, call_id: str) -> web.Response:
-        """Pass a request about a call held by another worker on to it (404: nobody has it)."""
+    async def _to_owner(self, request: web.Request, call_id: str, *, body: bytes | None = None,
+                        missing: tuple[str, str] = NO_SUCH_CALL) -> web.Response:
+        """Pass a request about a call held by another worker on to it (404 `missing`:
+        nobody has it). `body`: what was already read of the request."""
         if self.forwarder is not None and STATIC_PATH.fullmatch(call_id):
-            body = await request.read() if request.can_read_body else None
+            if body is None and request.can_read_body:
+                body = await request.read()
             for worker in await self.membership.owners(call_id):
                 try:
                     forwarded = await self.forwarder.send(
@@ -453,7 +528,7 @@ class SignalingServer:
                     return web.Response(status=forwarded.status, body=forwarded.body,
                                         headers={**forwarded.headers,
                                                  VIA_HEADER: self.membership.id})
-        return json_error(404, "no_such_call", "no call with that id")
+        return json_error(404, *missing)
 
     async def healthz(self, request: web.Request) -> web.Response:
         """Liveness for anyone (status code and `status`); the details need the token.
@@ -662,6 +737,7 @@ def create_app(server: SignalingServer) -> web.Application:
     app.on_response_prepare.append(security_headers(server))
     app.router.add_post("/offer", server.offer)
     app.router.add_delete("/calls/{call_id}", server.hang_up)
+    app.router.add_post("/calls/{call_id}/resume", server.resume)
     app.router.add_get("/calls", server.list_calls)
     app.router.add_get("/calls/{call_id}", server.get_call)
     app.router.add_get("/healthz", server.healthz)
@@ -699,6 +775,7 @@ def create_internal_app(server: SignalingServer, secret: str) -> web.Application
                           client_max_size=MAX_OFFER_BYTES * 2)
     app.router.add_post("/offer", server.internal_offer)
     app.router.add_delete("/calls/{call_id}", server.internal_hang_up)
+    app.router.add_post("/calls/{call_id}/resume", server.internal_resume)
     app.router.add_get("/calls", server.internal_calls)
     app.router.add_get("/calls/{call_id}", server.internal_call)
     return app

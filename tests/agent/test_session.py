@@ -6,6 +6,7 @@ import base64
 import json
 from typing import Any
 
+from rtc_agent.datachannel import CallState
 from rtc_agent.protocol import Dialect
 from rtc_agent.realtime.dialect import normalize_event
 from rtc_agent.realtime.session import (
@@ -487,3 +488,28 @@ def test_text_typed_before_the_session_is_configured_waits_for_it() -> None:
     assert upstream(s.on_text("are you back")) == []
     events = upstream(s.handle_upstream({"type": "session.updated", "session": {}}))
     assert [e["type"] for e in events] == ["conversation.item.create", "response.create"]
+
+
+def test_a_lost_path_cuts_the_reply_where_it_was_last_heard() -> None:
+    s = RealtimeSession(Dialect.GA, SessionSettings())
+    two_sentences(s)
+    s.on_item_started("item_a")
+    out = s.on_path_lost(unheard_ms=900.0)
+    assert upstream(out) == [{"type": "response.cancel"}]
+    (flush,) = [e for e in out if isinstance(e, FlushPlayout)]
+    assert flush.unheard_ms == 900.0
+    # the call subtracts the unheard part from what was sent: 1700 - 900 ms heard
+    out = s.on_playout_flushed("item_a", 1700.0 - flush.unheard_ms)
+    assert upstream(out) == [{"type": "conversation.item.truncate", "item_id": "item_a",
+                              "content_index": 0, "audio_end_ms": 800}]
+    (done,) = [m for m in caller(out) if m["type"] == "transcript.done"]
+    assert done["interrupted"] and done["heard_text"] == "Seven times six is forty-two."
+
+
+def test_a_lost_path_drops_a_half_spoken_turn_and_leaves_a_quiet_call_alone() -> None:
+    s = RealtimeSession(Dialect.GA, SessionSettings())
+    assert s.on_path_lost(500.0) == []  # nothing playing, nobody talking: nothing to do
+    s.handle_upstream({"type": "input_audio_buffer.speech_started", "item_id": "u1"})
+    out = s.on_path_lost(500.0)
+    assert upstream(out) == [{"type": "input_audio_buffer.clear"}]
+    assert s.state == CallState.LISTENING
