@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from rtc_agent import config
+from rtc_agent.datachannel import CALLER_MESSAGES_BURST, CALLER_MESSAGES_PER_S
 from rtc_agent.loadtest.caller import ScriptedCaller
 from rtc_agent.loadtest.microphone import Prompt
 from rtc_agent.serve import running
@@ -131,6 +132,7 @@ async def test_a_flood_of_messages_is_dropped_and_the_call_stays_responsive(
         await caller.connect(timeout=20)
         call = agent.calls[caller.call_id]
         n = len(caller.events)
+        flood_started = time.monotonic()
         for i in range(10_000):
             caller._channel.send(f'{{"type":"ping","t":{i}}}')
         caller._channel.send('{"type":"ping","t":NaN}')  # not JSON: refused, not echoed
@@ -139,6 +141,7 @@ async def test_a_flood_of_messages_is_dropped_and_the_call_stays_responsive(
             if call.caller_dropped + call.caller_errors >= 10_000 - 100:
                 break
             await asyncio.sleep(0.05)
+        flood_s = time.monotonic() - flood_started
         await asyncio.sleep(1.5)  # let the buckets refill
         t0 = time.monotonic()
         caller.send({"type": "ping", "t": -1})
@@ -148,7 +151,11 @@ async def test_a_flood_of_messages_is_dropped_and_the_call_stays_responsive(
         pongs = [e for e in caller.events[n:] if e["type"] == "pong"]
         refusals = [e for e in caller.events[n:] if e["type"] == "error"]
         assert call.caller_dropped > 9_000
-        assert len(pongs) < 200 and len(refusals) < 50, (len(pongs), len(refusals))
+        # what the bucket lets through in as long as the flood lasted (a loaded machine
+        # stretches it), plus the one after it; refusals are themselves rate-limited
+        allowed = CALLER_MESSAGES_BURST + CALLER_MESSAGES_PER_S * (flood_s + 1.5) + 1
+        assert len(pongs) <= allowed, (len(pongs), allowed, flood_s)
+        assert len(refusals) <= 5 + flood_s + 1.5, (len(refusals), flood_s)
         assert all(e.get("t") is None or isinstance(e["t"], int) for e in pongs)
         n = len(caller.events)
         caller.send({"type": "text", "text": "what is two plus two"})
