@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiortc import RTCPeerConnection
 
+from rtc_agent.ice import restrict_host_addresses
 from rtc_agent.loadtest.caller import CallFailed, ScriptedCaller
 from tests.cluster.nodes import Node, http
 
@@ -123,6 +125,59 @@ async def test_hang_up_reaching_another_worker_ends_the_right_call(node: Node) -
             break
     assert forwarded, "no DELETE was ever received by the other worker"
     assert http("DELETE", f"{node.url}/calls/not-a-call")[0] == 404
+
+
+async def offer_sdp() -> str:
+    """A real offer, as a resuming caller would post (its own connection not kept)."""
+    restrict_host_addresses(["127.0.0.1"])  # candidates on loopback only, as every test's
+    pc = RTCPeerConnection()
+    try:
+        pc.createDataChannel("events")
+        pc.addTransceiver("audio")
+        await pc.setLocalDescription(await pc.createOffer())
+        return str(pc.localDescription.sdp)
+    finally:
+        await pc.close()
+
+
+async def test_a_resume_reaching_another_worker_reaches_the_owner(node: Node) -> None:
+    (caller,) = await place(node.url, 1)
+    try:
+        owner, token = ready(caller)["worker"], ready(caller)["resume_token"]
+        url = f"{node.url}/calls/{caller.call_id}/resume"
+        sdp = await offer_sdp()
+        # A wrong token, sent until a worker that does not hold the call receives it:
+        # the owner refuses it (403), where a worker knowing nothing would say 404.
+        for _ in range(24):
+            status, body, headers = await asyncio.to_thread(
+                http, "POST", url, {"sdp": sdp, "type": "offer", "resume_token": "wrong"})
+            assert (status, body["error"]["code"]) == (403, "invalid_resume_token")
+            via = headers.get("X-Rtc-Agent-Via")
+            if via is not None:
+                assert via != owner
+                break
+        else:
+            raise AssertionError("no resume was ever received by the other worker")
+        # real resumes, over whichever worker the kernel picks, carry the same call on
+        for _ in range(4):
+            back = ScriptedCaller(node.url)
+            await back.connect(timeout=READY_S, resume=(caller.call_id, token))
+            await caller.hangup(delete=False)
+            caller = back
+        assert wait_calls(node, 1)["calls"] == 1
+        n = len(caller.events)
+        caller.send({"type": "text", "text": "what is two plus two"})
+        reply = await caller.wait_event(
+            lambda e: e.get("type") == "transcript.done" and e.get("role") == "assistant",
+            30, start=n)
+        assert "four" in reply["text"]
+        # a call that is over: any worker says so, in words the page can show
+        await caller.hangup()
+        status, body, _ = await asyncio.to_thread(
+            http, "POST", url, {"sdp": sdp, "type": "offer", "resume_token": token})
+        assert (status, body["error"]["code"]) == (404, "call_ended")
+    finally:
+        await hang_up([caller])
 
 
 async def test_a_killed_worker_is_restarted_and_skipped_meanwhile(node: Node) -> None:
