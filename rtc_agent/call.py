@@ -37,7 +37,7 @@ from rtc_agent.ice import rtc_configuration
 from rtc_agent.media.inbound import InboundAudio, append_event, decode_on_loop
 from rtc_agent.media.playout import PlayoutTrack
 from rtc_agent.media.recorder import CallRecorder
-from rtc_agent.observability.call_record import CallRecord, log_line
+from rtc_agent.observability.call_record import CallRecord, estimate_cost, log_line
 from rtc_agent.observability.metrics import Metrics
 from rtc_agent.realtime.client import RealtimeClient, UpstreamFailed
 from rtc_agent.realtime.health import UpstreamHealth
@@ -104,6 +104,7 @@ class Call:
         recorder: CallRecorder | None = None,
         upstream_health: UpstreamHealth | None = None,
         resume_window_s: float = 30.0,
+        pricing: dict[str, float] | None = None,
     ) -> None:
         self.call_id = call_id
         self.upstream_health = upstream_health
@@ -115,7 +116,7 @@ class Call:
         self.record = CallRecord(
             call_id, started=self.created if started is None else started,
             started_utc=_utc_now(), node=node, worker=worker, backend=service.kind,
-            user_agent=user_agent[:MAX_USER_AGENT])
+            user_agent=user_agent[:MAX_USER_AGENT], pricing=dict(pricing or {}))
         self.recorder = recorder
         self._late_frames_seen = 0
         self._lost_seen = 0
@@ -441,8 +442,13 @@ class Call:
             response = event.get("response")
             added = self.record.tokens.add(response.get("usage")
                                            if isinstance(response, dict) else None)
-            if added and self.metrics is not None:
-                self.metrics.add_tokens(added.items())
+            if added:
+                if self.metrics is not None:
+                    self.metrics.add_tokens(added.items())
+                summary = self.record.tokens.as_dict()
+                cost = (round(estimate_cost(self.record.tokens, self.record.pricing), 6)
+                        if self.record.pricing else None)
+                self._to_caller(caller.usage(summary, cost))
         elif etype == "error":
             self.record.upstream_error()
             if self.metrics is not None:

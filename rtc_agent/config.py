@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from rtc_agent import ConfigError
 from rtc_agent.ice import parse_port_range
+from rtc_agent.protocol import TOKEN_KINDS
 from rtc_agent.realtime.settings import SessionSettings, TurnDetection
 
 __all__ = ["SETTINGS", "Backend", "ConfigError", "ServeConfig", "Setting", "Source",
@@ -90,6 +91,8 @@ class ServeConfig:
     connect_timeout_s: float = 30.0
     max_call_s: float = 0.0  # a call's longest life (0: no limit); ends with max_duration
     resume_window_s: float = 30.0  # how long a call whose path died waits for a resume
+    # US dollars per million tokens by kind, for an estimated cost per call (none: no cost)
+    pricing: dict[str, float] = field(default_factory=dict)
     decode_on_loop: bool = True
     # TURN credentials live this long; coturn checks expiry only when a relay is
     # allocated, so a call outlives them, but a leaked pair soon stops working.
@@ -319,6 +322,35 @@ class _Either(Kind):
         if isinstance(value, str) and value.strip().lower() == self.word:
             return self.word
         raise self.mismatch(value)
+
+
+class _Prices(Kind):
+    """US dollars per million tokens, by kind: a table in a file, `kind=usd,...` as text."""
+
+    what = f"prices per million tokens ({', '.join(TOKEN_KINDS)})"
+
+    def text(self, raw: str) -> dict[str, float]:
+        table: dict[str, Any] = {}
+        for part in _no_nul(raw).split(","):
+            if part.strip():
+                kind, sep, price = part.partition("=")
+                if not sep:
+                    raise _Invalid(f'has "{part.strip()}", not kind=price')
+                table[kind.strip()] = _Float().text(price)
+        return self.file(table)
+
+    def file(self, value: Any) -> dict[str, float]:
+        if not isinstance(value, dict):
+            raise self.mismatch(value)
+        prices: dict[str, float] = {}
+        for kind, price in value.items():
+            if kind not in TOKEN_KINDS:
+                raise _Invalid(f"names {_quote(str(kind))}, not one of {', '.join(TOKEN_KINDS)}")
+            if isinstance(price, bool) or not isinstance(price, int | float) \
+                    or not math.isfinite(price) or price < 0:
+                raise _Invalid(f"gives {kind} {_type_name(price)}, not a price of 0 or more")
+            prices[kind] = float(price)
+        return prices
 
 
 class _PortRange(Kind):
@@ -559,6 +591,10 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("resume_window_s", _FLOAT, _SERVE.resume_window_s, "how long a call whose "
              "media path died (a phone changing networks) waits for the caller to resume it "
              "before ending (default 30; 0: end at once)", check=_at_least(0)),
+    _setting("pricing", _Prices(), {}, "US dollars per million Realtime tokens, to estimate "
+             "each call's cost (the caller's usage messages, the call log): "
+             "kind=price,... with kinds " + ", ".join(TOKEN_KINDS) + " (default: no estimate; "
+             "in a file, a [serve.pricing] table)", metavar="KIND=USD,..."),
     _setting("record_dir", _PATH, None, "record every call there: <call_id>.ogg (caller left, "
              "agent right) and .json (default: no recordings; callers see a 'Recorded' notice "
              "when on)", metavar="DIR"),
@@ -882,7 +918,7 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         public_address=v("public_address"), udp_ports=v("udp_ports"),
         drain_timeout_s=v("drain_timeout_s"), metrics_token=v("metrics_token"),
         call_log=v("call_log"), metrics=not v("no_metrics"), max_call_s=v("max_call_s"),
-        resume_window_s=v("resume_window_s"),
+        resume_window_s=v("resume_window_s"), pricing=v("pricing"),
         record_dir=v("record_dir"), record_max_s=v("record_max_s"), log_level=v("log_level"),
         config_file=config_file, sources=v.sources, warnings=warnings)
     _check_together(cfg, v)
@@ -1129,6 +1165,9 @@ def describe(cfg: ServeConfig, backend: Backend,
     add("recording", (f"{cfg.record_dir} (up to {cfg.record_max_s:g} s a call)"
                       if cfg.record_dir else "off") + origin("record_dir", "record_max_s"))
     add("call log", (str(cfg.call_log) if cfg.call_log else "off") + origin("call_log"))
+    prices = ", ".join(f"{kind} ${price:g}" for kind, price in cfg.pricing.items())
+    add("cost estimate", (f"per million tokens: {prices}" if prices else "off")
+        + origin("pricing"))
     names = ["workers", "node_id"]
     if cfg.redis_url:
         cluster = f"; cluster on {_safe_url(cfg.redis_url)}, secret {secret('cluster_secret')}"

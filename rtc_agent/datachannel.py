@@ -24,7 +24,7 @@ CALLER_MESSAGES_BURST = 40
 CALLER_TYPES = ("text", "interrupt", "playout", "ping")
 SERVER_TYPES = (
     "session.ready", "state", "transcript.delta", "transcript.done",
-    "tool.started", "tool.finished", "error", "pong", "call.ended", "session.resumed",
+    "tool.started", "tool.finished", "error", "pong", "call.ended", "session.resumed", "usage",
 )
 
 ServerMessage = dict[str, Any]
@@ -112,6 +112,15 @@ def error(code: str, message: str) -> ServerMessage:
 
 def pong(t: Any, server_t: int) -> ServerMessage:
     return {"type": "pong", "t": t, "server_t": server_t}
+
+
+def usage(tokens: dict[str, int], cost_usd: float | None) -> ServerMessage:
+    """The call's Realtime tokens so far, by kind, after each response; `cost_usd`
+    is the estimate from the server's price table (absent without one)."""
+    message: ServerMessage = {"type": "usage", "tokens": tokens}
+    if cost_usd is not None:
+        message["cost_usd"] = cost_usd
+    return message
 
 
 def call_ended(reason: str, message: str) -> ServerMessage:

@@ -30,6 +30,10 @@ BETA_TO_GA: dict[str, str] = {
 }
 GA_TO_BETA: dict[str, str] = {ga: beta for beta, ga in BETA_TO_GA.items()}
 
+# What a `response.done`'s usage counts, as the agent sums it (input/output text and
+# audio tokens, and cached input tokens).
+TOKEN_KINDS = ("input_text", "input_audio", "output_text", "output_audio", "cached")
+
 # pcm16 mono, little-endian: the services' audio format in both directions.
 REALTIME_RATE = 24000
 BYTES_PER_MS = REALTIME_RATE * 2 // 1000  # 48 bytes per ms

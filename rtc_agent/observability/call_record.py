@@ -13,11 +13,13 @@ only, with counts and extremes over the whole call.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rtc_agent.protocol import TOKEN_KINDS
+
 MAX_KEPT = 200  # turn latencies, barge-ins and tool calls kept per call
-TOKEN_KINDS = ("input_text", "input_audio", "output_text", "output_audio", "cached")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,9 @@ class Tokens:
     output_text: int = 0
     output_audio: int = 0
     cached: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {kind: getattr(self, kind) for kind in TOKEN_KINDS}
 
     def add(self, usage: Any) -> dict[str, int]:
         """Add one `response.done` usage object; the amounts added, by kind.
@@ -62,6 +67,20 @@ class Tokens:
         return added
 
 
+def estimate_cost(tokens: Tokens, prices: Mapping[str, float]) -> float:
+    """US dollars for these tokens at `prices` (per million tokens, by kind). Cached
+    tokens are input tokens the service read from its cache: charged at the `cached`
+    price instead of the input text price (audio cached apart is not told apart)."""
+    uncached = max(0, tokens.input_text - tokens.cached) if "cached" in prices \
+        else tokens.input_text
+    total = (uncached * prices.get("input_text", 0.0)
+             + tokens.cached * prices.get("cached", 0.0)
+             + tokens.input_audio * prices.get("input_audio", 0.0)
+             + tokens.output_text * prices.get("output_text", 0.0)
+             + tokens.output_audio * prices.get("output_audio", 0.0))
+    return total / 1_000_000
+
+
 @dataclass
 class CallRecord:
     """The figures of one call; times are monotonic seconds unless named `_utc`."""
@@ -86,6 +105,7 @@ class CallRecord:
     ended_utc: str | None = None
     end_reason: str | None = None
     tokens: Tokens = field(default_factory=Tokens)
+    pricing: dict[str, float] = field(default_factory=dict)  # per million tokens; {}: no cost
     turn_latencies: deque[float] = field(default_factory=lambda: deque(maxlen=MAX_KEPT))
     barge_in_latencies: deque[float] = field(default_factory=lambda: deque(maxlen=MAX_KEPT))
     tool_calls: deque[ToolCall] = field(default_factory=lambda: deque(maxlen=MAX_KEPT))
@@ -191,7 +211,9 @@ class CallRecord:
             "tool_calls": [{"name": t.name, "ok": t.outcome == "ok", "outcome": t.outcome,
                             "ms": t.ms} for t in self.tool_calls],
             "tool_calls_total": self.tool_calls_total,
-            "tokens": {kind: getattr(self.tokens, kind) for kind in TOKEN_KINDS},
+            "tokens": self.tokens.as_dict(),
+            "cost_usd": (round(estimate_cost(self.tokens, self.pricing), 6)
+                         if self.pricing else None),
             "resumes": self.resumes,
             "upstream_reconnects": self.upstream_reconnects,
             "upstream_errors": self.upstream_errors,

@@ -331,6 +331,7 @@ class SignalingServer:
             connect_timeout_s=self.config.connect_timeout_s,
             max_duration_s=self.config.max_call_s or None,
             resume_window_s=self.config.resume_window_s,
+            pricing=self.config.pricing,
             decode_on_loop=self.config.decode_on_loop,
             on_closed=self._forget,
             node=self.membership.node,

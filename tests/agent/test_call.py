@@ -355,3 +355,30 @@ async def test_a_caller_that_stops_reading_cannot_grow_the_server_queue() -> Non
         assert len(sent) == 1 and call.caller_backlog_dropped == 100
     finally:
         await call.close()
+
+
+async def test_usage_follows_each_response_with_its_estimated_cost() -> None:
+    prices = {"input_text": 4.0, "output_text": 16.0, "input_audio": 32.0,
+              "output_audio": 64.0}
+    async with running(server_config(pricing=prices)) as server:
+        async with ScriptedCaller(url(server)) as caller:
+            await caller.connect(timeout=20)
+            call = server.calls[caller.call_id]
+            totals = []
+            for question in ("what is two plus two", "what is three plus three"):
+                n = len(caller.events)
+                caller.send({"type": "text", "text": question})
+                totals.append(await caller.wait_event(lambda e: e["type"] == "usage", 30,
+                                                      start=n))
+            first, second = totals
+            # totals so far, by kind, growing with each response
+            assert set(first["tokens"]) == {"input_text", "input_audio", "output_text",
+                                            "output_audio", "cached"}
+            assert first["tokens"]["output_audio"] > 0 and first["tokens"]["output_text"] > 0
+            assert all(second["tokens"][k] >= first["tokens"][k] for k in first["tokens"])
+            assert second["tokens"]["output_audio"] > first["tokens"]["output_audio"]
+            t = second["tokens"]
+            expected = (t["input_text"] * 4 + t["output_text"] * 16 + t["input_audio"] * 32
+                        + t["output_audio"] * 64) / 1e6
+            assert second["cost_usd"] == pytest.approx(expected, abs=1e-6)
+            assert call.record.summary()["cost_usd"] == pytest.approx(expected, abs=1e-6)

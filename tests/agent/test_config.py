@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rtc_agent import config
+from rtc_agent import ConfigError, config
 from rtc_agent.protocol import Dialect
 from rtc_agent.realtime.service import service_from_settings
 
@@ -205,3 +205,23 @@ def test_every_serve_flag_has_help_naming_its_variable() -> None:
             flag)
     assert seen == set(by_flag)
     assert "(env RTC_AGENT_MAX_CALLS;" in " ".join(serve.format_help().split())
+
+
+def test_pricing_from_a_file_table_or_text(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    clear_settings_env(monkeypatch)
+    f = tmp_path / "agent.toml"
+    f.write_text("[serve.pricing]\ninput_audio = 32\noutput_audio = 64.5\ncached = 0.4\n")
+    cfg = parse("--config", str(f))
+    assert cfg.pricing == {"input_audio": 32.0, "output_audio": 64.5, "cached": 0.4}
+    assert "input_audio $32, output_audio $64.5, cached $0.4" in "\n".join(
+        config.describe(cfg, config.Backend.from_url("offline", "ws://x"), {}))
+    monkeypatch.setenv("RTC_AGENT_PRICING", "output_text=16, input_text=4")
+    assert parse().pricing == {"output_text": 16.0, "input_text": 4.0}
+    for bad, why in (("[serve.pricing]\nvideo = 1\n", 'names "video"'),
+                     ("[serve.pricing]\ninput_text = -1\n", "not a price of 0 or more"),
+                     ("[serve.pricing]\ninput_text = \"cheap\"\n", "not a price"),
+                     ("[serve]\npricing = 3\n", "not prices per million tokens")):
+        f.write_text(bad)
+        with pytest.raises(ConfigError, match=why):
+            parse("--config", str(f))

@@ -6,7 +6,7 @@ import json
 
 from pytest import approx
 
-from rtc_agent.observability.call_record import MAX_KEPT, CallRecord
+from rtc_agent.observability.call_record import MAX_KEPT, CallRecord, Tokens, estimate_cost
 
 
 def record() -> CallRecord:
@@ -85,3 +85,19 @@ def test_the_summary_is_the_call_log_line() -> None:
     assert s["tool_calls"] == [{"name": "search", "ok": False, "outcome": "timeout",
                                 "ms": 10000}]
     assert json.loads(json.dumps(s)) == s
+
+
+def test_cost_charges_cached_input_at_the_cached_price() -> None:
+    tokens = Tokens(input_text=1000, input_audio=2000, output_text=300, output_audio=4000,
+                    cached=600)
+    prices = {"input_text": 4.0, "cached": 0.4, "input_audio": 32.0, "output_text": 16.0,
+              "output_audio": 64.0}
+    expected = (400 * 4.0 + 600 * 0.4 + 2000 * 32.0 + 300 * 16.0 + 4000 * 64.0) / 1e6
+    assert estimate_cost(tokens, prices) == approx(expected)
+    # without a cached price, cached tokens stay input text tokens
+    del prices["cached"]
+    assert estimate_cost(tokens, prices) == approx(
+        (1000 * 4.0 + 2000 * 32.0 + 300 * 16.0 + 4000 * 64.0) / 1e6)
+    assert estimate_cost(tokens, {}) == 0.0
+    record = CallRecord("c", started=0.0, started_utc="t")
+    assert record.summary()["cost_usd"] is None  # no price table: no estimate
