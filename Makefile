@@ -28,4 +28,4 @@ test: $(STAMP) system-deps lint
 	bash scripts/pytest.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-clients .pytest_cache .ruff_cache
