@@ -34,7 +34,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 from rtc_agent import ConfigError
 from rtc_agent.ice import parse_port_range
 from rtc_agent.protocol import TOKEN_KINDS
-from rtc_agent.realtime.settings import SessionSettings, TurnDetection
+from rtc_agent.realtime.settings import EAGERNESS, NOISE_REDUCTION, SessionSettings, TurnDetection
 
 __all__ = ["SETTINGS", "Backend", "ConfigError", "ServeConfig", "Setting", "Source",
            "add_arguments", "check_port", "describe", "from_args", "listen_error"]
@@ -91,6 +91,11 @@ class ServeConfig:
     connect_timeout_s: float = 30.0
     max_call_s: float = 0.0  # a call's longest life (0: no limit); ends with max_duration
     resume_window_s: float = 30.0  # how long a call whose path died waits for a resume
+    idle_timeout_s: float = 0.0  # caller silence before the idle prompt (0: never)
+    idle_prompt: str = "Are you still there?"
+    goodbye: str = "Thank you for calling. Goodbye!"
+    session_renew_s: float = 3300.0  # replace the Realtime session before the service's cap
+    tool_ack_ms: int = 1500  # a tool running longer gets a spoken acknowledgement (0: none)
     # US dollars per million tokens by kind, for an estimated cost per call (none: no cost)
     pricing: dict[str, float] = field(default_factory=dict)
     decode_on_loop: bool = True
@@ -351,6 +356,72 @@ class _Prices(Kind):
                 raise _Invalid(f"gives {kind} {_type_name(price)}, not a price of 0 or more")
             prices[kind] = float(price)
         return prices
+
+
+MAX_OBJECT_CHARS = 16_384  # a pass-through object's JSON (prompt variables, tracing)
+
+
+class _Object(Kind):
+    """A JSON object passed to the service as given (a stored prompt, a tracing
+    configuration): a table in a file, JSON text in a flag or variable; `word` is
+    a string the setting also takes ("auto")."""
+
+    def __init__(self, word: str | None = None) -> None:
+        self.word = word
+        self.what = "a table" + (f' or "{word}"' if word else "")
+
+    def text(self, raw: str) -> Any:
+        if self.word is not None and raw.strip() == self.word:
+            return self.word
+        try:
+            value = json.loads(_no_nul(raw))
+        except (ValueError, RecursionError):
+            raise _Invalid(f"is not {self.what} (JSON)") from None
+        return self.file(value)
+
+    def file(self, value: Any) -> Any:
+        if self.word is not None and value == self.word:
+            return self.word
+        if not isinstance(value, dict):
+            raise self.mismatch(value)
+        try:
+            size = len(json.dumps(value, allow_nan=False))
+        except (ValueError, RecursionError):
+            raise _Invalid("holds a value JSON cannot carry") from None
+        if size > MAX_OBJECT_CHARS:
+            raise _Invalid(f"is {size} characters of JSON, over {MAX_OBJECT_CHARS}")
+        return value
+
+
+class _Truncation(Kind):
+    """How the service trims a long conversation: "auto", "disabled", or the share of
+    the context kept when it trims (a retention ratio, 0-1)."""
+
+    what = '"auto", "disabled" or a retention ratio between 0 and 1'
+
+    def text(self, raw: str) -> str | float:
+        word = raw.strip().lower()
+        if word in ("auto", "disabled"):
+            return word
+        try:
+            return self.file(float(word))
+        except ValueError:
+            raise _Invalid(f"is not {self.what}") from None
+
+    def file(self, value: Any) -> str | float:
+        if value in ("auto", "disabled"):
+            return str(value)
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not 0 < value <= 1:
+            raise _Invalid(f"is not {self.what}")
+        return float(value)
+
+
+def _prompt(value: Any) -> str | None:
+    if not isinstance(value.get("id"), str) or not value["id"]:
+        return 'needs an "id" (the stored prompt\'s, pmpt_...)'
+    extra = set(value) - {"id", "version", "variables"}
+    return f"has unknown keys {sorted(extra)}" if extra else None
 
 
 class _PortRange(Kind):
@@ -622,6 +693,18 @@ SETTINGS: tuple[Setting, ...] = (
              metavar="MS"),
     _setting("no_vad", _BOOL, False, "turn server VAD off (the page then commits turns)",
              table="session"),
+    _setting("vad", _Choice("server", "semantic"), "server", "how the service finds the end "
+             "of the caller's turn: server (a silence after speech; the vad_* settings) or "
+             "semantic (a model judges whether the caller has finished; --vad-eagerness; "
+             "the offline backend approximates it by a silence that is longer after words "
+             "that leave a sentence open) (default server)", table="session"),
+    _setting("vad_eagerness", _Choice(*EAGERNESS), "auto", "semantic VAD: how soon it "
+             "answers, low (lets the caller finish) to high (answers quickly) (default auto)",
+             table="session"),
+    _setting("noise_reduction", _Choice("off", *NOISE_REDUCTION), "off", "the service's "
+             "input noise reduction: near_field (headsets, phones held close), far_field "
+             "(laptops, speakerphones) or off (default off; the offline backend accepts it "
+             "and hears the audio as it is)", table="session"),
     _setting("no_barge_in", _BOOL, False, "the caller's voice does not interrupt the agent "
              "(interrupt_response off)", table="session"),
     _file_only("interrupt_response", _BOOL, _VAD.interrupt_response,
@@ -641,6 +724,38 @@ SETTINGS: tuple[Setting, ...] = (
              'longest reply, in tokens: a number or "inf" (default inf)', table="session",
              check=lambda v: None if v == "inf" or v >= 1 else 'must be >= 1 or "inf"',
              metavar="N", offline=_RULES),
+    # What the agent does at the edges of a call.
+    _setting("idle_timeout_s", _FLOAT, _SERVE.idle_timeout_s, "after this many seconds with "
+             "nothing from the caller, the agent asks --idle-prompt; after as long again it "
+             "says --goodbye and ends the call (end reason idle) (default 0: never)",
+             check=_at_least(0, " (0: never)")),
+    _setting("idle_prompt", _TEXT, _SERVE.idle_prompt, "what the agent says to a silent "
+             'caller (default "Are you still there?")', table="session", metavar="TEXT"),
+    _setting("goodbye", _TEXT, _SERVE.goodbye, "what the agent says before it ends a call "
+             'itself (--idle-timeout-s, --max-call-s) (default "Thank you for calling. '
+             'Goodbye!")', table="session", metavar="TEXT"),
+    _setting("session_renew_s", _FLOAT, _SERVE.session_renew_s, "replace the Realtime "
+             "session after this many seconds, at a quiet moment, replaying the conversation "
+             "(the service caps a session at 60 minutes) (default 3300; 0: only when the "
+             "service closes it)", check=_at_least(0, " (0: never)")),
+    _setting("tool_ack_ms", _INT, _SERVE.tool_ack_ms, "a tool still running after this "
+             "many ms gets a short spoken acknowledgement (\"let me look that up\") while "
+             "the caller waits (default 1500; 0: none)", check=_at_least(0, " (0: none)"),
+             metavar="MS"),
+    # Passed to the service as given (GA; beta has tracing only).
+    _file_only("prompt", _Object(), None, "a stored prompt: a table {id, version, "
+               "variables}", check=_prompt, offline=_RULES),
+    _setting("reasoning_effort", _Choice("minimal", "low", "medium", "high"), None,
+             "how hard a reasoning model thinks before it answers (default: the service's)",
+             table="session", offline=_RULES),
+    _setting("truncation", _Truncation(), None, 'how the service trims a long '
+             'conversation: "auto", "disabled" or the share of it kept, 0-1 (default: the '
+             "service's)", table="session", metavar="HOW"),
+    _setting("tracing", _Object("auto"), None, 'the service\'s tracing: "auto" or a table '
+             "{workflow_name, group_id, metadata} (default: none)", table="session",
+             metavar="JSON"),
+    _file_only("include", _LIST, [], "extra fields the service adds to its events, e.g. "
+               "item.input_audio_transcription.logprobs"),
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 FILE_KEYS: dict[str, Setting] = {s.name: s for s in SETTINGS if s.table in TABLES}
@@ -889,12 +1004,27 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
     turn_detection = None if v("no_vad") else TurnDetection(
         threshold=v("vad_threshold"), prefix_padding_ms=v("vad_prefix_ms"),
         silence_duration_ms=v("vad_silence_ms"), create_response=v("create_response"),
-        interrupt_response=interrupt)
+        interrupt_response=interrupt, type=f"{v('vad')}_vad", eagerness=v("vad_eagerness"))
+    passthrough: list[tuple[str, Any]] = []
+    if v("prompt") is not None:
+        passthrough.append(("prompt", v("prompt")))
+    if v("reasoning_effort") is not None:
+        passthrough.append(("reasoning", {"effort": v("reasoning_effort")}))
+    truncation = v("truncation")
+    if truncation is not None:
+        passthrough.append(("truncation", truncation if isinstance(truncation, str) else
+                            {"type": "retention_ratio", "retention_ratio": truncation}))
+    if v("tracing") is not None:
+        passthrough.append(("tracing", v("tracing")))
+    if v("include"):
+        passthrough.append(("include", list(v("include"))))
+    noise = v("noise_reduction")
     session = SessionSettings(
         instructions=v("instructions"), voice=v("voice"), turn_detection=turn_detection,
         transcription_model=None if v("no_transcription") else v("transcription_model"),
         tool_choice=v("tool_choice"), temperature=v("temperature"),
-        max_output_tokens=v("max_output_tokens"))
+        max_output_tokens=v("max_output_tokens"),
+        noise_reduction=None if noise == "off" else noise, passthrough=tuple(passthrough))
     exempt = v("limit_exempt")
     cfg = ServeConfig(
         host=v("host"), port=v("port"), max_calls=v("max_calls"),
@@ -919,6 +1049,9 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         drain_timeout_s=v("drain_timeout_s"), metrics_token=v("metrics_token"),
         call_log=v("call_log"), metrics=not v("no_metrics"), max_call_s=v("max_call_s"),
         resume_window_s=v("resume_window_s"), pricing=v("pricing"),
+        idle_timeout_s=v("idle_timeout_s"), idle_prompt=v("idle_prompt"),
+        goodbye=v("goodbye"), session_renew_s=v("session_renew_s"),
+        tool_ack_ms=v("tool_ack_ms"),
         record_dir=v("record_dir"), record_max_s=v("record_max_s"), log_level=v("log_level"),
         config_file=config_file, sources=v.sources, warnings=warnings)
     _check_together(cfg, v)
@@ -1109,16 +1242,21 @@ def describe(cfg: ServeConfig, backend: Backend,
     add("instructions", f"{_quote(instructions, 60)} ({len(instructions)} characters)"
         + ignored("instructions") + origin("instructions"))
     td = cfg.session.turn_detection
-    vad_names = ("no_vad", "vad_threshold", "vad_prefix_ms", "vad_silence_ms", "no_barge_in",
-                 "interrupt_response", "create_response")
+    vad_names = ("no_vad", "vad", "vad_eagerness", "vad_threshold", "vad_prefix_ms",
+                 "vad_silence_ms", "no_barge_in", "interrupt_response", "create_response",
+                 "noise_reduction")
+    noise = f"; noise reduction {cfg.session.noise_reduction or 'off'}"
     if td is None:
-        add("turn detection", "off" + origin(*vad_names))
+        add("turn detection", "off" + noise + origin(*vad_names))
     else:
+        how = (f"semantic VAD, eagerness {td.eagerness}" + ignored("vad")
+               if td.type == "semantic_vad" else
+               f"server VAD, threshold {td.threshold:g}, prefix {td.prefix_padding_ms} ms, "
+               f"silence {td.silence_duration_ms} ms")
         add("turn detection",
-            f"server VAD, threshold {td.threshold:g}, prefix {td.prefix_padding_ms} ms, "
-            f"silence {td.silence_duration_ms} ms; barge-in "
-            f"{'on' if td.interrupt_response else 'off'}; replies "
-            f"{'automatic' if td.create_response else 'on request'}" + origin(*vad_names))
+            f"{how}; barge-in {'on' if td.interrupt_response else 'off'}; replies "
+            f"{'automatic' if td.create_response else 'on request'}{noise}"
+            + origin(*vad_names))
     transcription = cfg.session.transcription_model
     add("transcription", (transcription or "off") + ignored("transcription_model")
         + origin("no_transcription", "transcription_model"))
@@ -1131,6 +1269,16 @@ def describe(cfg: ServeConfig, backend: Backend,
               else f"local files in {cfg.search_dir}")
     add("tools", f"search: {search}; {cfg.tool_timeout_s:g} s per call"
         + origin("search_dir", "tool_timeout_s"))
+    passed = ", ".join(key for key, _ in cfg.session.passthrough)
+    add("passed as given", (passed or "nothing")
+        + origin("prompt", "reasoning_effort", "truncation", "tracing", "include"))
+    idle = (f"asks {_quote(cfg.idle_prompt)} after {cfg.idle_timeout_s:g} s of silence"
+            if cfg.idle_timeout_s else "no idle timeout")
+    renew = (f"session renewed after {cfg.session_renew_s:g} s" if cfg.session_renew_s
+             else "session renewed only when the service closes it")
+    ack = f"tools acknowledged after {cfg.tool_ack_ms} ms" if cfg.tool_ack_ms else "no tool ack"
+    add("agent", f"{idle}; goodbye {_quote(cfg.goodbye)}; {renew}; {ack}"
+        + origin("idle_timeout_s", "idle_prompt", "goodbye", "session_renew_s", "tool_ack_ms"))
     longest = f"{cfg.max_call_s:g} s" if cfg.max_call_s else "no limit"
     add("calls", f"{cfg.max_calls} at once, longest {longest}, drain {cfg.drain_timeout_s:g} s, "
         f"resume window {cfg.resume_window_s:g} s"

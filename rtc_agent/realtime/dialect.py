@@ -22,6 +22,9 @@ def normalize_event(dialect: Dialect, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+GA_PASSTHROUGH = ("prompt", "reasoning", "truncation", "tracing", "include")
+
+
 def session_update(
     dialect: Dialect, settings: SessionSettings, tools: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -30,6 +33,8 @@ def session_update(
     transcription = (
         {"model": settings.transcription_model} if settings.transcription_model else None
     )
+    noise = {"type": settings.noise_reduction} if settings.noise_reduction else None
+    passthrough = dict(settings.passthrough)
     if dialect is Dialect.BETA:
         session: dict[str, Any] = {
             "modalities": ["text"] if settings.text_only else ["text", "audio"],
@@ -38,6 +43,7 @@ def session_update(
             "input_audio_format": "pcm16",
             "output_audio_format": "pcm16",
             "input_audio_transcription": transcription,
+            "input_audio_noise_reduction": noise,
             "turn_detection": td,
             "tools": tools,
             "tool_choice": settings.tool_choice,
@@ -45,24 +51,28 @@ def session_update(
         }
         if settings.temperature is not None:
             session["temperature"] = settings.temperature
+        if "tracing" in passthrough:  # the only pass-through setting beta has
+            session["tracing"] = passthrough["tracing"]
         return {"type": "session.update", "session": session}
     # GA has no temperature field; sending one is rejected as unknown_parameter.
     pcm = {"type": "audio/pcm", "rate": 24000}
-    return {
-        "type": "session.update",
-        "session": {
-            "type": "realtime",
-            "output_modalities": ["text"] if settings.text_only else ["audio"],
-            "instructions": settings.instructions,
-            "audio": {
-                "input": {"format": pcm, "transcription": transcription, "turn_detection": td},
-                "output": {"format": pcm, "voice": settings.voice},
-            },
-            "tools": tools,
-            "tool_choice": settings.tool_choice,
-            "max_output_tokens": settings.max_output_tokens,
+    ga: dict[str, Any] = {
+        "type": "realtime",
+        "output_modalities": ["text"] if settings.text_only else ["audio"],
+        "instructions": settings.instructions,
+        "audio": {
+            "input": {"format": pcm, "transcription": transcription,
+                      "noise_reduction": noise, "turn_detection": td},
+            "output": {"format": pcm, "voice": settings.voice},
         },
+        "tools": tools,
+        "tool_choice": settings.tool_choice,
+        "max_output_tokens": settings.max_output_tokens,
     }
+    for key in GA_PASSTHROUGH:
+        if key in passthrough:
+            ga[key] = passthrough[key]
+    return {"type": "session.update", "session": ga}
 
 
 def text_item(dialect: Dialect, role: str, text: str) -> dict[str, Any]:

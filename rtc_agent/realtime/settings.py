@@ -10,17 +10,33 @@ from dataclasses import dataclass
 from typing import Any
 
 
+EAGERNESS = ("low", "medium", "high", "auto")
+NOISE_REDUCTION = ("near_field", "far_field")
+
+
 @dataclass(frozen=True)
 class TurnDetection:
-    """Server VAD settings; the defaults are the original sample's."""
+    """How the service finds the end of the caller's turn: server VAD (silence after
+    speech; the defaults are the original sample's) or semantic VAD (a model judges
+    whether the caller has finished; `eagerness` says how soon it answers)."""
 
     threshold: float = 0.5
     prefix_padding_ms: int = 300
     silence_duration_ms: int = 500
     create_response: bool = True
     interrupt_response: bool = True
+    type: str = "server_vad"  # or "semantic_vad"
+    eagerness: str = "auto"  # semantic VAD only
 
     def as_dict(self) -> dict[str, Any]:
+        if self.type == "semantic_vad":
+            # semantic VAD has no threshold, padding or silence: sending them is refused
+            return {
+                "type": "semantic_vad",
+                "eagerness": self.eagerness,
+                "create_response": self.create_response,
+                "interrupt_response": self.interrupt_response,
+            }
         return {
             "type": "server_vad",
             "threshold": self.threshold,
@@ -46,3 +62,7 @@ class SessionSettings:
     temperature: float | None = 0.8
     max_output_tokens: int | str = "inf"
     text_only: bool = False
+    noise_reduction: str | None = None  # "near_field" (headsets, phones) | "far_field"
+    # Sent as given where the dialect has them (GA: prompt, reasoning, truncation,
+    # tracing, include; beta: tracing): settings the agent itself does not interpret.
+    passthrough: tuple[tuple[str, Any], ...] = ()

@@ -180,7 +180,7 @@ def test_describe_says_what_the_offline_backend_ignores(monkeypatch: pytest.Monk
 
 
 OFFLINE_IGNORES = {"--voice", "--instructions", "--temperature", "--max-output-tokens",
-                   "--model"}
+                   "--model", "--reasoning-effort"}
 
 
 def test_every_serve_flag_has_help_naming_its_variable() -> None:
