@@ -4,6 +4,13 @@
 
 const FFT_SIZE = 1024;
 const SPEAKING_LEVEL = 0.01; // remote RMS above which the orb shows talking
+// The remote analyser keeps a longer window (43 ms at 48 kHz) so that polling it
+// every ONSET_POLL_MS (call.js) sees every sample once at least.
+const REMOTE_FFT_SIZE = 2048;
+const ONSET_BLOCK = 128; // samples: one render quantum
+// Block RMS above which reply audio has started (about -46 dBFS): the server's
+// silence decodes to (near) zeros, speech onsets are well above it.
+const ONSET_LEVEL = 0.005;
 
 let ctx = null;
 
@@ -49,11 +56,11 @@ export function outputLatencyMs() {
   return ctx ? ((ctx.outputLatency || 0) + (ctx.baseLatency || 0)) * 1000 : 0;
 }
 
-function analyserFor(stream) {
+function analyserFor(stream, fftSize = FFT_SIZE) {
   if (!ctx) return null;
   const source = ctx.createMediaStreamSource(stream);
   const analyser = ctx.createAnalyser();
-  analyser.fftSize = FFT_SIZE;
+  analyser.fftSize = fftSize;
   source.connect(analyser); // not to destination: the <audio> element plays it
   return { source, analyser, buf: new Float32Array(analyser.fftSize) };
 }
@@ -88,7 +95,33 @@ export class Levels {
 
   /** The first remote stream only: the server sends one audio track. */
   watchRemote(stream) {
-    if (!this.#remote) this.#remote = analyserFor(stream);
+    if (!this.#remote) this.#remote = analyserFor(stream, REMOTE_FFT_SIZE);
+  }
+
+  /** How long the remote analyser's window is, in ms (0 when nothing is watched). */
+  remoteWindowMs() {
+    return this.#remote ? (this.#remote.buf.length / ctx.sampleRate) * 1000 : 0;
+  }
+
+  /**
+   * When the remote audio in the analyser's window first became audible, as a
+   * performance.now() time, or null when the whole window is quiet. The window
+   * holds the last samples the audio graph rendered, so a block's time is now
+   * minus its distance from the window's end (within a render quantum, ~3 ms).
+   */
+  remoteOnset() {
+    const a = this.#remote;
+    if (!a || ctx.state !== "running") return null;
+    const now = performance.now();
+    a.analyser.getFloatTimeDomainData(a.buf);
+    for (let start = 0; start + ONSET_BLOCK <= a.buf.length; start += ONSET_BLOCK) {
+      let sum = 0;
+      for (let i = start; i < start + ONSET_BLOCK; i++) sum += a.buf[i] * a.buf[i];
+      if (Math.sqrt(sum / ONSET_BLOCK) > ONSET_LEVEL) {
+        return now - ((a.buf.length - start) / ctx.sampleRate) * 1000;
+      }
+    }
+    return null;
   }
 
   /** Current RMS levels, 0 for a side not (or no longer) watched. */

@@ -15,6 +15,16 @@ const PLAYOUT_INTERVAL_MS = 500;
 const STATS_INTERVAL_MS = 1000;
 const LEVEL_INTERVAL_MS = 50;
 const MAX_EVENTS = 2000;
+// A server that dies without closing anything (SIGKILL, a pulled cable) sends no
+// close: Chromium calls ICE "disconnected" only after ~7.5 s and "failed" after
+// ~17 s. The server's audio never pauses (aiortc sends a silence packet every
+// 20 ms between replies), so a second without a new packet is the earliest
+// sign, checked every LIVENESS_INTERVAL_MS from getStats.
+const LIVENESS_INTERVAL_MS = 250;
+const STALL_MS = 1000;
+// "Last turn" (see armTurn): the onset poll; a turn not answered in time is dropped.
+const ONSET_POLL_MS = 20;
+const TURN_TIMEOUT_MS = 30000;
 
 const params = new URLSearchParams(location.search);
 const conversation = new Conversation(ui.els.chat);
@@ -24,6 +34,11 @@ let call = null; // the current Peer, null between calls
 let localStream = null;
 let timers = [];
 let muted = false;
+let serverState = null; // the last CallState the server sent in this call
+let connected = false; // this call's connection came up at least once
+let packets = { count: 0, at: 0 }; // RTP packets received, and when that last grew
+let lastPlayoutReport = 0;
+let turn = null; // the turn being timed: {start, poll, lastPoll, quiet, gap}
 
 // Everything a test (or a curious person in devtools) may want to read.
 export const hook = {
@@ -34,11 +49,16 @@ export const hook = {
   },
   backend: null,
   connectionState: "new",
-  transcripts: conversation.transcripts, // {role, item_id, text, final, interrupted, typed}
+  // {role, item_id, text, final, interrupted, typed, call, cut_off, heard_text?, unheard_text?}
+  transcripts: conversation.transcripts,
   events: [], // every message received on `events`, in order
   sent: [], // every message sent on `events` (but playout reports)
-  tools: conversation.tools, // {call_id, name, arguments, ok, duration_ms, running}
-  notice: null, // {kind, text}
+  tools: conversation.tools, // {call_id, name, arguments, ok, duration_ms, running, call}
+  notice: null, // {kind, text, reason?}
+  ended: null, // {reason, message}: the server's call.ended for the last call
+  interrupted: null, // why the connection counts as interrupted: "audio", "ice", "channel"
+  calls: 0, // calls placed from this page
+  lastTurnMs: null, // end of the caller's turn to the first reply audio (see armTurn)
   micLevel: 0,
   remoteLevel: 0,
   remotePeak: 0,
@@ -57,8 +77,8 @@ function setState(state) {
   ui.showState(state);
 }
 
-function showNotice(kind, text) {
-  hook.notice = ui.showNotice(kind, text);
+function showNotice(kind, text, reason = null) {
+  hook.notice = ui.showNotice(kind, text, reason);
 }
 
 function authHeaders() {
@@ -70,6 +90,7 @@ function authHeaders() {
 function renderDiagnostics() {
   ui.renderDiagnostics(hook.lastStats, {
     playoutMs: hook.lastPlayoutMs, callId: hook.callId, backend: hook.backend,
+    lastTurnMs: hook.lastTurnMs,
   });
 }
 
@@ -101,7 +122,102 @@ function micConstraints() {
   return audio.micConstraints(ui.selectedMic(), params.get("raw") === "1");
 }
 
+// ---- the last turn's latency -------------------------------------------------------
+//
+// "Last turn" in the diagnostics: from the end of the caller's turn to the first
+// reply audio, as the page measures it. The end of a spoken turn is when the
+// server's `state` leaves user_speaking: its VAD decided the caller stopped, so the
+// silence the VAD waits for before deciding (e.g. 500 ms) is not counted, and the
+// state message's own trip is; a typed turn ends when the page sends it. The first
+// reply audio is the first 128-sample block of the remote stream above about
+// -46 dBFS after a silence (a reply still playing when the caller typed is not
+// the answer), found in the remote analyser's window (polled every 20 ms over a
+// 43 ms window, so no block is missed) and dated back by its place in it. That is
+// where the <audio> element takes the audio: the output device's own latency (part
+// of "Playout delay") is not included. A poll that came too late to see the whole
+// gap (a throttled background tab) drops the turn rather than report a wrong figure.
+
+function armTurn() {
+  disarmTurn();
+  const start = performance.now();
+  turn = {
+    start, lastPoll: start, quiet: false, gap: false, poll: setInterval(pollTurn, ONSET_POLL_MS),
+  };
+}
+
+function disarmTurn() {
+  if (turn) clearInterval(turn.poll);
+  turn = null;
+}
+
+function pollTurn() {
+  const now = performance.now();
+  if (now - turn.start > TURN_TIMEOUT_MS) {
+    disarmTurn();
+    return;
+  }
+  if (now - turn.lastPoll > levels.remoteWindowMs()) turn.gap = true;
+  turn.lastPoll = now;
+  const onset = levels.remoteOnset();
+  if (!turn.quiet) {
+    // wait for a silent window: audio now is the previous reply's tail
+    turn.quiet = onset === null;
+    return;
+  }
+  if (onset === null) return;
+  if (!turn.gap) {
+    hook.lastTurnMs = Math.max(0, onset - turn.start);
+    renderDiagnostics();
+  }
+  disarmTurn();
+}
+
+// ---- a connection that stalls or drops ------------------------------------------------
+
+function connectionInterrupted(why) {
+  if (!call || hook.interrupted) return;
+  hook.interrupted = why;
+  setState(PageState.CONNECTION_LOST);
+  conversation.markCutOff();
+}
+
+function connectionRecovered() {
+  if (!call || !hook.interrupted) return;
+  hook.interrupted = null;
+  setState(serverState || CallState.LISTENING);
+}
+
+/** The connection is gone for good: end the call on this side, saying so. */
+function connectionGone(why) {
+  if (!call) return;
+  if (connected) {
+    hook.interrupted = hook.interrupted || why;
+    showNotice(...ui.CONNECTION_LOST_NOTICE);
+    hangUp("lost", { keepNotice: true });
+  } else {
+    // never connected: no network path (the TURN hint applies)
+    showNotice(...ui.CONNECTION_FAILED_NOTICE);
+    hangUp("failed", { keepNotice: true });
+  }
+}
+
+/** From each stats sample: is audio still arriving? */
+function checkLiveness(stats) {
+  const now = performance.now();
+  if (stats.packetsReceived > packets.count) packets = { count: stats.packetsReceived, at: now };
+  if (!packets.count || !connected) return; // set-up is not a stall
+  const flowing = now - packets.at < STALL_MS;
+  if (!flowing) connectionInterrupted("audio");
+  else if (hook.connectionState === "connected") connectionRecovered();
+}
+
 // ---- the data channel ----------------------------------------------------------
+
+function onCallEnded(m) {
+  hook.ended = { reason: String(m.reason || ""), message: String(m.message || "") };
+  showNotice(...ui.callEndedNotice(hook.ended.reason, hook.ended.message), hook.ended.reason);
+  hangUp("by server", { keepNotice: true, tell: false });
+}
 
 const handlers = new Map([
   [ServerType.SESSION_READY, (m) => {
@@ -110,8 +226,14 @@ const handlers = new Map([
     if (hook.state === PageState.CONNECTING) setState(CallState.LISTENING);
   }],
   [ServerType.STATE, (m) => {
-    if (isCallState(m.state)) setState(m.state);
+    if (!isCallState(m.state)) return;
+    const before = serverState;
+    serverState = m.state;
+    if (m.state === CallState.USER_SPEAKING) disarmTurn();
+    else if (before === CallState.USER_SPEAKING) armTurn();
+    if (!hook.interrupted) setState(m.state);
   }],
+  [ServerType.CALL_ENDED, onCallEnded],
   [ServerType.TRANSCRIPT_DELTA, (m) => conversation.onDelta(m)],
   [ServerType.TRANSCRIPT_DONE, (m) => conversation.onDone(m)],
   [ServerType.TOOL_STARTED, (m) => conversation.onToolStarted(m)],
@@ -119,11 +241,14 @@ const handlers = new Map([
   [ServerType.ERROR, (m) => conversation.onError(m)],
 ]);
 
-function onServerMessage(data) {
+function onServerMessage(data, from) {
   const m = parseServerMessage(data);
   if (!m) return;
   hook.events.push(m);
   if (hook.events.length > MAX_EVENTS) hook.events.splice(0, hook.events.length - MAX_EVENTS);
+  // A call already ended here still delivers what was in flight until its peer
+  // closes: none of it may change the page (a state, or the next call's chat).
+  if (from !== call) return;
   // anything else (pong, newer types) is recorded in events only
   const handle = handlers.get(m.type);
   if (handle) handle(m);
@@ -143,6 +268,7 @@ export function sendText(text) {
     return false;
   }
   conversation.addTyped(text);
+  armTurn();
   return true;
 }
 
@@ -167,8 +293,13 @@ async function statsTick() {
   try {
     const stats = await collectStats();
     if (!stats || current !== call) return;
-    hook.lastPlayoutMs = call.playoutDelayMs(stats, audio.outputLatencyMs());
-    send(playoutMessage(hook.lastPlayoutMs));
+    checkLiveness(stats);
+    const now = performance.now();
+    if (now - lastPlayoutReport >= PLAYOUT_INTERVAL_MS - LIVENESS_INTERVAL_MS / 2) {
+      lastPlayoutReport = now;
+      hook.lastPlayoutMs = call.playoutDelayMs(stats, audio.outputLatencyMs());
+      send(playoutMessage(hook.lastPlayoutMs));
+    }
   } catch {
     /* the peer connection closed between ticks */
   }
@@ -210,12 +341,22 @@ export async function startCall() {
   refreshMicrophones(); // labels are only readable once access was granted
   levels.watchMic(localStream);
 
+  // a fresh call: nothing of the last one's state, stats or notice carries over
+  serverState = null;
+  connected = false;
+  packets = { count: 0, at: 0 };
+  lastPlayoutReport = 0;
+  Object.assign(hook, {
+    ended: null, interrupted: null, backend: null, remotePeak: 0, calls: hook.calls + 1,
+  });
+  conversation.startCall(new Date());
   const current = new Peer({
     iceServers: (hook.config && hook.config.iceServers) || [],
     relay: params.get("relay") === "1",
     stream: localStream,
-    onMessage: onServerMessage,
+    onMessage: (data) => onServerMessage(data, current),
     onChannelOpen: () => ui.enableTextInput(true),
+    onChannelClose: () => connectionGone("channel"),
     onRemoteStream: (stream) => {
       // Chrome feeds WebAudio from a remote stream only while a media element plays it.
       ui.playRemote(stream);
@@ -223,11 +364,13 @@ export async function startCall() {
     },
     onConnectionState: (state) => {
       hook.connectionState = state;
-      if (state === "failed") {
-        showNotice(...ui.CONNECTION_FAILED_NOTICE);
-        hangUp("failed");
+      if (state === "connected") {
+        connected = true;
+        if (performance.now() - packets.at < STALL_MS) connectionRecovered();
       } else if (state === "disconnected") {
-        ui.showAgentLabel("Connection interrupted… trying to recover.");
+        connectionInterrupted("ice");
+      } else if (state === "failed" || state === "closed") {
+        connectionGone("ice");
       }
     },
   });
@@ -247,28 +390,44 @@ export async function startCall() {
     return;
   }
   timers.push(setInterval(levelTick, LEVEL_INTERVAL_MS));
-  timers.push(setInterval(statsTick, PLAYOUT_INTERVAL_MS));
+  timers.push(setInterval(statsTick, LIVENESS_INTERVAL_MS));
   timers.push(setInterval(renderDiagnostics, STATS_INTERVAL_MS));
 }
 
-export function hangUp(reason, { keepNotice = false } = {}) {
+// The pill after a call: ended by either side, or lost with its connection.
+const STATE_AFTER = {
+  "hung up": PageState.ENDED, "by server": PageState.ENDED, lost: PageState.CONNECTION_LOST,
+};
+
+/**
+ * End the call on this side. `reason`: "hung up" (the caller), "by server" (the
+ * server's call.ended), "lost" (the connection dropped mid-call), "failed" (it
+ * never came up). `tell: false` skips telling the server (it ended the call).
+ */
+export function hangUp(reason, { keepNotice = false, tell = true } = {}) {
   if (!call) return Promise.resolve();
   const ending = call;
   call = null;
   timers.forEach(clearInterval);
   timers = [];
-  const deleted = ending.hangUp(authHeaders());
+  disarmTurn();
+  const deleted = ending.hangUp(authHeaders(), { tell });
   if (localStream) localStream.getTracks().forEach((t) => t.stop());
   localStream = null;
   levels.stop();
   ui.stopRemote();
+  conversation.endCall();
   hook.connectionState = "closed";
   hook.micLevel = 0;
   hook.remoteLevel = 0;
   muted = false;
   ui.setCallUi(false);
-  setState(reason === "hung up" ? PageState.ENDED : PageState.IDLE);
+  setState(STATE_AFTER[reason] || PageState.IDLE);
+  if (reason === "lost") ui.showAgentLabel(ui.CUT_OFF_LABEL); // no longer waiting for it
   if (!keepNotice && reason === "hung up") showNotice(null);
+  // the panel describes the call in progress: after it, nothing (a stale
+  // figure would pass for the next call's)
+  Object.assign(hook, { lastStats: null, lastPlayoutMs: null, lastTurnMs: null, backend: null });
   renderDiagnostics();
   return deleted;
 }

@@ -1,6 +1,12 @@
-// The conversation: a bubble per transcript item (streamed, then final), the
-// caller's typed messages, tool rows and server errors. `transcripts` and
-// `tools` are the plain records behind the bubbles (exposed as rtcAgent.*).
+// The conversation: a divider per call, a bubble per transcript item (streamed,
+// then final), the caller's typed messages, tool rows and server errors. The
+// history stays across calls. `transcripts` and `tools` are the plain records
+// behind the bubbles (exposed as rtcAgent.*).
+//
+// The page shows what the caller heard: the server sends an assistant reply's
+// deltas as its audio plays (docs/data-channel.md), so they are appended as they
+// come and nothing here runs ahead of them. An interrupted reply's final text may
+// hold more than was heard; that rest is shown apart, struck through.
 
 const ARGS_PREVIEW_CHARS = 120;
 
@@ -10,17 +16,51 @@ function describeArgs(args) {
   return s.length > ARGS_PREVIEW_CHARS ? `${s.slice(0, ARGS_PREVIEW_CHARS - 3)}…` : s;
 }
 
+/** Where `text` was cut at `at`, moved back to the start of the word it splits. */
+function wordBoundary(text, at) {
+  if (at <= 0 || at >= text.length) return Math.max(0, Math.min(at, text.length));
+  if (/\s/.test(text[at]) || /\s/.test(text[at - 1])) return at;
+  const space = text.lastIndexOf(" ", at);
+  return space < 0 ? 0 : space + 1;
+}
+
+/**
+ * The heard and unheard parts of an interrupted reply's final `text`. Best first:
+ * the server's `heard_text` (a prefix of `text`); else `heard_ms / audio_ms` of
+ * the text, cut at a word (speech is spoken at a roughly even rate); else what
+ * was streamed, as deltas follow the audio; else all of it counts as heard.
+ */
+export function heardSplit(m, streamed) {
+  const text = typeof m.text === "string" ? m.text : streamed;
+  let heard = text;
+  if (typeof m.heard_text === "string" && text.startsWith(m.heard_text)) {
+    heard = m.heard_text;
+  } else if (typeof m.heard_ms === "number" && typeof m.audio_ms === "number" && m.audio_ms > 0) {
+    const share = Math.max(0, Math.min(1, m.heard_ms / m.audio_ms));
+    heard = text.slice(0, wordBoundary(text, Math.round(text.length * share)));
+  } else if (streamed && text.startsWith(streamed)) {
+    heard = streamed;
+  }
+  return { heard, unheard: text.slice(heard.length) };
+}
+
+function timeLabel(when) {
+  return when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
 export class Conversation {
   #list;
-  #items = new Map(); // item_id -> {entry, li}
-  #toolRows = new Map(); // tool call_id -> {li, tool}
+  #items = new Map(); // item_id -> {entry, li}, of the current call
+  #toolRows = new Map(); // tool call_id -> {li, tool}, of the current call
   #bubbles = new WeakMap(); // transcript entry -> its li (kept off the records)
   #claimed = new WeakSet(); // typed entries already taken over by their echo
+  #divider = null; // the current call's divider
+  #callNo = 0;
 
   constructor(list) {
     this.#list = list;
-    this.transcripts = []; // {role, item_id, text, final, interrupted, typed}
-    this.tools = []; // {call_id, name, arguments, ok, duration_ms, running}
+    this.transcripts = []; // {role, item_id, text, final, interrupted, typed, call, cut_off, heard_text?, unheard_text?}
+    this.tools = []; // {call_id, name, arguments, ok, duration_ms, running, call}
   }
 
   #scroll() {
@@ -43,8 +83,19 @@ export class Conversation {
     return li;
   }
 
+  #tag(li, cls, text) {
+    if (li.querySelector(`.tag.${cls}`)) return;
+    const tag = document.createElement("span");
+    tag.className = `tag ${cls}`;
+    tag.textContent = text;
+    li.append(tag);
+  }
+
   #newEntry(role, itemId, text, typed, li) {
-    const entry = { role, item_id: itemId, text, final: typed, interrupted: false, typed };
+    const entry = {
+      role, item_id: itemId, text, final: typed, interrupted: false, typed,
+      call: this.#callNo, cut_off: false,
+    };
     this.transcripts.push(entry);
     this.#bubbles.set(entry, li);
     return entry;
@@ -75,6 +126,63 @@ export class Conversation {
     return item;
   }
 
+  /** A new call: a divider with its time; item ids start afresh (a backend may reuse
+   *  them), and no typed message of an earlier call can be taken for this one's echo. */
+  startCall(when = new Date()) {
+    this.#callNo += 1;
+    this.#items = new Map();
+    this.#toolRows = new Map();
+    this.transcripts.forEach((t) => t.typed && this.#claimed.add(t));
+    const li = document.createElement("li");
+    li.className = "divider";
+    li.setAttribute("role", "separator");
+    li.dataset.call = String(this.#callNo);
+    const time = document.createElement("time");
+    time.dateTime = when.toISOString();
+    time.title = when.toLocaleString();
+    time.textContent = `Call · ${timeLabel(when)}`;
+    li.setAttribute("aria-label", `Call at ${timeLabel(when)}`);
+    li.append(time);
+    this.#list.append(li);
+    this.#divider = li;
+    this.#scroll();
+  }
+
+  /** The call is over: what was still streaming is final, marked cut off. A call that
+   *  left nothing in the chat (refused, failed at once) gives its divider back. */
+  endCall() {
+    this.markCutOff(true);
+    this.tools.forEach((tool) => {
+      if (tool.running && tool.call === this.#callNo) {
+        const row = this.#toolRows.get(tool.call_id);
+        tool.running = false;
+        if (row) {
+          row.li.classList.remove("running");
+          row.li.querySelector(".text").textContent = `${tool.name}: no result (the call ended)`;
+        }
+      }
+    });
+    if (this.#divider && this.#divider === this.#list.lastElementChild) this.#divider.remove();
+    this.#divider = null;
+  }
+
+  /** Mark the current call's unfinished items as cut off by a lost connection. Not
+   *  `final` unless the call is over: if the connection recovers, the next delta
+   *  takes the mark away again. */
+  markCutOff(final = false) {
+    for (const entry of this.transcripts) {
+      if (entry.final || entry.call !== this.#callNo) continue;
+      const li = this.#bubbles.get(entry);
+      entry.cut_off = true;
+      li.classList.add("cut-off");
+      this.#tag(li, "cut", "cut off");
+      if (final) {
+        entry.final = true;
+        li.classList.remove("partial");
+      }
+    }
+  }
+
   /** What the caller typed, shown before the server echoes it. */
   addTyped(text) {
     const li = this.#addBubble("user", text, "typed");
@@ -84,6 +192,12 @@ export class Conversation {
   onDelta(m) {
     const item = this.#item(m.role, m.item_id);
     if (item.entry.final) return;
+    if (item.entry.cut_off) {
+      // the connection came back and the reply goes on
+      item.entry.cut_off = false;
+      item.li.classList.remove("cut-off");
+      item.li.querySelector(".tag.cut")?.remove();
+    }
     item.entry.text += m.delta || "";
     item.li.querySelector(".text").textContent = item.entry.text;
     this.#scroll();
@@ -91,28 +205,53 @@ export class Conversation {
 
   onDone(m) {
     const item = this.#item(m.role, m.item_id, m.text);
-    if (item.entry.typed && m.role === "user") {
-      item.entry.final = true;
+    const { entry, li } = item;
+    if (entry.typed && m.role === "user") {
+      entry.final = true;
       return; // keep what the person typed
     }
-    item.entry.text = typeof m.text === "string" ? m.text : item.entry.text;
-    item.entry.final = true;
-    item.entry.interrupted = !!m.interrupted;
-    item.li.classList.remove("partial");
-    item.li.classList.toggle("interrupted", item.entry.interrupted);
-    item.li.querySelector(".text").textContent = item.entry.text;
-    if (item.entry.interrupted) {
-      const tag = document.createElement("span");
-      tag.className = "tag";
-      tag.textContent = "interrupted";
-      item.li.append(tag);
+    const streamed = entry.text;
+    entry.text = typeof m.text === "string" ? m.text : entry.text;
+    entry.final = true;
+    entry.interrupted = !!m.interrupted;
+    if (entry.cut_off) {
+      entry.cut_off = false;
+      li.classList.remove("cut-off");
+      li.querySelector(".tag.cut")?.remove();
     }
-    if (!item.entry.text && m.role === "user") item.li.querySelector(".text").textContent = "(inaudible)";
+    li.classList.remove("partial");
+    li.classList.toggle("interrupted", entry.interrupted);
+    const body = li.querySelector(".text");
+    body.textContent = entry.text;
+    if (entry.interrupted && m.role === "assistant") this.#showHeard(entry, body, heardSplit(m, streamed));
+    if (entry.interrupted) this.#tag(li, "interrupted", "interrupted");
+    if (!entry.text && m.role === "user") body.textContent = "(inaudible)";
     this.#scroll();
   }
 
+  /** The heard part as it is; the rest struck through after a "not heard" label. */
+  #showHeard(entry, body, { heard, unheard }) {
+    entry.heard_text = heard;
+    entry.unheard_text = unheard;
+    if (!unheard) return;
+    // the space between the parts is the label's: none struck through
+    const shown = document.createElement("span");
+    shown.className = "heard";
+    shown.textContent = heard.trimEnd();
+    const label = document.createElement("span");
+    label.className = "unheard-label";
+    label.textContent = "not heard";
+    const rest = document.createElement("s");
+    rest.className = "unheard";
+    rest.textContent = unheard.trimStart();
+    body.replaceChildren(shown, label, rest);
+  }
+
   onToolStarted(m) {
-    const tool = { call_id: m.call_id, name: m.name, arguments: m.arguments, running: true, ok: null, duration_ms: null };
+    const tool = {
+      call_id: m.call_id, name: m.name, arguments: m.arguments, running: true, ok: null,
+      duration_ms: null, call: this.#callNo,
+    };
     this.tools.push(tool);
     const li = this.#addBubble("tool", "", "running");
     li.querySelector(".who").textContent = "Tool";

@@ -152,13 +152,19 @@ export class Peer {
   #dc;
   #prevJitter = null; // {delay, count} of the last playout sample
 
-  constructor({ iceServers, relay, stream, onMessage, onChannelOpen, onRemoteStream, onConnectionState }) {
+  constructor({
+    iceServers, relay, stream, onMessage, onChannelOpen, onChannelClose, onRemoteStream, onConnectionState,
+  }) {
     this.id = null; // the server's call id, once it answered
     this.closed = false;
     this.#pc = new RTCPeerConnection({ iceServers, iceTransportPolicy: relay ? "relay" : "all" });
     this.#dc = this.#pc.createDataChannel(EVENTS_CHANNEL, { ordered: true });
     this.#dc.onmessage = (ev) => onMessage(ev.data);
     this.#dc.onopen = () => onChannelOpen();
+    // The server's side went away (its peer closed): often the first sign of it.
+    this.#dc.onclose = () => {
+      if (!this.closed) onChannelClose();
+    };
     stream.getAudioTracks().forEach((t) => this.#pc.addTrack(t, stream));
     this.#pc.ontrack = (ev) => onRemoteStream(ev.streams[0] || new MediaStream([ev.track]));
     this.#pc.onconnectionstatechange = () => {
@@ -217,12 +223,13 @@ export class Peer {
     if (sender) await sender.replaceTrack(track);
   }
 
-  /** End the call; resolves when the server has been told. */
-  hangUp(headers) {
+  /** End the call; resolves when the server has been told (`tell: false` when the
+   *  server ended it itself: there is nothing left to delete). */
+  hangUp(headers, { tell = true } = {}) {
     this.closed = true;
     // Tell the server first, then close our side: closing first makes the
     // server drop the call on its own and the DELETE find nothing.
-    const deleted = this.id ? deleteCall(this.id, headers) : Promise.resolve();
+    const deleted = this.id && tell ? deleteCall(this.id, headers) : Promise.resolve();
     const close = () => {
       try {
         this.#dc.close();

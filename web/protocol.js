@@ -18,6 +18,9 @@ export const PageState = Object.freeze({
   IDLE: "idle",
   CONNECTING: "connecting",
   ENDED: "ended",
+  // The connection stalled or dropped mid-call (no audio, ICE disconnected,
+  // the data channel closed); the call may still recover from a stall.
+  CONNECTION_LOST: "connection_lost",
 });
 
 /** Server -> caller message types the page acts on (a subset of SERVER_TYPES). */
@@ -28,6 +31,20 @@ export const ServerType = Object.freeze({
   TRANSCRIPT_DONE: "transcript.done",
   TOOL_STARTED: "tool.started",
   TOOL_FINISHED: "tool.finished",
+  ERROR: "error",
+  CALL_ENDED: "call.ended",
+});
+
+/** Why the server ended a call (`call.ended`'s `reason`); the page words each one
+ *  and shows the server's `message` with it. A reason it does not know is shown
+ *  with the server's message alone. */
+export const EndReason = Object.freeze({
+  HANGUP: "hangup",
+  UPSTREAM_FAILED: "upstream_failed",
+  SERVER_SHUTDOWN: "server_shutdown",
+  MAX_DURATION: "max_duration",
+  CONNECT_TIMEOUT: "connect_timeout",
+  IDLE: "idle",
   ERROR: "error",
 });
 

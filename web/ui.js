@@ -3,7 +3,7 @@
 // token field, the remote <audio> element and the diagnostics panel.
 // The conversation itself is conversation.js.
 
-import { CallState, PageState } from "./protocol.js";
+import { CallState, EndReason, PageState } from "./protocol.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -24,6 +24,7 @@ const PILL_LABELS = {
   [CallState.SPEAKING]: "Agent speaking",
   [CallState.RECONNECTING]: "Reconnecting…",
   [PageState.ENDED]: "Call ended",
+  [PageState.CONNECTION_LOST]: "Call interrupted",
 };
 
 const AGENT_LABELS = {
@@ -35,6 +36,7 @@ const AGENT_LABELS = {
   [CallState.SPEAKING]: "Speaking… (talk to interrupt)",
   [CallState.RECONNECTING]: "The agent's connection dropped; reconnecting…",
   [PageState.ENDED]: "Call ended. Tap Call to start again.",
+  [PageState.CONNECTION_LOST]: "The connection to the server was interrupted; waiting for it…",
 };
 
 /** Show a CallState or PageState; body[data-state] drives the pill's colours. */
@@ -45,16 +47,21 @@ export function showState(state) {
   if (label) els.agentLabel.textContent = label;
 }
 
+export const CUT_OFF_LABEL = "The call was cut off. Tap Call to start again.";
+
 export function showAgentLabel(text) {
   els.agentLabel.textContent = text;
 }
 
-/** Show a notice (kind goes to data-kind), or hide it with no kind; returns what is shown. */
-export function showNotice(kind, text) {
+/** Show a notice (kind goes to data-kind, an end reason to data-reason), or hide
+ *  it with no kind; returns what is shown. */
+export function showNotice(kind, text, reason = null) {
   els.notice.hidden = !kind;
   els.notice.dataset.kind = kind || "";
+  els.notice.dataset.reason = (kind && reason) || "";
   els.notice.textContent = text || "";
-  return kind ? { kind, text } : null;
+  if (!kind) return null;
+  return reason ? { kind, text, reason } : { kind, text };
 }
 
 // ---- notice wording: each returns [kind, text] -------------------------------
@@ -111,6 +118,30 @@ export function setupErrorNotice(e) {
 
 export const CONNECTION_FAILED_NOTICE = ["connection-failed",
   "The call's connection failed (no network path to the server; a TURN server may be needed)."];
+// A call that had connected and then lost its connection: a network path existed,
+// so the TURN hint above would mislead (the server stopped, or the network dropped).
+export const CONNECTION_LOST_NOTICE = ["connection-lost",
+  "The connection to the server was lost mid-call (the server stopped or the network dropped). " +
+  "Tap Call to try again."];
+
+const END_HEADLINES = {
+  [EndReason.HANGUP]: "The server ended the call.",
+  [EndReason.UPSTREAM_FAILED]: "Call ended: the agent's speech service failed.",
+  [EndReason.SERVER_SHUTDOWN]: "Call ended: the server is shutting down.",
+  [EndReason.MAX_DURATION]: "Call ended: it reached its time limit.",
+  [EndReason.CONNECT_TIMEOUT]: "Call ended: its connection was not set up in time.",
+  [EndReason.IDLE]: "Call ended after a long silence.",
+  [EndReason.ERROR]: "Call ended by an error on the server.",
+};
+
+/** Wording for `call.ended`: a headline for the reason on the first line (the notice
+ *  keeps line breaks), then the server's own sentence, which names what failed (for
+ *  a refused key, the service's HTTP status and message). */
+export function callEndedNotice(reason, message) {
+  const headline = END_HEADLINES[reason] || "The server ended the call.";
+  const detail = typeof message === "string" ? message.trim() : "";
+  return ["call-ended", detail ? `${headline}\n${detail}` : headline];
+}
 export const NOT_CONNECTED_NOTICE = ["not-connected", "Not connected: start a call to send messages."];
 
 // ---- controls ------------------------------------------------------------------
@@ -129,7 +160,7 @@ export function setCallUi(active) {
   els.call.classList.toggle("danger", active);
   els.call.classList.toggle("primary", !active);
   els.mute.disabled = !active;
-  enableTextInput(active);
+  if (!active) enableTextInput(false); // on: once the data channel opens (call.js)
   if (!active) {
     showMuted(false);
     showRecorded(false);
@@ -197,8 +228,9 @@ function fmt(v, unit, digits = 0) {
   return typeof v === "number" && isFinite(v) ? `${v.toFixed(digits)} ${unit}` : "–";
 }
 
-/** Fill the panel from Peer.stats() output (or null) and the call's identity. */
-export function renderDiagnostics(s, { playoutMs, callId, backend }) {
+/** Fill the panel from Peer.stats() output (or null) and the call's identity;
+ *  with no stats and no call it shows "–" everywhere (the reset after a hang-up). */
+export function renderDiagnostics(s, { playoutMs, callId, backend, lastTurnMs }) {
   const set = (k, v) => {
     const dd = els.diag.querySelector(`[data-k="${k}"]`);
     if (dd) dd.textContent = v;
@@ -215,5 +247,6 @@ export function renderDiagnostics(s, { playoutMs, callId, backend }) {
     : "–");
   set("codec", (s && s.codec) || "–");
   set("playout", fmt(playoutMs, "ms"));
+  set("turn", fmt(lastTurnMs, "ms"));
   set("call", callId ? `${callId}${backend ? ` · ${backend}` : ""}` : "–");
 }

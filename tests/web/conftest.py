@@ -29,6 +29,7 @@ import pytest
 from tests.web.netns import REPO, NetNS, free_port, missing_tools, rtc_agent_cmd
 
 ARTIFACTS = REPO / "artifacts"
+UPSTREAM_KEY = "right-key"  # the key a stack's own offline backend takes (upstream_key)
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -88,10 +89,25 @@ def stack_factory(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
         turn: bool = False,
         max_calls: int | None = 4,
         https: bool = False,
+        upstream_key: str | None = None,
     ) -> Stack:
+        """`upstream_key`: serve calls through a separate offline backend that only
+        takes the key UPSTREAM_KEY, presenting this one (a wrong one: a refused key)."""
         ns = NetNS.create()
         made.append(ns)
         port = free_port()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        upstream_args: list[str] = []
+        if upstream_key is not None:
+            upstream_port = free_port()
+            backend = ns.spawn(
+                [sys.executable, "-m", "rtc_agent.offline.command", "--host", "127.0.0.1",
+                 "--port", str(upstream_port), "--api-key", UPSTREAM_KEY, "--tts", "espeak"],
+                tmp_path / f"backend-{ns.name}.log", env=env,
+            )
+            ns.wait_http(f"http://127.0.0.1:{upstream_port}/", backend, timeout_s=60)
+            upstream_args = ["--realtime-url", f"ws://127.0.0.1:{upstream_port}/v1/realtime"]
+            env["REALTIME_API_KEY"] = upstream_key
         turn_url = turn_secret = turn_log = None
         if turn:
             if shutil.which("turnserver") is None:
@@ -171,8 +187,7 @@ def stack_factory(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
             # address is not one of this machine's, so it is added by hand
             cert_paths = generate(tmp_path / f"certs-{ns.name}", addresses=[ns.server_ip])
             cmd += ["--cert", str(cert_paths.cert), "--key", str(cert_paths.key)]
-        cmd += list(args)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        cmd += upstream_args + list(args)
         proc = ns.spawn(cmd, tmp_path / f"{server}-{ns.name}.log", env=env)
         token = next((b for a, b in itertools.pairwise(args) if a == "--token"), None)
         stack = Stack(ns, port, proc, turn_url, turn_secret, turn_log, cert_paths, token)
@@ -235,6 +250,18 @@ def question_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
         w.setsampwidth(2)
         w.setframerate(rate)
         w.writeframes(padded.tobytes())
+    return out
+
+
+@pytest.fixture(scope="session")
+def silence_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A silent microphone: the agent hears nothing, so only typed messages get replies."""
+    out = tmp_path_factory.mktemp("audio") / "silence.wav"
+    with wave.open(str(out), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(48000)
+        w.writeframes(np.zeros(48000 * 10, np.int16).tobytes())
     return out
 
 

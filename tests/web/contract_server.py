@@ -7,6 +7,12 @@ caller's microphone back as the "agent" audio and answers each `text` message
 with a fixed script of events from docs/data-channel.md. The real server is
 tested end to end by test_call.py; this is not a replacement for it.
 
+Typed commands play other scripts (see `Contract.command`): `/spoken WORDS`,
+`/slow` (a reply streamed over 6 s), `/heard` and `/heard-ms` (interrupted
+replies, with and without `heard_text`), `/turn MS` (an end of speech, then a
+tone as the reply MS later: a known turn latency), `/end REASON` (call.ended,
+then the hang-up).
+
 Run: python -m tests.web.contract_server --host 0.0.0.0 --port 8080 --ice-address 10.99.1.1
 """
 
@@ -16,22 +22,64 @@ import argparse
 import asyncio
 import json
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from aiohttp import web
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
+from av import AudioFrame
 
 from rtc_agent.ice import restrict_host_addresses, rtc_configuration
 from rtc_agent.signaling.turn import ice_servers
 
 WEB = Path(__file__).resolve().parents[2] / "web"
+TONE_HZ = 440.0
+END_NOTICE_S = 0.2  # call.ended goes out this long before the hang-up, as rtc-agent's
+
+# /heard: an interrupted reply, and the part of it the caller heard
+HEARD_TEXT = "The first part was played. "
+UNHEARD_TEXT = "The second part never was."
+# /heard-ms: no heard_text, so the page splits by heard_ms / audio_ms (half)
+HEARD_MS_TEXT = "one two three four five six seven eight"
+SLOW_WORDS = 20
+
+
+class ScriptedAudio(MediaStreamTrack):
+    """The agent's audio: the caller's microphone echoed back, or (while a script
+    says so) silence or a tone, on the echo's clock and in its format."""
+
+    kind = "audio"
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self.source = source
+        self.mode = "echo"  # echo | silence | tone
+        self.phase = 0
+
+    async def recv(self) -> AudioFrame:
+        frame = await self.source.recv()
+        if self.mode == "echo":
+            return frame
+        channels = len(frame.layout.channels)
+        if self.mode == "tone":
+            t = (self.phase + np.arange(frame.samples)) / frame.sample_rate
+            mono = (0.3 * 32767 * np.sin(2 * np.pi * TONE_HZ * t)).astype(np.int16)
+        else:
+            mono = np.zeros(frame.samples, np.int16)
+        self.phase += frame.samples
+        out = AudioFrame.from_ndarray(np.repeat(mono, channels).reshape(1, -1),
+                                      format="s16", layout=frame.layout.name)
+        out.sample_rate, out.pts, out.time_base = frame.sample_rate, frame.pts, frame.time_base
+        return out
 
 
 class Contract:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.calls: dict[str, RTCPeerConnection] = {}
+        self.audio: dict[str, ScriptedAudio] = {}
         self.playout: list[float] = []
         self.received: list[dict] = []
         self.relay = MediaRelay()
@@ -70,7 +118,8 @@ class Contract:
         @pc.on("track")
         def on_track(track) -> None:  # type: ignore[no-untyped-def]
             if track.kind == "audio":
-                pc.addTrack(self.relay.subscribe(track))
+                self.audio[call_id] = ScriptedAudio(self.relay.subscribe(track))
+                pc.addTrack(self.audio[call_id])
 
         @pc.on("datachannel")
         def on_dc(channel) -> None:  # type: ignore[no-untyped-def]
@@ -89,7 +138,7 @@ class Contract:
                     return
                 self.received.append(msg)
                 if msg.get("type") == "text":
-                    task = asyncio.ensure_future(self.script(send, msg["text"]))
+                    task = asyncio.ensure_future(self.script(send, msg["text"], call_id))
                     self.tasks.add(task)  # keep a reference until it is done
                     task.add_done_callback(self.tasks.discard)
 
@@ -104,9 +153,60 @@ class Contract:
             {"sdp": pc.localDescription.sdp, "type": "answer", "call_id": call_id}
         )
 
-    async def script(self, send, text: str) -> None:  # type: ignore[no-untyped-def]
+    async def command(self, send: Callable[[dict], None], text: str, call_id: str) -> None:
+        """The scripts behind typed commands (the module's docstring lists them)."""
+        n = len(self.received)
+        name, _, arg = text.partition(" ")
+        assistant = {"type": "transcript.delta", "role": "assistant", "item_id": f"a{n}"}
+        if name == "/slow":
+            # a reply streamed a word every 300 ms for 6 s: there is time to lose
+            # the connection (or stall it) in the middle of it
+            send({"type": "state", "state": "speaking"})
+            for i in range(SLOW_WORDS):
+                send({**assistant, "delta": f"word{i} "})
+                await asyncio.sleep(0.3)
+            send({"type": "transcript.done", "role": "assistant", "item_id": f"a{n}",
+                  "text": "".join(f"word{i} " for i in range(SLOW_WORDS)),
+                  "interrupted": False})
+            send({"type": "state", "state": "listening"})
+        elif name in ("/heard", "/heard-ms"):
+            whole = HEARD_TEXT + UNHEARD_TEXT if name == "/heard" else HEARD_MS_TEXT
+            send({"type": "state", "state": "speaking"})
+            send({**assistant, "delta": whole[: len(whole) // 3]})
+            await asyncio.sleep(0.2)
+            done = {"type": "transcript.done", "role": "assistant", "item_id": f"a{n}",
+                    "text": whole, "interrupted": True, "heard_ms": 2000, "audio_ms": 4000}
+            if name == "/heard":
+                done["heard_text"] = HEARD_TEXT
+            send(done)
+            send({"type": "state", "state": "listening"})
+        elif name == "/turn":
+            # the caller's speech ends (the server's state leaves user_speaking);
+            # the reply's first audio leaves here `arg` ms later
+            audio = self.audio[call_id]
+            audio.mode = "silence"
+            send({"type": "state", "state": "user_speaking"})
+            await asyncio.sleep(0.4)  # the echo in the caller's jitter buffer drains
+            send({"type": "state", "state": "thinking"})
+            await asyncio.sleep(int(arg) / 1000)
+            audio.mode = "tone"
+            send({"type": "state", "state": "speaking"})
+            await asyncio.sleep(1.0)
+            audio.mode = "silence"
+            send({"type": "state", "state": "listening"})
+        elif name == "/end":
+            send({"type": "call.ended", "reason": arg, "message": f"Scripted ending ({arg})."})
+            await asyncio.sleep(END_NOTICE_S)
+            await self.hangup(call_id)
+        else:
+            raise ValueError(f"unknown command {name!r}")
+
+    async def script(self, send, text: str, call_id: str) -> None:  # type: ignore[no-untyped-def]
         """The fixed reply to a typed message: a tool call, then a streamed answer."""
         n = len(self.received)
+        if text.startswith("/") and not text.startswith("/spoken "):
+            await self.command(send, text, call_id)
+            return
         if text.startswith("/spoken "):
             # stands in for speech: a user transcript with its own item id
             words = text.removeprefix("/spoken ")
@@ -162,6 +262,7 @@ class Contract:
         send({"type": "state", "state": "listening"})
 
     async def hangup(self, call_id: str) -> None:
+        self.audio.pop(call_id, None)
         pc = self.calls.pop(call_id, None)
         if pc is not None:
             await pc.close()

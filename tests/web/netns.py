@@ -265,6 +265,36 @@ def netns() -> Iterator[NetNS]:
         ns.delete()
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes under `pid` (children, their children...), deepest first."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # the command name is in parentheses and may hold spaces: split after it
+            ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found.extend(kids)
+        todo.extend(kids)
+    return found[::-1]
+
+
+def crash(proc: subprocess.Popen) -> None:
+    """SIGKILL a process we started and everything under it, children first (a
+    parent killed first would have its children told, by their parent-death signal,
+    to shut down cleanly): a crash, with nothing closed on the way."""
+    for pid in [*descendants(proc.pid), proc.pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def free_port() -> int:
     """A port number for a server inside a fresh namespace: any will do there,
     but pid-derived values keep logs of parallel runs apart."""

@@ -8,9 +8,14 @@ playout reports, an exact Retry-After), the scripted contract peer
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
+
+from tests.web.conftest import artifact_path
+from tests.web.netns import crash
 
 pytestmark = [pytest.mark.browser]
 
@@ -132,6 +137,8 @@ def test_capacity_message(stack_factory, browser_factory) -> None:
     assert "busy" in text and "7 s" in text  # Retry-After shown
     assert page.inner_text("#call") == "Call"
     assert page.evaluate("rtcAgent.connectionState") == "closed"
+    # a call refused before it began leaves no divider in the chat
+    assert page.locator("#chat > li").count() == 0
 
 
 def test_insecure_origin_message(stack_factory, browser_factory) -> None:
@@ -227,4 +234,212 @@ def test_typed_echoes_and_spoken_transcripts_stay_apart(stack_factory, browser_f
     ]
     assert page.locator("#chat .msg.user").count() == 4
     assert page.locator("#chat .msg.user.partial").count() == 0
+    page.click("#call")
+
+
+# ---- call endings, lost connections, what was heard, dividers, diagnostics ----------
+
+
+def open_call(stack, browser_factory, viewport=None):  # type: ignore[no-untyped-def]
+    """A page in a call with the contract peer, its channel open."""
+    browser = browser_factory(stack)
+    page = browser.new_page(viewport=viewport) if viewport else browser.new_page()
+    page.goto(stack.url("/"))
+    wait_ready(page)
+    page.click("#call")
+    wait_for(page, "rtcAgent.events.some(e => e.type === 'session.ready')", what="session.ready")
+    wait_for(page, "!document.querySelector('#text').disabled", what="the text input")
+    return page
+
+
+def command(page, text: str) -> None:  # type: ignore[no-untyped-def]
+    page.fill("#text", text)
+    page.press("#text", "Enter")
+
+
+def diagnostics(page) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return page.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#diag dd')]"
+        ".map(dd => [dd.dataset.k, dd.textContent]))"
+    )
+
+
+def test_call_ended_shows_its_reason(stack_factory, browser_factory) -> None:
+    """call.ended: the notice names the reason and the server's message, the call ends
+    on the page at once, and no connection notice replaces it later."""
+    stack = stack_factory("contract")
+    page = open_call(stack, browser_factory)
+    command(page, "/end upstream_failed")
+    page.wait_for_selector("#notice[data-kind='call-ended'][data-reason='upstream_failed']",
+                           timeout=5000)
+    text = page.inner_text("#notice")
+    assert "speech service failed" in text and "Scripted ending (upstream_failed)." in text, text
+    assert page.inner_text("#state") == "Call ended"
+    assert page.inner_text("#call") == "Call"
+    assert page.evaluate("rtcAgent.ended") == {"reason": "upstream_failed",
+                                               "message": "Scripted ending (upstream_failed)."}
+    # the peer closing afterwards must not turn this into a network notice
+    time.sleep(3)
+    assert page.get_attribute("#notice", "data-reason") == "upstream_failed"
+    assert "TURN" not in page.inner_text("#notice")
+    assert stack.healthz()["calls"] == 0
+
+
+def test_lost_connection_is_shown_at_once(stack_factory, browser_factory) -> None:
+    """The server dies without closing anything (SIGKILL): within about a second the
+    pill says the call was interrupted and the reply being streamed is marked cut
+    off; when Chromium gives the connection up, the call ends on the page with a
+    notice that does not blame the network path."""
+    stack = stack_factory("contract")
+    page = open_call(stack, browser_factory, viewport={"width": 1280, "height": 800})
+    command(page, "/slow")
+    wait_for(page, "rtcAgent.transcripts.some(t => t.role === 'assistant' && "
+                   "t.text.includes('word1 '))", 5, "the reply streaming")
+    assert page.locator("#chat .msg.assistant.partial").count() == 1
+    crash(stack.server)
+    killed = time.monotonic()
+    wait_for(page, "rtcAgent.state === 'connection_lost'", 5, "the interruption")
+    took = time.monotonic() - killed
+    assert took < 2.5, f"the page needed {took:.1f} s to notice"
+    assert page.inner_text("#state") == "Call interrupted"
+    bubble = page.locator("#chat .msg.assistant").last
+    assert "cut off" in bubble.locator(".tag.cut").inner_text()
+    # no "…" after the text of a reply that will not go on
+    after = page.evaluate("getComputedStyle(document.querySelector("
+                          "'#chat .msg.assistant .text'), '::after').content")
+    assert after in ("none", "normal"), after
+    assert page.evaluate("rtcAgent.interrupted") == "audio"
+    page.screenshot(path=str(artifact_path("desktop-1280x800-connection-lost.png")))
+    # Chromium declares the connection failed after ~17 s: the call ends here
+    wait_for(page, "rtcAgent.connectionState === 'closed'", 40, "the call to end")
+    assert page.inner_text("#call") == "Call"
+    assert page.inner_text("#state") == "Call interrupted"
+    assert page.get_attribute("#notice", "data-kind") == "connection-lost"
+    assert "cut off" in page.inner_text("#agent-label")
+    assert "TURN" not in page.inner_text("#notice")
+    reply = page.evaluate("rtcAgent.transcripts.find(t => t.role === 'assistant')")
+    assert reply["final"] is True and reply["cut_off"] is True, reply
+    assert page.locator("#chat .msg.assistant.partial").count() == 0
+
+
+def test_a_stalled_connection_recovers(stack_factory, browser_factory) -> None:
+    """The server freezes for 2 s (SIGSTOP) and goes on: the pill says interrupted
+    while no audio comes, then shows the server's state again; the reply marked cut
+    off loses the mark as it goes on, and ends whole."""
+    from tests.web.contract_server import SLOW_WORDS
+
+    stack = stack_factory("contract")
+    page = open_call(stack, browser_factory)
+    command(page, "/slow")
+    wait_for(page, "rtcAgent.state === 'speaking' && rtcAgent.transcripts.some("
+                   "t => t.role === 'assistant' && t.text.includes('word1 '))", 5,
+             "the reply streaming")
+    os.killpg(stack.server.pid, signal.SIGSTOP)
+    try:
+        wait_for(page, "rtcAgent.state === 'connection_lost'", 3, "the interruption")
+        assert page.locator("#chat .msg.assistant .tag.cut").count() == 1
+        assert page.evaluate("rtcAgent.connectionState") == "connected"  # ICE has not noticed
+    finally:
+        os.killpg(stack.server.pid, signal.SIGCONT)
+    wait_for(page, "rtcAgent.interrupted === null", 5, "the recovery")
+    assert page.inner_text("#state") == "Agent speaking"  # the server's state, again
+    wait_for(page, "rtcAgent.transcripts.some(t => t.role === 'assistant' && t.final)", 10,
+             "the reply's end")
+    reply = page.evaluate("rtcAgent.transcripts.find(t => t.role === 'assistant')")
+    assert reply["cut_off"] is False and reply["text"].count("word") == SLOW_WORDS, reply
+    assert page.locator("#chat .msg.assistant .tag.cut").count() == 0
+    page.click("#call")
+
+
+def test_interrupted_reply_shows_the_heard_part(stack_factory, browser_factory) -> None:
+    """An interrupted reply: the heard part as it is, the rest struck through after a
+    "not heard" label; from heard_text, else split by heard_ms / audio_ms."""
+    from tests.web.contract_server import HEARD_MS_TEXT, HEARD_TEXT, UNHEARD_TEXT
+
+    stack = stack_factory("contract")
+    page = open_call(stack, browser_factory, viewport={"width": 1280, "height": 800})
+    command(page, "/heard")
+    page.wait_for_selector(".msg.assistant.interrupted .unheard", timeout=5000)
+    bubble = page.locator("#chat .msg.assistant").last
+    # the space between the parts is left out of both (not struck through)
+    assert bubble.locator(".heard").inner_text() == HEARD_TEXT.strip()
+    assert bubble.locator(".unheard").inner_text() == UNHEARD_TEXT
+    assert bubble.locator(".unheard-label").inner_text() == "not heard"
+    assert "line-through" in page.evaluate(
+        "getComputedStyle(document.querySelector('#chat .msg.assistant .unheard'))"
+        ".textDecorationLine")
+    entry = page.evaluate("rtcAgent.transcripts.at(-1)")
+    assert entry["interrupted"] and entry["text"] == HEARD_TEXT + UNHEARD_TEXT
+    assert (entry["heard_text"], entry["unheard_text"]) == (HEARD_TEXT, UNHEARD_TEXT)
+
+    # without heard_text: half the audio was heard, so about half the words
+    command(page, "/heard-ms")
+    wait_for(page, f"rtcAgent.transcripts.at(-1).text === '{HEARD_MS_TEXT}' && "
+                   "rtcAgent.transcripts.at(-1).final", 5, "the second reply")
+    entry = page.evaluate("rtcAgent.transcripts.at(-1)")
+    assert entry["heard_text"] == "one two three four "
+    assert entry["unheard_text"] == "five six seven eight"
+    bubble = page.locator("#chat .msg.assistant").last
+    assert bubble.locator(".heard").inner_text() == "one two three four"
+    assert bubble.locator(".unheard").inner_text() == "five six seven eight"
+    page.locator("#chat").screenshot(path=str(artifact_path("desktop-chat-heard-part.png")))
+    page.click("#call")
+
+
+def test_each_call_has_a_divider_and_fresh_diagnostics(stack_factory, browser_factory) -> None:
+    """Calls are separated by dividers with their time, the chat keeps the earlier
+    calls, the diagnostics panel empties on hang-up, and "Last turn" measures a
+    known gap (the contract peer starts a tone 800 ms after the end of speech)."""
+    stack = stack_factory("contract")
+    page = open_call(stack, browser_factory, viewport={"width": 1280, "height": 800})
+    page.click("#diagnostics summary")
+    assert page.locator("#chat .divider").count() == 1
+    assert "Call ·" in page.inner_text("#chat .divider")
+    command(page, "first call")
+    wait_for(page, "rtcAgent.transcripts.some(t => t.text === 'You said: first call' && t.final)")
+
+    # (the typed message above was a turn too, answered by the echo: this one's
+    # figure is the one after its `speaking`)
+    n = page.evaluate("rtcAgent.events.length")
+    command(page, "/turn 800")
+    wait_for(page, f"rtcAgent.events.slice({n}).some(e => e.state === 'speaking')", 10,
+             "the scripted reply")
+    time.sleep(0.6)
+    turn_ms = page.evaluate("rtcAgent.lastTurnMs")
+    # 800 ms on the server, plus the caller's jitter buffer and the trip
+    assert 780 <= turn_ms <= 1400, turn_ms
+    wait_for(page, "document.querySelector('[data-k=turn]').textContent !== '–'")
+    assert page.inner_text("[data-k='turn']") == f"{round(turn_ms)} ms"
+    wait_for(page, "document.querySelector('[data-k=codec]').textContent !== '–'")
+    during = diagnostics(page)
+    assert during["connection"] == "connected" and during["call"] != "–", during
+
+    page.click("#call")  # hang up
+    after = diagnostics(page)
+    assert set(after.values()) == {"–"}, after
+    assert page.evaluate("[rtcAgent.lastStats, rtcAgent.lastTurnMs, rtcAgent.lastPlayoutMs]") \
+        == [None, None, None]
+
+    page.click("#call")  # a second call on the same page
+    wait_for(page, "rtcAgent.calls === 2 && rtcAgent.events.filter("
+                   "e => e.type === 'session.ready').length === 2", what="the second call")
+    wait_for(page, "!document.querySelector('#text').disabled", what="the text input")
+    command(page, "second call")
+    wait_for(page, "rtcAgent.transcripts.some(t => t.text === 'You said: second call' && t.final)")
+    items = page.evaluate(
+        "[...document.querySelectorAll('#chat > li')].map(li => li.classList.contains('divider')"
+        " ? 'divider' : li.querySelector('.text').textContent)"
+    )
+    # the first call's history stays, under its own divider
+    assert items.count("divider") == 2, items
+    second = items.index("divider", 1)
+    assert "first call" in items[1:second] and "You said: first call" in items[1:second], items
+    assert items[second + 1] == "second call" and items[-1] == "You said: second call", items
+    calls = {t["text"]: t["call"] for t in page.evaluate("rtcAgent.transcripts")}
+    assert calls["first call"] == 1 and calls["second call"] == 2, calls
+    # the emptied panel fills again for the second call
+    wait_for(page, "document.querySelector('[data-k=codec]').textContent !== '–'", 5,
+             "the second call's diagnostics")
+    assert diagnostics(page)["connection"] == "connected"
+    page.screenshot(path=str(artifact_path("desktop-1280x800-call.png")))
     page.click("#call")

@@ -33,6 +33,22 @@ LAYOUT_JS = """() => {
 }"""
 
 
+# Each microphone's name against the room its menu has for it (the closed <select>
+# shows the chosen name in its box, beside the arrow).
+MIC_NAMES_JS = """() => {
+  const sel = document.querySelector('#mic');
+  const cs = getComputedStyle(sel);
+  const ctx = document.createElement('canvas').getContext('2d');
+  ctx.font = `${cs.fontWeight} ${cs.fontSize} ${cs.fontFamily}`;
+  const room = sel.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight) - 24;
+  return [...sel.options].map(o => ({name: o.text, width: ctx.measureText(o.text).width, room}));
+}"""
+
+
+def cut_off_mic_names(page) -> list[dict]:  # type: ignore[no-untyped-def]
+    return [m for m in page.evaluate(MIC_NAMES_JS) if m["width"] > m["room"]]
+
+
 def phone_context(browser, width: int = 390, height: int = 844):  # type: ignore[no-untyped-def]
     return browser.new_context(
         viewport={"width": width, "height": height},
@@ -53,6 +69,9 @@ def check_layout(page) -> dict:  # type: ignore[no-untyped-def]
     assert 0 <= call["top"] and call["bottom"] <= layout["innerHeight"], call
     assert call["left"] >= 0 and call["right"] <= layout["innerWidth"], call
     assert layout["audio"]
+    # the default entry, at least, is shown whole in the menu's box
+    assert page.evaluate(MIC_NAMES_JS)[0]["name"] == "Default microphone"
+    assert "Default microphone" not in [m["name"] for m in cut_off_mic_names(page)]
     return layout
 
 
@@ -81,6 +100,8 @@ def test_phone_layout_in_a_call(stack_factory, browser_factory, width: int, heig
 
 
 def test_desktop_layout(stack_factory, browser_factory) -> None:
+    """A wide screen: the chat takes the width beside the call column and the window's
+    height; every microphone's name fits its menu."""
     stack = stack_factory("rtc-agent")
     page = browser_factory(stack).new_page(viewport={"width": 1280, "height": 800})
     page.goto(stack.url("/"))
@@ -88,4 +109,24 @@ def test_desktop_layout(stack_factory, browser_factory) -> None:
     layout = page.evaluate(LAYOUT_JS)
     assert layout["scrollWidth"] <= layout["innerWidth"]
     assert layout["call"]["bottom"] <= layout["innerHeight"]
+    boxes = page.evaluate("""() => Object.fromEntries(['.call', '.chat', '.diagnostics'].map(
+        s => { const r = document.querySelector(s).getBoundingClientRect();
+               return [s, {left: r.left, right: r.right, top: r.top, bottom: r.bottom,
+                           width: r.width}]; }))""")
+    chat, call = boxes[".chat"], boxes[".call"]
+    assert chat["width"] >= 0.6 * 1280, boxes  # not a phone column in the middle
+    assert chat["left"] >= call["right"], boxes  # beside the call column, not under it
+    assert chat["bottom"] >= 800 - 40 and chat["top"] <= 80, boxes  # the window's height
+    assert boxes[".diagnostics"]["top"] > call["bottom"], boxes
+    assert layout["scrollWidth"] <= 1280 and page.evaluate(
+        "document.documentElement.scrollHeight") <= 800  # one screen, nothing to scroll
     page.screenshot(path=str(artifact_path("desktop-1280x800-idle.png")))
+
+    # in a call the menu lists the real device names; none is cut off
+    page.click("#call")
+    wait_for(page, "rtcAgent.connectionState === 'connected'", what="connected")
+    wait_for(page, "document.querySelectorAll('#mic option').length > 1", what="the devices")
+    names = page.evaluate(MIC_NAMES_JS)
+    print("microphones:", names)
+    assert not cut_off_mic_names(page), names
+    page.click("#call")

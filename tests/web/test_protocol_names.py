@@ -188,3 +188,17 @@ def test_styled_states_are_known() -> None:
     assert isinstance(page_states, dict)
     unknown = styled - known - set(page_states.values())
     assert not unknown, f"web/style.css styles states nobody sets: {sorted(unknown)}"
+
+
+def test_end_reasons_are_worded() -> None:
+    """`call.ended` carries the call's end reason (the metrics' END_REASONS): the page
+    must have a headline for each one a caller can receive (`caller_gone` cannot)."""
+    from rtc_agent.observability.metrics import END_REASONS
+
+    worded = js_block("EndReason")
+    assert isinstance(worded, dict)
+    missing = set(END_REASONS) - {"caller_gone"} - set(worded.values())
+    assert not missing, f"web/protocol.js EndReason lacks server end reasons: {sorted(missing)}"
+    ui = (WEB / "ui.js").read_text(encoding="utf-8")
+    unworded = [k for k in worded if f"[EndReason.{k}]" not in ui]
+    assert not unworded, f"web/ui.js END_HEADLINES has no wording for {unworded}"
