@@ -332,6 +332,11 @@ class SignalingServer:
             max_duration_s=self.config.max_call_s or None,
             resume_window_s=self.config.resume_window_s,
             pricing=self.config.pricing,
+            idle_timeout_s=self.config.idle_timeout_s,
+            idle_prompt=self.config.idle_prompt,
+            goodbye=self.config.goodbye,
+            session_renew_s=self.config.session_renew_s,
+            tool_ack_ms=self.config.tool_ack_ms,
             decode_on_loop=self.config.decode_on_loop,
             on_closed=self._forget,
             node=self.membership.node,
@@ -594,6 +599,8 @@ class SignalingServer:
         return web.json_response({
             "iceServers": self.ice_servers(user=user),
             "tokenRequired": bool(self.config.token),
+            # how long a call whose connection died waits for the page to resume it
+            "resumeWindowS": self.config.resume_window_s,
         }, headers=no_store)
 
     async def index(self, request: web.Request) -> web.StreamResponse:

@@ -104,7 +104,8 @@ async def test_token_origin_capacity_and_hangup(agent: SignalingServer) -> None:
         async with http.get(f"{base}/config", headers={"Authorization": "Bearer no"}) as r:
             assert (r.status, (await r.json())["error"]["code"]) == (401, "unauthorized")
         async with http.get(f"{base}/config", headers={"Authorization": "BEARER s3cret"}) as r:
-            assert await r.json() == {"iceServers": [], "tokenRequired": True}
+            assert await r.json() == {"iceServers": [], "tokenRequired": True,
+                                      "resumeWindowS": 30.0}
         async with http.options(f"{base}/offer", headers={
                 "Origin": "https://app.example",
                 "Access-Control-Request-Method": "POST"}) as r:
