@@ -53,3 +53,21 @@ def azure_version_dialect(version: str) -> Dialect:
         return Dialect.GA
     date, preview = match.groups()
     return Dialect.BETA if preview or date < GA_SINCE else Dialect.GA
+
+# Fixed words: the agent asks the model to say a sentence word for word (an idle prompt,
+# a goodbye) with this as the `instructions` of one `response.create`. A real model
+# follows it; the offline backend's rule responder speaks the quoted text.
+SAY_EXACTLY_PREFIX = "Say exactly the following, and nothing else: "
+_SAY_EXACTLY = re.compile(re.escape(SAY_EXACTLY_PREFIX.strip()) + r'\s*"(.*)"', re.I | re.S)
+
+
+def say_exactly(text: str) -> str:
+    """Per-response instructions that make the model say text and nothing else."""
+    return f'{SAY_EXACTLY_PREFIX}"{text}"'
+
+
+def parse_say_exactly(instructions: str) -> str | None:
+    """The text of say_exactly's instructions (quotes inside it kept), or None when
+    instructions are anything else."""
+    match = _SAY_EXACTLY.fullmatch(instructions.strip())
+    return match.group(1) if match is not None else None

@@ -103,7 +103,10 @@ class PocketsphinxRecognizer:
         decoder = self._borrow()
         try:
             text, score = self._decode(decoder, "_default", audio)
-            if self.arithmetic_pass and _ARITHMETIC_HINTS & set(text.split()):
+            words = set(text.split())
+            # A tool request ("use the tool ... with forty two") is no sum, however well
+            # the grammar's reading scores.
+            if self.arithmetic_pass and _ARITHMETIC_HINTS & words and "tool" not in words:
                 alt, alt_score = self._decode(decoder, "arithmetic", audio)
                 if alt and alt_score >= score:
                     text = alt

@@ -49,6 +49,7 @@ from rtc_agent.offline.responses import (
     Item,
     ItemStore,
     ResponderInput,
+    Response,
     Responses,
 )
 from rtc_agent.offline.validation import (
@@ -78,6 +79,18 @@ MAX_ITEMS = 1024
 # of four calls grew the process by 94 MB, still under that cap (docs/benchmarks.md).
 MAX_STORED_AUDIO_MS = 2 * 60_000  # user and reply audio together
 MAX_STORED_TEXT_CHARS = 2_000_000
+# Live captions: a recognised turn goes out as word-by-word transcription deltas (the
+# recogniser gives the words at once); a long turn's words are grouped into at most this
+# many deltas.
+MAX_TRANSCRIPTION_DELTAS = 64
+
+
+def word_deltas(text: str, limit: int = MAX_TRANSCRIPTION_DELTAS) -> list[str]:
+    """text cut into at most limit deltas of whole words that join back into text."""
+    words = text.split(" ")
+    per = -(-len(words) // limit)  # ceiling
+    groups = [" ".join(words[i : i + per]) for i in range(0, len(words), per)]
+    return [g if i == 0 else " " + g for i, g in enumerate(groups)]
 
 
 class Conversation:
@@ -108,7 +121,13 @@ class Conversation:
         self.store = ItemStore(max_items, max_stored_audio_ms * BYTES_PER_MS,
                                max_stored_text_chars)
         self.input = InputBuffer(new_id, max_buffer_ms, self._vad_settings())
-        self.responses = Responses(dialect, new_id, self.store, self.conversation_id)
+        self.responses = Responses(dialect, new_id, self.store, self.conversation_id,
+                                   on_done=self._response_ended)
+        # Idle timeout (server_vad idle_timeout_ms), on the input audio timeline: where the
+        # quiet since the last reply's playback started (None: not counting), and where
+        # the reply being generated started to play.
+        self._idle_since_ms: int | None = None
+        self._reply_from_ms: int | None = None
         self._handlers: dict[str, Callable[[JSON], list[Output]]] = {
             "session.update": self._on_session_update,
             "input_audio_buffer.append": self._on_input_audio_buffer_append,
@@ -196,7 +215,13 @@ class Conversation:
                      window_ms: int) -> list[Output]:
         """The answer to DetectSpeech: its audio, with the speech probabilities of its
         consecutive windows of window_ms (a window may span appends)."""
-        return self._turn_taking(self.input.append(pcm, probabilities, window_ms))
+        out = self._turn_taking(self.input.append(pcm, probabilities, window_ms))
+        return out + self._idle_check()
+
+    def heard_so_far(self, key: tuple[int, int], text: str | None) -> list[Output]:
+        """The answer to a speculative Recognize that asked to `report`: the words of the
+        speech so far (None: not recognised). Semantic VAD judges the turn by them."""
+        return self._turn_taking(self.input.heard_so_far(key, text))
 
     def transcription_done(self, item_id: str, text: str | None, emit: bool,
                            error: str | None = None) -> list[Output]:
@@ -217,10 +242,14 @@ class Conversation:
         if item is not None:
             item.data["content"][0]["transcript"] = text
         seconds = item.audio_ms / 1000 if item is not None else 0.0
-        out: list[Output] = []
-        if text:
-            out.append(self._event("conversation.item.input_audio_transcription.delta",
-                                   item_id=item_id, content_index=0, delta=text))
+        # Captions as the service streams them: deltas after the item exists, then the
+        # whole transcript. The recogniser answers once per turn, so the deltas are its
+        # words, sent together.
+        out: list[Output] = [
+            self._event("conversation.item.input_audio_transcription.delta",
+                        item_id=item_id, content_index=0, delta=delta)
+            for delta in (word_deltas(text) if text else [])
+        ]
         out.append(self._event(
             "conversation.item.input_audio_transcription.completed", item_id=item_id,
             content_index=0, transcript=text, usage={"type": "duration", "seconds": seconds},
@@ -229,6 +258,8 @@ class Conversation:
 
     def response_speech(self, response_id: str, text: str, audio: bytes = b"") -> list[Output]:
         """Generated reply text (or transcript) and, for spoken replies, its audio."""
+        if audio and self._reply_from_ms is None and response_id == self.responses.active_id:
+            self._reply_from_ms = self.input.end_ms  # the caller starts hearing it now
         return self.responses.speech(response_id, text, audio)
 
     def response_function_call(self, response_id: str, name: str, arguments: str,
@@ -278,9 +309,12 @@ class Conversation:
                 active = self.responses.active_id
                 if td.get("interrupt_response", True) and active:
                     out += self.responses.cancel(active, "turn_detected")
+                self._idle_since_ms = None  # the caller is not idle (after the cancel's done)
             elif isinstance(turn, SpeechPaused):
+                semantic = self.input.turn_detection is not None \
+                    and self.input.turn_detection.semantic
                 out.append(Recognize(turn.item_id, turn.audio, self.transcription_on, turn.key,
-                                     speculative=True))
+                                     speculative=True, report=semantic))
             else:
                 out.append(self._event("input_audio_buffer.speech_stopped",
                                        audio_end_ms=turn.audio_end_ms, item_id=turn.item_id))
@@ -454,7 +488,55 @@ class Conversation:
 
     def _start_response(self, opts: ResponseOptions) -> list[Output]:
         context = self._resolve_input(opts.input) if opts.input is not None else list(self.items)
-        return self.responses.start(opts, context)
+        out = self.responses.start(opts, context)
+        if opts.conversation != "none":  # a reply is coming: the caller is not idle
+            self._idle_since_ms = self._reply_from_ms = None
+        return out
+
+    # --- idle timeout -----------------------------------------------------------------
+
+    def _response_ended(self, resp: Response) -> None:
+        """A reply ended: the idle time counts from the end of its playback, which began
+        at its first audio and lasts as long as its audio (or from now, if it had none)."""
+        if not resp.in_conversation:
+            return
+        now = self.input.end_ms
+        played_until = (self._reply_from_ms + resp.output_audio_ms
+                        if self._reply_from_ms is not None else now)
+        self._idle_since_ms = max(now, played_until)
+        self._reply_from_ms = None
+
+    def _idle_check(self) -> list[Output]:
+        """server_vad's idle_timeout_ms: after that long of input audio without speech
+        since the last reply played, input_audio_buffer.timeout_triggered, the (empty)
+        buffer committed as a user item and a response to it (GA only: beta has neither
+        the setting nor the event)."""
+        td = self.turn_detection
+        since = self._idle_since_ms
+        if (td is None or td.get("type") != "server_vad" or self.dialect is not Dialect.GA
+                or td.get("idle_timeout_ms") is None or since is None
+                or self.input.speaking or self.responses.active_id is not None):
+            return []
+        now = self.input.end_ms
+        if now - since < td["idle_timeout_ms"]:
+            return []
+        self._idle_since_ms = None
+        previous = self._last_item_id()
+        item_id, audio = self.input.commit()
+        # Nothing was said: the item is known to be empty, so it needs no recognition.
+        item = Item(data={"id": item_id, "type": "message", "object": "realtime.item",
+                          "status": "completed", "role": "user",
+                          "content": [{"type": "input_audio", "transcript": None}]},
+                    audio=bytearray(audio), audio_ms=duration_ms(audio), heard="", idle=True)
+        self.store.append(item)
+        return [
+            self._event("input_audio_buffer.timeout_triggered",
+                        audio_start_ms=min(since, now), audio_end_ms=now, item_id=item_id),
+            self._event("input_audio_buffer.committed", item_id=item_id,
+                        previous_item_id=previous),
+            *stamped(self._new_id, client_item_events(self.dialect, item.data, previous)),
+            *self._start_response(parse_response_options(self.dialect, None, self.session)),
+        ]
 
     def _resolve_input(self, raw: list[Any]) -> list[Item]:
         """response.input: item references and inline items, as the response's context."""

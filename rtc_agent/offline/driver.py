@@ -143,11 +143,13 @@ class SessionDriver:
         self._guessing: set[asyncio.Future[str]] = set()
         self._detector: SpeechDetector | None = None  # made on the first scored append
         self._loop = asyncio.get_running_loop()
+        self._closed = False
 
     async def start(self) -> None:
         await self.run(self.conv.created())
 
     async def close(self) -> None:
+        self._closed = True
         for fut in self._speculative.values():
             fut.cancel()
         tasks = [*self._tasks.values(), *self._background]
@@ -230,12 +232,18 @@ class SessionDriver:
         if isinstance(action, Recognize) and action.speculative:
             assert action.key is not None
             if len(self._guessing) + len(self._heard) >= MAX_PENDING_RECOGNITIONS:
-                return  # a guess only: the commit recognises the turn anyway
+                # A guess only: the commit recognises the turn anyway. Semantic VAD,
+                # waiting for the words, hears there are none and judges by silence.
+                if action.report:
+                    self._spawn(self.run(self.conv.heard_so_far(action.key, None)))
+                return
             guess = self._loop.run_in_executor(
                 self.engines.asr_executor, self.engines.recognizer.transcribe,
                 action.audio, REALTIME_RATE)
             self._guessing.add(guess)  # running guesses, even those no longer wanted
             guess.add_done_callback(self._guessing.discard)
+            if action.report:
+                guess.add_done_callback(partial(self._report, action.key))
             self._speculative[action.key] = guess
             while len(self._speculative) > 4:  # stale guesses (the user spoke on)
                 self._speculative.pop(next(iter(self._speculative)))
@@ -256,6 +264,13 @@ class SessionDriver:
             cancelled = self._tasks.pop(action.response_id, None)
             if cancelled is not None:
                 cancelled.cancel()
+
+    def _report(self, key: tuple[int, int], guess: asyncio.Future[str]) -> None:
+        """A reported guess is done (on the loop): its words go to the conversation."""
+        if self._closed or guess.cancelled():
+            return
+        text = None if guess.exception() is not None else guess.result()
+        self._spawn(self.run(self.conv.heard_so_far(key, text)))
 
     def _forget_task(self, response_id: str, _task: asyncio.Task[None]) -> None:
         self._tasks.pop(response_id, None)

@@ -9,15 +9,24 @@ the buffer decides when speech starts and stops, when the speech is complete eno
 recognise early, and which old audio no turn can still claim (an idle session keeps a
 few hundred milliseconds, not an hour). It returns what happened as TurnEvents; the
 conversation decides what that means for items and responses.
+
+Semantic VAD is approximated on the same machinery. The service's model judges from
+the words whether the caller has finished; here the recognition that starts at the
+first pause (SpeechPaused) is that judge: its text comes back through `heard_so_far`,
+and `sounds_unfinished` reads it. A finished-sounding phrase ends the turn after the
+eagerness's short silence; an unfinished-sounding one ("...and", "nine plus") waits
+up to the eagerness's maximum, as the service documents it (8, 4 or 2 s). Until the
+text is back the turn waits for it, never beyond that maximum. The words cost nothing
+extra: the same recognition becomes the turn's transcript when the turn ends there.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rtc_agent.offline.validation import SEMANTIC_SILENCE_MS
 from rtc_agent.protocol import BYTES_PER_MS
 
 MIN_SPEECH_WINDOWS = 2  # consecutive voiced windows before speech_started (rejects clicks)
@@ -25,20 +34,65 @@ RECOGNITION_TAIL_MS = 96  # silence kept after the last voiced window for the re
 IDLE_KEEP_WINDOWS = 4  # while idle, keep this many windows beyond the prefix padding
 
 
+# semantic_vad: eagerness -> (quiet that ends a finished-sounding turn, the longest it
+# waits). The longest is the service's documented "max timeout" per eagerness; the short
+# silences are ours, from a quick answer ("high") to a patient one ("low").
+SEMANTIC_WAIT_MS: dict[str, tuple[int, int]] = {
+    "low": (800, 8000), "medium": (500, 4000), "auto": (500, 4000), "high": (250, 2000),
+}
+
+# What an unfinished phrase ends with: joining words, articles, prepositions that do not
+# end an English sentence, possessives, fillers. Kept short on purpose: a word that often
+# ends a sentence too ("that", "on", "can") would hold finished turns for seconds.
+# Operators count only after a number ("nine plus"), not in "good times".
+_CONTINUES = frozenset("""
+    and but or so because if than nor while as
+    the a an of to for with from into onto about between by
+    my your our their what's whats let's lets wanna gonna
+    um uh er erm hmm mm ah
+""".split())
+_OPERATORS = frozenset("plus minus times over multiplied divided add added subtract".split())
+_NUMBERS = frozenset("""
+    zero oh one two three four five six seven eight nine ten eleven twelve thirteen
+    fourteen fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty
+    seventy eighty ninety hundred thousand million billion point
+""".split())
+_WORD = re.compile(r"[a-z0-9']+")
+MAX_JUDGED_CHARS = 4096  # only the end of a phrase is read (a hostile one is bounded)
+
+
+def sounds_unfinished(text: str) -> bool:
+    """Whether a recognised phrase sounds as if the speaker will go on (see _CONTINUES)."""
+    words = _WORD.findall(text[-MAX_JUDGED_CHARS:].lower())
+    if not words:
+        return False
+    last = words[-1]
+    if last in _CONTINUES:
+        return True
+    before = words[-2] if len(words) > 1 else ""
+    return last in _OPERATORS and (before in _NUMBERS or before.isdigit())
+
+
 @dataclass(frozen=True, slots=True)
 class TurnDetection:
-    """The server-VAD settings turn-taking uses, read from a session's turn_detection."""
+    """The VAD settings turn-taking uses, read from a session's turn_detection."""
 
     threshold: float  # a window is voiced at or above this probability
     prefix_padding_ms: int  # audio kept before the first voiced window
     silence_ms: int  # quiet after the last voiced window that ends the turn
+    # semantic_vad: silence_ms ends a finished-sounding turn; an unfinished-sounding or
+    # not yet recognised one ends after max_silence_ms (server_vad: the same as silence_ms)
+    semantic: bool = False
+    max_silence_ms: int = 0
 
     @classmethod
     def from_session(cls, td: Mapping[str, Any]) -> TurnDetection:
-        silence = td.get("silence_duration_ms")
-        if silence is None:  # semantic_vad: its eagerness stands for a silence duration
-            silence = SEMANTIC_SILENCE_MS.get(td.get("eagerness", "auto"), 500)
-        return cls(td.get("threshold", 0.5), td.get("prefix_padding_ms", 300), silence)
+        threshold, padding = td.get("threshold", 0.5), td.get("prefix_padding_ms", 300)
+        if td.get("type") == "semantic_vad":
+            short, longest = SEMANTIC_WAIT_MS[td.get("eagerness", "auto")]
+            return cls(threshold, padding, short, semantic=True, max_silence_ms=longest)
+        silence = td.get("silence_duration_ms", 200)
+        return cls(threshold, padding, silence, max_silence_ms=silence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +131,7 @@ TurnEvent = SpeechStarted | SpeechPaused | SpeechStopped
 
 
 class InputBuffer:
-    """The input audio buffer of one session and its server-VAD state."""
+    """The input audio buffer of one session and its VAD state."""
 
     def __init__(self, new_id: Callable[[str], str], max_buffer_ms: int,
                  turn_detection: TurnDetection | None) -> None:
@@ -97,6 +151,8 @@ class InputBuffer:
         self._last_voice_ms = 0
         self._pending_item_id: str | None = None  # the id speech_started announced
         self._speculated: tuple[int, int] | None = None  # the key SpeechPaused was sent for
+        # semantic VAD: (key, whether its words sound unfinished), once they are known
+        self._verdict: tuple[tuple[int, int], bool] | None = None
         self._restart_vad()
 
     # --- what the conversation reads ------------------------------------------------
@@ -109,6 +165,11 @@ class InputBuffer:
     @property
     def buffered_ms(self) -> float:
         return len(self._buffer) / BYTES_PER_MS
+
+    @property
+    def speaking(self) -> bool:
+        """Speech started and has not stopped yet."""
+        return self._speaking
 
     def take_detector_restart(self) -> bool:
         """Whether the detector must be reset before it scores new audio (true once per
@@ -146,6 +207,20 @@ class InputBuffer:
         self._limit()
         return events
 
+    def heard_so_far(self, key: tuple[int, int], text: str | None) -> list[TurnEvent]:
+        """Semantic VAD: the words of the speech SpeechPaused(key) carried (None: they
+        could not be recognised, judged as finished). May end the turn at once, when the
+        quiet since then is already enough for a finished phrase."""
+        td = self.turn_detection
+        if td is None or not td.semantic or not self._speaking \
+                or key != (self._speech_start_ms, self._last_voice_ms):
+            return []  # not waiting for these words (the caller spoke on, or it is over)
+        self._verdict = (key, text is not None and sounds_unfinished(text))
+        t = self._vad_origin_ms + self._scored_ms
+        if t - self._last_voice_ms >= self._silence_needed(key, td):
+            return [self._stop(t, key)]
+        return []
+
     def commit(self) -> tuple[str, bytes]:
         """Take all buffered audio as a turn: its item id (the one speech_started announced,
         if speech had started) and its audio. The buffer is left empty."""
@@ -172,6 +247,15 @@ class InputBuffer:
         self._last_voice_ms = 0
         self._pending_item_id = None
         self._speculated = None
+        self._verdict = None
+
+    def _silence_needed(self, key: tuple[int, int], td: TurnDetection) -> int:
+        """The quiet that ends the turn whose speech is key."""
+        if not td.semantic:
+            return td.silence_ms
+        if self._verdict is not None and self._verdict == (key, False):
+            return td.silence_ms  # its words sound finished
+        return td.max_silence_ms  # unfinished-sounding, or not recognised yet
 
     def _step(self, prob: float, t: int, window_ms: int, td: TurnDetection) -> list[TurnEvent]:
         """One scored window ending at t on the session timeline."""
@@ -192,18 +276,23 @@ class InputBuffer:
             return []
         quiet_ms = t - self._last_voice_ms
         key = (self._speech_start_ms, self._last_voice_ms)
-        if quiet_ms < td.silence_ms:
+        if quiet_ms < self._silence_needed(key, td):
             if quiet_ms >= RECOGNITION_TAIL_MS and self._speculated != key:
                 self._speculated = key
                 audio = self._slice(key[0], key[1] + RECOGNITION_TAIL_MS)
                 return [SpeechPaused(self._pending_item_id or "", audio, key)]
             return []
+        return [self._stop(t, key)]
+
+    def _stop(self, t: int, key: tuple[int, int]) -> SpeechStopped:
+        """End the turn whose speech is key at t on the session timeline."""
         item_id = self._pending_item_id or self._new_id("item")
         self._speaking, self._voiced_run, self._pending_item_id = False, 0, None
+        self._verdict = None
         audio = self._slice(self._speech_start_ms, t)
         recognition_audio = self._slice(key[0], min(t, key[1] + RECOGNITION_TAIL_MS))
         self._drop_before(t)
-        return [SpeechStopped(item_id, t, audio, recognition_audio, key)]
+        return SpeechStopped(item_id, t, audio, recognition_audio, key)
 
     # --- the buffer on the session timeline -----------------------------------------
 

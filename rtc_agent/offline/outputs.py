@@ -45,7 +45,9 @@ class Recognize:
     a `speculative` Recognize with the same `key` comes first; when the turn is
     committed with that key, the I/O layer reuses the running result instead of
     starting late (this takes recognition off the speech_stopped -> reply path). A
-    speculative Recognize needs no answer.
+    speculative Recognize needs no answer, unless it asks to `report` its text: semantic
+    VAD reads it to judge whether the caller has finished (`Conversation.heard_so_far`,
+    with None if it could not run).
     """
 
     item_id: str
@@ -53,6 +55,7 @@ class Recognize:
     emit_events: bool  # input transcription was on when the item was committed
     key: tuple[int, int] | None = None  # (speech start ms, last voiced ms) for VAD turns
     speculative: bool = False
+    report: bool = False
 
 
 @dataclass(frozen=True, slots=True)

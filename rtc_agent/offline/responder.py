@@ -2,8 +2,10 @@
 
 A responder reads a ResponderInput (instructions, tools, the conversation as turns)
 and yields reply text fragments and/or FunctionCall objects. The rules give tests
-known answers: arithmetic in words, the time and date, greetings, tool calls for
-"search for ..." requests, long replies on request, else "I heard: ...".
+known answers: fixed words when a response's instructions say so (`say_exactly`),
+arithmetic in words, the time and date, greetings, a call of any declared tool the user
+names ("use the tool <name> with <argument>"), tool calls for "search for ..." requests,
+long replies on request, a prompt after an idle timeout, else "I heard: ...".
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rtc_agent.offline.responses import ResponderInput, Turn
+from rtc_agent.protocol import parse_say_exactly
 
 
 @dataclass
@@ -223,9 +226,122 @@ def tool_arguments(tool: dict, topic: str) -> str:
     return json.dumps({name or "query": topic})
 
 
+# --- tools the user names ------------------------------------------------------------
+
+_USE_TOOL = re.compile(r"\b(?:use|call|run)\s+(?:the\s+)?tool\s+(?:called\s+|named\s+)?(.*)",
+                       re.IGNORECASE | re.DOTALL)
+_WITH = re.compile(r"\s*,?\s*with\s+(?:the\s+)?(?:argument\s+)?(.*)", re.IGNORECASE | re.DOTALL)
+_SEPARATORS = "[\\s_-]*"  # recognised speech renders "_" as a space, or drops it
+MCP_SEPARATOR = "__"  # MCP tools are offered as <server prefix>__<tool>
+MAX_NAME_SAID = 64  # of an unknown tool's name, said back
+
+
+def tool_names(tool: dict) -> list[str]:
+    """The names a tool answers to: its own, and for a prefixed one also the part after
+    the first MCP_SEPARATOR."""
+    name = str(tool.get("name", ""))
+    head, sep, rest = name.partition(MCP_SEPARATOR)
+    return [name, rest] if sep and head and rest else [name]
+
+
+def _spoken_name(name: str) -> re.Pattern[str]:
+    """name, matched case-insensitively at the start of what was said, with any
+    underscores, hyphens and spaces anywhere in it or none ("lookup_order" is also
+    "look up order"). Linear: no nested repetition."""
+    letters = [c for c in name.lower() if c not in "_- "]
+    return re.compile(_SEPARATORS.join(map(re.escape, letters)) + "(?![a-z0-9])",
+                      re.IGNORECASE)
+
+
+def find_named_tool(spoken: str, functions: list[dict]) -> tuple[dict, str] | None:
+    """The declared tool whose name starts `spoken` (the longest match), and what follows."""
+    best: tuple[int, dict] | None = None
+    for tool in functions:
+        for name in tool_names(tool):
+            if not name:
+                continue
+            match = _spoken_name(name).match(spoken)
+            if match and (best is None or match.end() > best[0]):
+                best = (match.end(), tool)
+    return None if best is None else (best[1], spoken[best[0]:])
+
+
+def _accepts_string(schema: object) -> bool:
+    kind = schema.get("type") if isinstance(schema, dict) else None
+    return kind == "string" or (isinstance(kind, list) and "string" in kind)
+
+
+def _spoken_value(argument: str, schema: object) -> Any:
+    """The argument as the parameter's type wants it: numbers said in words become numbers
+    (an id "forty two" is "42" even for a string), yes/no booleans; else the text."""
+    kind = schema.get("type") if isinstance(schema, dict) else None
+    toks = _tokens(argument)
+    number = (_parse_number(toks) if toks and toks[0] not in ("a", "and", "oh")
+              and re.fullmatch(r"[\w\s-]+", argument) else None)
+    if kind in ("integer", "number") and number is not None:
+        return number
+    if kind == "boolean" and argument.lower() in ("yes", "true", "on", "no", "false", "off"):
+        return argument.lower() in ("yes", "true", "on")
+    if kind == "array":
+        return [argument]
+    return str(number) if number is not None else argument
+
+
+def named_tool_arguments(tool: dict, argument: str | None) -> str:
+    """JSON arguments for a tool the user named, with the argument they said.
+
+    It goes into the first required parameter that takes a string, else the only
+    parameter, else the first one that takes a string, else the first required one
+    (converted as _spoken_value says). A tool without parameters, or a call without an
+    argument, gets {}.
+    """
+    params = tool.get("parameters")
+    props = params.get("properties") if isinstance(params, dict) else None
+    if not isinstance(props, dict) or not props or not argument:
+        return "{}"
+    required = params.get("required") if isinstance(params, dict) else None
+    required = [r for r in required if isinstance(r, str) and r in props] \
+        if isinstance(required, list) else []
+    name = (next((r for r in required if _accepts_string(props[r])), None)
+            or (next(iter(props)) if len(props) == 1 else None)
+            or next((k for k, v in props.items() if _accepts_string(v)), None)
+            or (required[0] if required else None))
+    if name is None:
+        return "{}"
+    return json.dumps({name: _spoken_value(argument, props[name])})
+
+
+def _argument(rest: str) -> str | None:
+    """What follows "with" after a tool's name, without closing punctuation or "please"."""
+    match = _WITH.fullmatch(rest)
+    if match is None:
+        return None
+    arg = re.sub(r"[\s.!?]+$", "", match.group(1).strip())
+    return re.sub(r"[\s,]+please$", "", arg, flags=re.IGNORECASE).strip() or None
+
+
+def named_tool_call(text: str, functions: list[dict]) -> list[ReplyPart] | None:
+    """The reply to "use the tool <name> [with <argument>]": a call of that declared tool
+    (found as tool_names and _spoken_name say), or saying there is none. None: the user
+    named no tool."""
+    use = _USE_TOOL.search(text)
+    if use is None:
+        return None
+    found = find_named_tool(use.group(1), functions)
+    if found is None:
+        wanted = re.split(r"\s+with\s+", use.group(1), maxsplit=1, flags=re.IGNORECASE)[0]
+        wanted = re.sub(r"[\s.!?]+$", "", wanted)[:MAX_NAME_SAID]
+        return [f"I have no tool called {wanted}."]
+    tool, rest = found
+    return [FunctionCall(tool["name"], named_tool_arguments(tool, _argument(rest)))]
+
 # The rules read at most this much of what the user said: a spoken turn is far shorter,
 # the arithmetic search is quadratic in it, and the echo is synthesised.
 MAX_RULE_TEXT = 500
+# Fixed words (say_exactly) are spoken up to this length, about a long reply's worth; the
+# instructions themselves are bounded by the session's checks.
+MAX_SAY_CHARS = 4096
+IDLE_PROMPT = "Are you still there?"  # the reply to an idle timeout's empty turn
 
 
 class RuleResponder:
@@ -239,6 +355,11 @@ class RuleResponder:
             yield part
 
     def decide(self, request: ResponderInput) -> list[ReplyPart]:
+        said = (parse_say_exactly(request.response_instructions)
+                if request.response_instructions is not None else None)
+        if said is not None:  # fixed words, whatever the conversation holds
+            said = said.strip()[:MAX_SAY_CHARS]
+            return [said] if said else []
         turns = request.turns
         last = turns[-1] if turns else Turn("user", "message")
         if last.kind == "function_call_output":
@@ -249,12 +370,16 @@ class RuleResponder:
         user = next((t for t in reversed(turns) if t.role == "user"), None)
         text = (user.text if user else "")[:MAX_RULE_TEXT].strip()
         if not text:
-            return ["Sorry, I did not catch that."]
+            return [IDLE_PROMPT if user is not None and user.idle
+                    else "Sorry, I did not catch that."]
         return self._rules(text, request)
 
     def _rules(self, text: str, request: ResponderInput) -> list[ReplyPart]:
         lower = text.lower()
         functions = [t for t in request.tools if t.get("type", "function") == "function"]
+        named = named_tool_call(text, functions if request.tool_choice != "none" else [])
+        if named is not None:
+            return named
         match = _SEARCH.search(text)
         if match and functions and request.tool_choice != "none":
             tool = functions[0]

@@ -7,7 +7,7 @@ from the `IdSource` they were given.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -53,6 +53,7 @@ class Item:
     chars: int = 0  # text the ItemStore counts
     counted: bool = False  # the ItemStore counts it (user and client items at once,
     #                        reply items when their response closes them)
+    idle: bool = False  # the empty user turn an idle timeout committed
 
     @property
     def id(self) -> str:
@@ -198,6 +199,7 @@ class Turn:
     name: str = ""
     call_id: str = ""
     arguments: str = ""
+    idle: bool = False  # an idle timeout's empty user turn: the caller said nothing
 
 
 @dataclass
@@ -209,6 +211,7 @@ class ResponderInput:
     tool_choice: str | JSON
     modalities: list[str]
     turns: list[Turn]
+    response_instructions: str | None = None  # given in response.create itself
 
 
 @dataclass
@@ -243,8 +246,10 @@ class Responses:
     """
 
     def __init__(self, dialect: Dialect, new_id: IdSource, items: ItemStore,
-                 conversation_id: str) -> None:
+                 conversation_id: str,
+                 on_done: Callable[[Response], None] | None = None) -> None:
         self.dialect = dialect
+        self._on_done = on_done  # told of every response that ends, as it ends
         self._new_id = new_id
         self._items = items
         self._conversation_id = conversation_id
@@ -295,10 +300,11 @@ class Responses:
                 text = " ".join(p.get("text") or p.get("transcript") or "" for p in d["content"])
                 turns.append(Turn("assistant", "message", text=text))
             else:
-                turns.append(Turn(d["role"], "message", text=item.heard or ""))
+                turns.append(Turn(d["role"], "message", text=item.heard or "", idle=item.idle))
         opts = resp.opts
         tools = [] if opts.tool_choice == "none" else opts.tools
-        return ResponderInput(opts.instructions, tools, opts.tool_choice, opts.modalities, turns)
+        return ResponderInput(opts.instructions, tools, opts.tool_choice, opts.modalities, turns,
+                              opts.response_instructions)
 
     def pending_recognition(self, response_id: str) -> list[str]:
         """Ids of user audio items in the response's context not yet recognised (whether
@@ -483,7 +489,8 @@ class Responses:
         # context (audio), tools, instructions or inline input.
         resp.context = []
         resp.message = None
-        resp.opts = replace(resp.opts, tools=[], instructions="", input=None)
+        resp.opts = replace(resp.opts, tools=[], instructions="", input=None,
+                            response_instructions=None)
         for item in resp.output:
             if not resp.in_conversation:
                 item.audio = None
@@ -492,6 +499,8 @@ class Responses:
             finished = [r for r, v in self._by_id.items() if v.status != "in_progress"]
             for rid in finished[: MAX_KEPT_RESPONSES // 2]:
                 del self._by_id[rid]
+        if self._on_done is not None:
+            self._on_done(resp)
         return out
 
     def _out(self, resp: Response) -> JSON:

@@ -48,8 +48,9 @@ DEFAULT_TURN_DETECTION: JSON = {
     "create_response": True,
     "interrupt_response": True,
 }
-# semantic_vad has no silence duration; its eagerness stands for one.
-SEMANTIC_SILENCE_MS = {"low": 800, "medium": 500, "auto": 500, "high": 250}
+EAGERNESS = ("low", "medium", "high", "auto")  # semantic_vad (input_buffer: what each means)
+REASONING_EFFORTS = ("minimal", "low", "medium", "high", "xhigh")
+INCLUDABLE = ("item.input_audio_transcription.logprobs",)  # session.include
 PCM_FORMAT = {"type": "audio/pcm", "rate": 24000}
 BETA_FORMATS = {"pcm16": "audio/pcm", "g711_ulaw": "audio/pcmu", "g711_alaw": "audio/pcma"}
 READ_ONLY = {"id", "object", "expires_at", "client_secret"}  # echoed back by some clients
@@ -415,7 +416,7 @@ def validate_turn_detection(value: Any, param: str) -> JSON | None:
     out = dict(DEFAULT_TURN_DETECTION, type=kind)
     if kind == "semantic_vad":
         eagerness = td.get("eagerness", "auto")
-        if not isinstance(eagerness, str) or eagerness not in SEMANTIC_SILENCE_MS:
+        if not isinstance(eagerness, str) or eagerness not in EAGERNESS:
             raise invalid_value(f"{param}.eagerness", "Supported values are: 'low', 'medium', "
                                 "'high' and 'auto'.")
         out = {"type": kind, "eagerness": eagerness, "create_response": True,
@@ -526,9 +527,15 @@ def _apply_ga(s: JSON, upd: JSON) -> None:
     if "output_modalities" in upd:
         s["output_modalities"] = _ga_modalities(upd["output_modalities"],
                                                 "session.output_modalities")
-    for key in ("truncation", "prompt", "reasoning", "parallel_tool_calls"):
-        if key in upd:
-            s[key] = _passed_through(upd[key], f"session.{key}")
+    if "truncation" in upd:
+        s["truncation"] = validate_truncation(upd["truncation"], "session.truncation")
+    if "prompt" in upd:
+        s["prompt"] = validate_prompt(upd["prompt"], "session.prompt")
+    if "reasoning" in upd:
+        s["reasoning"] = validate_reasoning(upd["reasoning"], "session.reasoning")
+    if "parallel_tool_calls" in upd:
+        s["parallel_tool_calls"] = _bool(upd["parallel_tool_calls"],
+                                         "session.parallel_tool_calls")
     if "audio" not in upd:
         return
     audio = _given(_as_dict(upd["audio"], "session.audio"))
@@ -612,15 +619,98 @@ def _apply_common(s: JSON, upd: JSON, max_tokens_key: str) -> None:
         s["tool_choice"] = validate_tool_choice(upd["tool_choice"], "session.tool_choice")
     if max_tokens_key in upd:
         s["max_output_tokens"] = _max_tokens(upd[max_tokens_key], f"session.{max_tokens_key}")
-    for key in ("tracing", "include"):
-        if key in upd:
-            s[key] = _passed_through(upd[key], f"session.{key}")
+    if "tracing" in upd:
+        s["tracing"] = validate_tracing(upd["tracing"], "session.tracing")
+    if "include" in upd:
+        s["include"] = validate_include(upd["include"], "session.include")
 
 
-def _passed_through(value: Any, param: str) -> Any:
-    """A setting the offline backend keeps as given (bounded), its nulls as not given."""
-    kept = copy.deepcopy(bounded_json(value, param))
-    return _given(kept) if isinstance(kept, dict) else kept
+# --- settings the offline backend accepts and echoes without acting on them ----------
+# Each is checked for the shape the SDK's models give it (bounded, its nulls "not given")
+# and kept as given: session.updated echoes it as the service does.
+
+
+def _kept(value: JSON, param: str) -> JSON:
+    """A checked object, copied (bounded) with its nulls dropped."""
+    kept: JSON = copy.deepcopy(bounded_json(_given(value), param))
+    return kept
+
+
+def validate_prompt(value: Any, param: str) -> JSON:
+    """A stored prompt: {id, version?, variables?}; variables are strings or input objects."""
+    prompt = _given(_as_dict(value, param))
+    _check_keys(prompt, {"id", "version", "variables"}, param)
+    if "id" not in prompt:
+        raise missing(f"{param}.id")
+    _string(prompt["id"], f"{param}.id")
+    if "version" in prompt:
+        _string(prompt["version"], f"{param}.version")
+    if "variables" in prompt:
+        for name, var in _as_dict(prompt["variables"], f"{param}.variables").items():
+            if not isinstance(var, str | dict):
+                raise invalid_type(f"{param}.variables.{shown(name, MAX_NAME_CHARS)}",
+                                   "a string or an object")
+    return _kept(prompt, param)
+
+
+def validate_reasoning(value: Any, param: str) -> JSON:
+    """{effort?}: one of REASONING_EFFORTS."""
+    reasoning = _given(_as_dict(value, param))
+    _check_keys(reasoning, {"effort"}, param)
+    if "effort" in reasoning and reasoning["effort"] not in REASONING_EFFORTS:
+        raise invalid_value(f"{param}.effort", "Supported values are: "
+                            + ", ".join(f"'{e}'" for e in REASONING_EFFORTS) + ".")
+    return _kept(reasoning, param)
+
+
+def validate_truncation(value: Any, param: str) -> str | JSON:
+    """'auto', 'disabled' or {type: 'retention_ratio', retention_ratio: 0-1,
+    token_limits?: {post_instructions?}}."""
+    if isinstance(value, str):
+        if value not in ("auto", "disabled"):
+            raise invalid_value(param, "Supported values are: 'auto', 'disabled' and an "
+                                "object of type 'retention_ratio'.")
+        return value
+    trunc = _given(_as_dict(value, param))
+    _check_keys(trunc, {"type", "retention_ratio", "token_limits"}, param)
+    if trunc.get("type") != "retention_ratio":
+        raise invalid_value(f"{param}.type", "Supported values are: 'retention_ratio'.")
+    if "retention_ratio" not in trunc:
+        raise missing(f"{param}.retention_ratio")
+    _number(trunc["retention_ratio"], f"{param}.retention_ratio", 0.0, 1.0)
+    if "token_limits" in trunc:
+        limits = _given(_as_dict(trunc["token_limits"], f"{param}.token_limits"))
+        _check_keys(limits, {"post_instructions"}, f"{param}.token_limits")
+        if "post_instructions" in limits:
+            _int(limits["post_instructions"], f"{param}.token_limits.post_instructions", 0)
+    return _kept(trunc, param)
+
+
+def validate_tracing(value: Any, param: str) -> str | JSON | None:
+    """null (off), 'auto' or {workflow_name?, group_id?, metadata?}."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value != "auto":
+            raise invalid_value(param, "Supported values are: 'auto', an object and null.")
+        return value
+    tracing = _given(_as_dict(value, param))
+    _check_keys(tracing, {"workflow_name", "group_id", "metadata"}, param)
+    for key in ("workflow_name", "group_id"):
+        if key in tracing:
+            _string(tracing[key], f"{param}.{key}")
+    return _kept(tracing, param)
+
+
+def validate_include(value: Any, param: str) -> list[str]:
+    """Extra output fields: only INCLUDABLE (at most once each)."""
+    if not isinstance(value, list):
+        raise invalid_type(param, "an array of strings")
+    for i, entry in enumerate(value):
+        if entry not in INCLUDABLE:
+            raise invalid_value(f"{param}[{i}]", "Supported values are: "
+                                + ", ".join(f"'{e}'" for e in INCLUDABLE) + ".")
+    return list(dict.fromkeys(value))
 
 
 # --- responses ----------------------------------------------------------------------
@@ -640,6 +730,9 @@ class ResponseOptions:
     conversation: str  # "auto": part of the conversation; "none": out of band
     metadata: JSON | None
     input: list[Any] | None  # replaces the conversation as context when given
+    # response.create's own instructions (None: the session's apply): the responder
+    # follows fixed-words instructions only when they were given for this response.
+    response_instructions: str | None = None
 
 
 def parse_response_options(dialect: Dialect, value: Any, session: JSON) -> ResponseOptions:
@@ -657,6 +750,7 @@ def parse_response_options(dialect: Dialect, value: Any, session: JSON) -> Respo
         "conversation": "auto",
         "metadata": None,
         "input": None,
+        "response_instructions": None,
     }
     if value is None:
         return ResponseOptions(**opts)
@@ -671,8 +765,10 @@ def parse_response_options(dialect: Dialect, value: Any, session: JSON) -> Respo
                             "parallel_tool_calls"}
     _check_keys(r, allowed, "response")
     if "instructions" in r:
-        opts["instructions"] = _string(r["instructions"], "response.instructions",
-                                       MAX_INSTRUCTIONS_CHARS)
+        opts["instructions"] = opts["response_instructions"] = _string(
+            r["instructions"], "response.instructions", MAX_INSTRUCTIONS_CHARS)
+    if "prompt" in r:
+        validate_prompt(r["prompt"], "response.prompt")
     if "tools" in r:
         opts["tools"] = validate_tools(r["tools"], "response.tools")
     if "tool_choice" in r:
@@ -709,6 +805,10 @@ def parse_response_options(dialect: Dialect, value: Any, session: JSON) -> Respo
         if "max_output_tokens" in r:
             opts["max_output_tokens"] = _max_tokens(r["max_output_tokens"],
                                                     "response.max_output_tokens")
+        if "reasoning" in r:
+            validate_reasoning(r["reasoning"], "response.reasoning")
+        if "parallel_tool_calls" in r:
+            _bool(r["parallel_tool_calls"], "response.parallel_tool_calls")
         if "audio" in r:
             audio = _given(_as_dict(r["audio"], "response.audio"))
             _check_keys(audio, {"output"}, "response.audio")

@@ -10,13 +10,17 @@ from aiohttp import web
 
 from rtc_agent.offline.driver import split_sentences
 from rtc_agent.offline.responder import (
+    IDLE_PROMPT,
+    MAX_SAY_CHARS,
     ChatCompletionsResponder,
     FunctionCall,
     RuleResponder,
     arithmetic,
+    named_tool_arguments,
     number_to_words,
 )
 from rtc_agent.offline.responses import ResponderInput, Turn
+from rtc_agent.protocol import say_exactly
 
 TOOL = {"type": "function", "name": "web_search", "parameters": {
     "type": "object", "properties": {"limit": {"type": "integer"}, "q": {"type": "string"}}}}
@@ -73,6 +77,102 @@ def test_tool_call_rules() -> None:
     # No tools, or tool_choice none: the rules answer in words instead.
     assert ask("search for cats") == ["I heard: search for cats."]
     assert ask("search for cats", [TOOL], "none") == ["I heard: search for cats."]
+
+
+ORDER = {"type": "function", "name": "shop__lookup_order", "description": "Find an order.",
+         "parameters": {"type": "object", "properties": {
+             "verbose": {"type": "boolean"}, "order_id": {"type": "string"}},
+             "required": ["verbose", "order_id"]}}
+COUNTER = {"type": "function", "name": "add-items", "parameters": {
+    "type": "object", "properties": {"count": {"type": "integer"}}}}
+PING = {"type": "function", "name": "ping"}
+
+
+@pytest.mark.parametrize(("said", "name", "arguments"), [
+    # by its own name, or by the part after the MCP prefix; "_", "-" and spaces alike
+    ("use the tool shop__lookup_order with 42", "shop__lookup_order", {"order_id": "42"}),
+    ("Use the tool lookup_order with 42.", "shop__lookup_order", {"order_id": "42"}),
+    ("use the tool lookup order with forty two", "shop__lookup_order", {"order_id": "42"}),
+    ("please use the tool look up order with A-17, please", "shop__lookup_order",
+     {"order_id": "A-17"}),
+    ("call the tool shop lookup-order with the argument blue box", "shop__lookup_order",
+     {"order_id": "blue box"}),
+    # the only parameter, converted to its type; a tool without parameters gets {}
+    ("use the tool add items with twelve", "add-items", {"count": 12}),
+    ("use the tool add_items with 7", "add-items", {"count": 7}),
+    ("use the tool ping", "ping", {}),
+    ("use the tool ping with everything", "ping", {}),
+    ("use the tool lookup order", "shop__lookup_order", {}),  # no argument said
+])
+def test_a_named_tool_is_called(said: str, name: str, arguments: dict) -> None:
+    (call,) = ask(said, [ORDER, COUNTER, PING, TOOL])
+    assert isinstance(call, FunctionCall) and call.name == name
+    assert json.loads(call.arguments) == arguments
+
+
+def test_the_longest_matching_name_wins() -> None:
+    lookup = {"type": "function", "name": "lookup", "parameters": {
+        "type": "object", "properties": {"q": {"type": "string"}}}}
+    (call,) = ask("use the tool lookup order with 5", [lookup, ORDER])
+    assert call.name == "shop__lookup_order"
+    (call,) = ask("use the tool lookup with order 5", [lookup, ORDER])
+    assert (call.name, json.loads(call.arguments)) == ("lookup", {"q": "order 5"})
+
+
+def test_an_unknown_or_unavailable_tool_is_said_so() -> None:
+    assert ask("use the tool teleport with Mars", [ORDER]) == [
+        "I have no tool called teleport."]
+    assert ask("use the tool lookup order with 42", [ORDER], "none") == [
+        "I have no tool called lookup order."]
+    assert ask("use the tool " + "x" * 400) == ["I have no tool called " + "x" * 64 + "."]
+
+
+@pytest.mark.parametrize(("schema", "arguments"), [
+    # first required string, else the only parameter, else the first string, else the
+    # first required one; numbers said in words become numbers
+    ({"properties": {"a": {"type": "integer"}, "b": {"type": "string"}},
+      "required": ["a", "b"]}, {"b": "40"}),
+    ({"properties": {"flag": {"type": "boolean"}}}, {"flag": "40"}),
+    ({"properties": {"n": {"type": "number"}, "s": {"type": ["string", "null"]}}},
+     {"s": "40"}),
+    ({"properties": {"n": {"type": "integer"}, "m": {"type": "integer"}}, "required": ["m"]},
+     {"m": 40}),
+    ({"properties": {"n": {"type": "integer"}, "m": {"type": "integer"}}}, {}),
+    ({"properties": {"tags": {"type": "array"}}}, {"tags": ["forty"]}),
+    ({"properties": {}}, {}),
+])
+def test_where_the_argument_goes(schema: dict, arguments: dict) -> None:
+    tool = {"type": "function", "name": "t", "parameters": {"type": "object", **schema}}
+    assert json.loads(named_tool_arguments(tool, "forty")) == arguments
+    assert json.loads(named_tool_arguments(
+        {"name": "t", "parameters": {"type": "object", "properties": {
+            "on": {"type": "boolean"}}}}, "yes")) == {"on": True}
+
+
+def test_fixed_words_given_for_the_response_are_said() -> None:
+    turns = [Turn("user", "message", text="what is twelve times seven")]
+    text = 'Thank you for calling. Say "bye" to Bob!'
+    request = ResponderInput("Be brief.", [TOOL], "auto", ["audio"], turns,
+                             response_instructions=say_exactly(text))
+    assert RuleResponder().decide(request) == [text]
+    # The same words as the session's instructions are no order for this response.
+    request = ResponderInput(say_exactly(text), [TOOL], "auto", ["audio"], turns)
+    assert RuleResponder().decide(request) == ["Twelve times seven is eighty-four."]
+    # Other instructions for the response change nothing in the rules.
+    request = ResponderInput("x", [], "auto", ["audio"], turns, response_instructions="Be kind.")
+    assert RuleResponder().decide(request) == ["Twelve times seven is eighty-four."]
+    long = ResponderInput("", [], "auto", ["audio"], turns,
+                          response_instructions=say_exactly("word " * 5000))
+    (said,) = RuleResponder().decide(long)
+    assert len(said) <= MAX_SAY_CHARS
+    empty = ResponderInput("", [], "auto", ["audio"], turns,
+                           response_instructions=say_exactly("  "))
+    assert RuleResponder().decide(empty) == []
+
+
+def test_an_idle_turn_gets_the_idle_prompt() -> None:
+    idle = ResponderInput("", [], "auto", ["audio"], [Turn("user", "message", idle=True)])
+    assert RuleResponder().decide(idle) == [IDLE_PROMPT]
 
 
 def test_answer_from_tool_output() -> None:
