@@ -28,6 +28,7 @@ from rtc_agent.datachannel import (
     CALLER_MESSAGES_BURST,
     CALLER_MESSAGES_PER_S,
     CallerMessageError,
+    CallState,
     ServerMessage,
     TokenBucket,
     encode_server_message,
@@ -39,7 +40,7 @@ from rtc_agent.media.playout import PlayoutTrack
 from rtc_agent.media.recorder import CallRecorder
 from rtc_agent.observability.call_record import CallRecord, estimate_cost, log_line
 from rtc_agent.observability.metrics import Metrics
-from rtc_agent.realtime.client import RealtimeClient, UpstreamFailed
+from rtc_agent.realtime.client import RENEWAL, RealtimeClient, UpstreamFailed
 from rtc_agent.realtime.health import UpstreamHealth
 from rtc_agent.realtime.service import RealtimeService
 from rtc_agent.realtime.session import (
@@ -53,7 +54,7 @@ from rtc_agent.realtime.session import (
     SendUpstream,
 )
 from rtc_agent.realtime.settings import SessionSettings
-from rtc_agent.tools.registry import ToolRegistry
+from rtc_agent.tools.registry import CallTools, ToolRegistry
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,10 @@ STATS_INTERVAL_S = 5.0  # RTP statistics for the metrics, per call
 # its path died, noticed in seconds rather than at aioice's 30 s consent timeout.
 AUDIO_SILENCE_S = 2.0
 PATH_WATCH_S = 0.25
+# Ending a call itself (idle, --max-call-s), the agent lets the reply on air finish,
+# then says its goodbye: each wait at most this long.
+FAREWELL_WAIT_S = 20.0
+TOOL_ACK = "One moment, let me look that up."
 OPUS_RTP_CLOCK = 48000  # aiortc reports jitter in RTP timestamp units
 MAX_USER_AGENT = 256
 # What a recording's JSON keeps of the caller protocol: the transcript and its timing.
@@ -105,6 +110,11 @@ class Call:
         upstream_health: UpstreamHealth | None = None,
         resume_window_s: float = 30.0,
         pricing: dict[str, float] | None = None,
+        idle_timeout_s: float = 0.0,
+        idle_prompt: str = "Are you still there?",
+        goodbye: str = "Thank you for calling. Goodbye!",
+        session_renew_s: float = 0.0,
+        tool_ack_ms: int = 0,
     ) -> None:
         self.call_id = call_id
         self.upstream_health = upstream_health
@@ -120,13 +130,28 @@ class Call:
         self.recorder = recorder
         self._late_frames_seen = 0
         self._lost_seen = 0
-        self._tools = tools
+        self._tools: ToolRegistry | CallTools = tools  # the call's own once listed
+        # The call's tools are known: at once, unless some are listed per call (MCP).
+        self._tools_ready = asyncio.Event()
+        if not tools.per_call:
+            self._tools_ready.set()
         self._on_closed = on_closed
         self._connect_timeout_s = connect_timeout_s
         self._max_duration_s = max_duration_s
         self._decode_on_loop = decode_on_loop
         self._ice_servers = list(ice_servers)
         self._resume_window_s = resume_window_s
+        self._idle_timeout_s = idle_timeout_s
+        self._idle_prompt = idle_prompt
+        self._goodbye = goodbye
+        self._session_renew_s = session_renew_s
+        self._tool_ack_s = tool_ack_ms / 1000
+        self._idle_stage = 0  # 1: the idle prompt was said; caller activity resets it
+        self._listening_since: float | None = None  # the agent listening, since when
+        self._farewell = False  # the call is ending itself (goodbye said or being said)
+        self._renewing = False
+        self._tools_running = 0
+        self._tools_acknowledged = False
         # Lets this caller bring the call back on a new connection; never logged.
         self.resume_token = secrets.token_urlsafe(24)
         self.resumes = 0
@@ -223,6 +248,8 @@ class Call:
     async def answer(self, offer: RTCSessionDescription) -> RTCSessionDescription:
         """Apply the caller's offer and return an answer carrying all candidates."""
         # Open the Realtime socket while ICE and DTLS proceed.
+        if isinstance(self._tools, ToolRegistry) and self._tools.per_call:
+            self._spawn(self._open_tools(self._tools), "tools")
         self._spawn(self._run_upstream(), "upstream")
         self._spawn(self._watch_connect(), "connect-timeout")
         self._spawn(self._watch_path(), "path")
@@ -312,10 +339,13 @@ class Call:
 
     async def _watch_path(self) -> None:
         """Notice a path that died without a close (caller audio stopped), and end a
-        call whose caller did not resume within the window."""
+        call whose caller did not resume within the window; also the call's other
+        clocks: the idle caller, the session's renewal."""
         while True:
             await asyncio.sleep(PATH_WATCH_S)
             now = time.monotonic()
+            self._check_idle(now)
+            self._check_renewal()
             lost_at = self._path_lost_at
             if lost_at is None:
                 last = self._last_audio
@@ -332,12 +362,75 @@ class Call:
 
     async def _limit_duration(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
-        await self.end("max_duration", f"The call reached its {seconds:g} s limit.")
+        await self._say_goodbye("max_duration", f"The call reached its {seconds:g} s limit.")
+
+    async def _until(self, done: Callable[[], bool], within_s: float) -> bool:
+        deadline = time.monotonic() + within_s
+        while not done():
+            if self._closing or time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    async def _say_goodbye(self, reason: str, message: str) -> None:
+        """End the call from the agent's side, politely: let the reply on air finish,
+        say the goodbye, then `end` (each wait bounded)."""
+        if self._farewell or self._closing:
+            return
+        self._farewell = True
+        log.info("call %s: ending (%s): %s", self.call_id, reason, message)
+        session = self.session
+        if self._path_lost_at is None:
+            await self._until(lambda: session.quiet, FAREWELL_WAIT_S)
+            said = session.say(self._goodbye)
+            if said:
+                self._apply(said)
+                await self._until(lambda: session.state != CallState.LISTENING, 5.0)
+                await self._until(lambda: session.quiet, FAREWELL_WAIT_S)
+        await self.end(reason, message)
 
     async def _watch_connect(self) -> None:
         await asyncio.sleep(self._connect_timeout_s)
         if self.resumes == 0 and self.pc.connectionState != "connected":
             await self.close("ICE did not connect in time", "connect_timeout")
+
+    def _check_idle(self, now: float) -> None:
+        """--idle-timeout-s: a caller silent that long is asked whether they are still
+        there; silent as long again, the agent says goodbye and ends the call."""
+        since = self._listening_since
+        if (not self._idle_timeout_s or since is None or self._farewell
+                or self._path_lost_at is not None or now - since < self._idle_timeout_s
+                or not self.session.quiet):
+            return
+        if self._idle_stage == 0:
+            said = self.session.say(self._idle_prompt)
+            if said:
+                self._idle_stage = 1
+                self._listening_since = now  # the next period runs from here at the latest
+                self._apply(said)
+        else:
+            silent = 2 * self._idle_timeout_s
+            self._spawn(self._say_goodbye(
+                "idle", f"The call ended after {silent:g} s without a word from the caller."),
+                "idle-goodbye")
+
+    def _check_renewal(self) -> None:
+        """--session-renew-s: replace the Realtime session before the service's cap, at
+        a quiet moment, so no reply is cut and the cap never closes it mid-sentence."""
+        client = self.client
+        opened = client.connected_at
+        if (not self._session_renew_s or opened is None or not client.connected
+                or self._farewell or self._path_lost_at is not None or not self.session.quiet
+                or asyncio.get_running_loop().time() - opened < self._session_renew_s):
+            return
+        if client.renew():
+            self._renewing = True
+            log.info("call %s: renewing the Realtime session after %g s", self.call_id,
+                     self._session_renew_s)
+
+    def _caller_active(self) -> None:
+        """The caller spoke or typed: the idle clock starts over."""
+        self._idle_stage = 0
 
     # ------------------------------------------------------------ media
 
@@ -414,6 +507,11 @@ class Call:
                            else f"The agent's service is unavailable: {exc}.")
 
     def _on_upstream_connected(self, reconnected: bool) -> None:
+        if reconnected and self._renewing:
+            self._renewing = False
+            self.record.session_renewed()
+            self._apply(self.session.on_reconnected())
+            return
         if self.upstream_health is not None and self.upstream_health.ok(
                 datetime.datetime.now(datetime.UTC)):
             log.info("Realtime service ok: %s", self.service.describe())
@@ -422,10 +520,28 @@ class Call:
             if self.metrics is not None:
                 self.metrics.upstream_reconnects.inc()
             self._apply(self.session.on_reconnected())
-        else:
+        elif self._tools_ready.is_set():
             self._apply(self.session.start())
+        else:  # the session.update carries the call's tools: it waits for their listing
+            self._spawn(self._start_with_tools(), "session-start")
+
+    async def _open_tools(self, registry: ToolRegistry) -> None:
+        """The call's own tools (an MCP server's are listed per call, bounded in time,
+        while ICE proceeds); `close` frees what they opened."""
+        try:
+            self._tools = await registry.for_call()
+            self.session.tools = self._tools.definitions()
+        finally:
+            self._tools_ready.set()
+
+    async def _start_with_tools(self) -> None:
+        await self._tools_ready.wait()
+        self._apply(self.session.start())
 
     def _on_upstream_disconnected(self, reason: str) -> None:
+        if reason == RENEWAL:  # planned, at a quiet moment: nothing to warn the caller of
+            self._apply(self.session.on_disconnected())
+            return
         log.info("call %s: upstream disconnected (%s), reconnecting", self.call_id, reason)
         self._to_caller(caller.error("upstream_reconnecting",
                                      "Lost the agent's service; reconnecting."))
@@ -438,6 +554,7 @@ class Call:
             self.record.speech_stopped(time.monotonic())
         elif etype == "input_audio_buffer.speech_started":
             self.record.speech_started(time.monotonic())
+            self._caller_active()
         elif etype == "response.done":
             response = event.get("response")
             added = self.record.tokens.add(response.get("usage")
@@ -495,7 +612,17 @@ class Call:
                 self._spawn(self._run_tool(effect), f"tool:{effect.name}")
 
     async def _run_tool(self, effect: RunTool) -> None:
-        result = await self._tools.run(effect.name, effect.arguments)
+        self._tools_running += 1
+        ack = (asyncio.get_running_loop().call_later(self._tool_ack_s, self._acknowledge_tools)
+               if self._tool_ack_s > 0 else None)
+        try:
+            result = await self._tools.run(effect.name, effect.arguments)
+        finally:
+            if ack is not None:
+                ack.cancel()
+            self._tools_running -= 1
+            if self._tools_running == 0:
+                self._tools_acknowledged = False
         self.record.tool_finished(effect.name, result.outcome, result.duration_ms / 1000)
         if self.metrics is not None:
             self.metrics.tool_calls.labels(effect.name, result.outcome).inc()
@@ -504,9 +631,22 @@ class Call:
             self._apply(self.session.on_tool_result(
                 effect.call_id, result.ok, result.output, result.duration_ms))
 
+    def _acknowledge_tools(self) -> None:
+        """--tool-ack-ms: a tool still running says so, once per round, rather than
+        leave the caller in silence; its result follows when it comes."""
+        if self._closing or self._tools_acknowledged or not self._tools_running:
+            return
+        said = self.session.say(TOOL_ACK)
+        if said:
+            self._tools_acknowledged = True
+            self._apply(said)
+
     # ------------------------------------------------------------ caller
 
     def _to_caller(self, message: ServerMessage) -> None:
+        if message.get("type") == "state":  # the idle clock runs while the agent listens
+            listening = message.get("state") == CallState.LISTENING
+            self._listening_since = time.monotonic() if listening else None
         if self.recorder is not None and message.get("type") in RECORDED_MESSAGES:
             self.recorder.note({"t_ms": round((time.monotonic() - self.created) * 1000),
                                 **message})
@@ -545,6 +685,7 @@ class Call:
         elif mtype == "playout":
             self.session.on_playout_delay(message["delay_ms"])
         elif mtype == "interrupt":
+            self._caller_active()
             self._apply(self.session.on_interrupt())
         elif mtype == "text":
             if not self._text_limit.allow(time.monotonic()):
@@ -552,6 +693,7 @@ class Call:
                 self._refuse("rate_limited", "too many typed messages; slow down")
                 return
             self.record.text_sent(time.monotonic())
+            self._caller_active()
             self._apply(self.session.on_text(message["text"]))
 
     # ------------------------------------------------------------ teardown
@@ -642,6 +784,8 @@ class Call:
         pending = [t for t in self._tasks | self._old_peers if t is not current]
         if pending:
             await asyncio.wait(pending, timeout=5)
+        if isinstance(self._tools, CallTools):
+            await self._tools.aclose()  # e.g. the call's MCP sessions
         self._channel = None
         self._early.clear()
         self._closed.set()

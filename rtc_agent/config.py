@@ -79,6 +79,7 @@ class ServeConfig:
     session: SessionSettings = field(default_factory=SessionSettings)
     search_dir: Path = DEFAULT_SEARCH_DIR
     tool_timeout_s: float = 10.0
+    mcp_servers: list[str] = field(default_factory=list)  # streamable HTTP URLs
     web_dir: Path = DEFAULT_WEB_DIR
     https: bool = False
     cert: Path | None = None
@@ -496,6 +497,18 @@ def _urls(*schemes: str) -> Check:
     return check
 
 
+def _http_urls(values: list[str]) -> str | None:
+    for value in values:
+        try:
+            parts = urlsplit(value)
+            ok = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+        except ValueError:
+            ok = False
+        if not ok:
+            return f"has {_quote(_safe_url(value))}, which is not an http:// or https:// URL"
+    return None
+
+
 def _websocket_url(value: str) -> str | None:
     if value.lower().startswith(("ws://", "wss://")) and urlsplit(value).hostname:
         return None
@@ -525,6 +538,7 @@ class Setting:
     hide: str = ""  # "secret": never shown; "url": shown without credentials or query
     metavar: str | None = None
     offline: str = ""  # why the offline backend ignores it (said in the help)
+    services: str = ""  # which services honour it, when not all (docs/configuration.md)
 
 
 def _setting(name: str, kind: Kind, default: Any, help: str, *, table: str = "serve",
@@ -545,6 +559,7 @@ _SESSION = SessionSettings()
 _VAD = TurnDetection()
 _INT, _FLOAT, _BOOL, _TEXT, _PATH, _LIST = _Int(), _Float(), _Bool(), Kind(), _Path(), _List()
 _RULES = "its replies come from rules"
+_GA = "GA services (OpenAI, Azure GA, the offline backend); not sent in the beta dialect"
 
 SETTINGS: tuple[Setting, ...] = (
     _setting("config", _PATH, None,
@@ -576,12 +591,18 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("model", _TEXT, None,
              "OpenAI Realtime model (default: OPENAI_REALTIME_MODEL, else gpt-realtime); "
              "Azure uses its deployment and --realtime-url its own URL instead",
-             offline="it has its own speech engines and replies"),
+             offline="it has its own speech engines and replies", services="OpenAI"),
     _setting("search_dir", _PATH, DEFAULT_SEARCH_DIR, "folder the search tool reads when "
              "TAVILY_API_KEY is not set (default: this project's docs/)", metavar="DIR"),
     _setting("tool_timeout_s", _FLOAT, _SERVE.tool_timeout_s,
              "seconds a tool call may take (default 10)", flag="--tool-timeout",
              env=f"{ENV_PREFIX}TOOL_TIMEOUT", check=_above(0), metavar="S"),
+    _setting("mcp_servers", _LIST, [], "MCP server (streamable HTTP) whose tools the model "
+             "is offered next to search, as `prefix__tool`, listed at each call's start "
+             "(repeatable; none by default; configure only servers you trust: their tool "
+             "descriptions reach the model)", flag="--mcp-server",
+             env=f"{ENV_PREFIX}MCP_SERVER", check=_http_urls, hide="url",
+             metavar="URL"),
     _setting("web_dir", _PATH, DEFAULT_WEB_DIR,
              "folder of the web client (default: this project's web/)", metavar="DIR"),
     _setting("https", _BOOL, False, "serve HTTPS with the local CA's certificate in "
@@ -730,10 +751,12 @@ SETTINGS: tuple[Setting, ...] = (
              "says --goodbye and ends the call (end reason idle) (default 0: never)",
              check=_at_least(0, " (0: never)")),
     _setting("idle_prompt", _TEXT, _SERVE.idle_prompt, "what the agent says to a silent "
-             'caller (default "Are you still there?")', table="session", metavar="TEXT"),
+             'caller (default "Are you still there?")', table="session", metavar="TEXT",
+             services="the server, asking every service's model to say it"),
     _setting("goodbye", _TEXT, _SERVE.goodbye, "what the agent says before it ends a call "
              'itself (--idle-timeout-s, --max-call-s) (default "Thank you for calling. '
-             'Goodbye!")', table="session", metavar="TEXT"),
+             'Goodbye!")', table="session", metavar="TEXT",
+             services="the server, asking every service's model to say it"),
     _setting("session_renew_s", _FLOAT, _SERVE.session_renew_s, "replace the Realtime "
              "session after this many seconds, at a quiet moment, replaying the conversation "
              "(the service caps a session at 60 minutes) (default 3300; 0: only when the "
@@ -744,18 +767,18 @@ SETTINGS: tuple[Setting, ...] = (
              metavar="MS"),
     # Passed to the service as given (GA; beta has tracing only).
     _file_only("prompt", _Object(), None, "a stored prompt: a table {id, version, "
-               "variables}", check=_prompt, offline=_RULES),
+               "variables}", check=_prompt, offline=_RULES, services=_GA),
     _setting("reasoning_effort", _Choice("minimal", "low", "medium", "high"), None,
              "how hard a reasoning model thinks before it answers (default: the service's)",
-             table="session", offline=_RULES),
+             table="session", offline=_RULES, services=_GA),
     _setting("truncation", _Truncation(), None, 'how the service trims a long '
              'conversation: "auto", "disabled" or the share of it kept, 0-1 (default: the '
-             "service's)", table="session", metavar="HOW"),
+             "service's)", table="session", metavar="HOW", services=_GA),
     _setting("tracing", _Object("auto"), None, 'the service\'s tracing: "auto" or a table '
              "{workflow_name, group_id, metadata} (default: none)", table="session",
              metavar="JSON"),
     _file_only("include", _LIST, [], "extra fields the service adds to its events, e.g. "
-               "item.input_audio_transcription.logprobs"),
+               "item.input_audio_transcription.logprobs", services=_GA),
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 FILE_KEYS: dict[str, Setting] = {s.name: s for s in SETTINGS if s.table in TABLES}
@@ -772,6 +795,53 @@ def _help(s: Setting) -> str:
     if s.table in TABLES:
         where.append(f"[{s.table}] {s.name} in --config")
     return f"{text} ({'; '.join(where)})".replace("%", "%%")
+
+
+def _default_text(s: Setting) -> str:
+    value = s.default
+    if value is None or value == [] or value == {}:
+        return "—"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, Path):
+        return f"`{value}`"
+    return f"`{json.dumps(value) if isinstance(value, str) else value}`"
+
+
+def reference() -> str:
+    """docs/configuration.md: every setting of `serve`, from SETTINGS (a test keeps the
+    file equal to this; regenerate with `python -m rtc_agent.config > docs/configuration.md`)."""
+    lines = [
+        "# Configuration",
+        "",
+        "Every setting of `rtc-agent serve`, generated from `rtc_agent/config.py`",
+        "(`python -m rtc_agent.config > docs/configuration.md`; a test keeps the two",
+        "equal). A value comes from its flag, else its `RTC_AGENT_*` variable, else the",
+        "config file (`--config FILE`, TOML or JSON: the key in its table, or at the top),",
+        "else the default. Anything that does not fit ends `serve` with one line naming",
+        "it and exit status 2. The Realtime service itself is chosen by `OPENAI_API_KEY`,",
+        "`AZURE_OPENAI_*` or `--realtime-url` (see the README).",
+        "",
+        "\"Honoured by\" says who acts on a setting: the server itself, or the Realtime",
+        "service the session settings are sent to (OpenAI GA, Azure GA, Azure preview",
+        "(beta dialect), the offline backend).",
+        "",
+        "| setting | flag | variable | file | default | honoured by | what |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for st in SETTINGS:
+        if st.table == "":
+            continue  # --config itself
+        honoured = st.services or ("every service" if st.table == "session" else "the server")
+        if st.offline:
+            honoured += f"; the offline backend ignores it ({st.offline})"
+        flag = f"`{st.flag}`" if st.flag else "—"
+        env = f"`{st.env}`" if st.env else "—"
+        where = f"`[{st.table}] {st.name}`" if st.table in TABLES else "—"
+        what = st.help.replace("|", "\\|")
+        lines.append(f"| {st.name} | {flag} | {env} | {where} | {_default_text(st)} "
+                     f"| {honoured} | {what} |")
+    return "\n".join(lines) + "\n"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -799,7 +869,8 @@ def _shown(s: Setting, value: Any) -> str:
     if s.hide == "secret":
         return "(hidden)"
     if isinstance(value, list):
-        value = ",".join(str(v) for v in value)
+        value = ",".join(_safe_url(str(v)) if s.hide == "url" else str(v) for v in value)
+        return _quote(value)
     if not isinstance(value, str):  # a number, true/false, null: as the file writes it
         return _quote(json.dumps(value, default=str))[1:-1]
     return _quote(_safe_url(value) if s.hide == "url" else value)
@@ -1032,6 +1103,7 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         token=v("token"), allow_origins=list(v("allow_origins")),
         realtime_url=v("realtime_url"), realtime_beta=v("realtime_beta"), model=v("model"),
         session=session, search_dir=Path(v("search_dir")), tool_timeout_s=v("tool_timeout_s"),
+        mcp_servers=list(v("mcp_servers")),
         web_dir=Path(v("web_dir")), https=v("https"), cert=v("cert"), key=v("key"),
         cert_dir=Path(v("cert_dir")), turn_urls=list(v("turn_urls")),
         turn_secret=v("turn_secret"), tts=v("tts"), decode_on_loop=not v("decode_thread"),
@@ -1267,8 +1339,9 @@ def describe(cfg: ServeConfig, backend: Backend,
         + origin("temperature", "max_output_tokens", "tool_choice"))
     search = ("Tavily (TAVILY_API_KEY set)" if env.get("TAVILY_API_KEY")
               else f"local files in {cfg.search_dir}")
-    add("tools", f"search: {search}; {cfg.tool_timeout_s:g} s per call"
-        + origin("search_dir", "tool_timeout_s"))
+    mcp = "".join(f"; MCP {_safe_url(url)}" for url in cfg.mcp_servers)
+    add("tools", f"search: {search}{mcp}; {cfg.tool_timeout_s:g} s per call"
+        + origin("search_dir", "mcp_servers", "tool_timeout_s"))
     passed = ", ".join(key for key, _ in cfg.session.passthrough)
     add("passed as given", (passed or "nothing")
         + origin("prompt", "reasoning_effort", "truncation", "tracing", "include"))
@@ -1328,3 +1401,7 @@ def describe(cfg: ServeConfig, backend: Backend,
     add("workers", f"{cfg.workers}, node {cfg.node_id}{cluster}" + origin(*names))
     add("log level", cfg.log_level + origin("log_level"))
     return lines
+
+
+if __name__ == "__main__":
+    print(reference(), end="")

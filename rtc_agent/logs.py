@@ -18,8 +18,10 @@ REDACTED = "[redacted]"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # Libraries that say a lot at INFO (aioice: every candidate pair, 181 of a call's 209
-# lines) or per request (aiohttp.access, httpx): WARNING and up unless DEBUG is asked.
-NOISY_LOGGERS = ("aioice", "aiortc", "aiohttp", "websockets", "httpx", "httpcore", "urllib3")
+# lines) or per request (aiohttp.access, httpx, httpx2 and mcp for MCP tools): WARNING and
+# up unless DEBUG is asked.
+NOISY_LOGGERS = ("aioice", "aiortc", "aiohttp", "websockets", "httpx", "httpx2", "httpcore",
+                 "urllib3", "mcp")
 
 _PATTERNS = [
     # Header lines and dict reprs: Authorization / api-key / OpenAI-... keys.

@@ -66,6 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build_tools(cfg: ServeConfig) -> ToolRegistry:
     tools = ToolRegistry()
     tools.register(search_tool(cfg.search_dir, timeout_s=cfg.tool_timeout_s))
+    if cfg.mcp_servers:
+        from rtc_agent.tools.mcp import McpTools  # the MCP SDK takes a second to import
+
+        tools.add_provider(McpTools(cfg.mcp_servers, tool_timeout_s=cfg.tool_timeout_s))
     return tools
 
 
@@ -199,6 +203,8 @@ async def running(cfg: ServeConfig, spec: WorkerSpec | None = None
             await each.cleanup()  # the public app's shutdown ends the calls still going
         if server is not None and server.forwarder is not None:
             await server.forwarder.close()
+        if server is not None:
+            await server.tools.aclose()
         if registry is not None:
             await registry.close()
         if table is not None:

@@ -98,6 +98,7 @@ class CallRecord:
     upstream_reconnects: int = 0
     upstream_errors: int = 0
     resumes: int = 0  # times the caller brought the call back on a new connection
+    session_renewals: int = 0  # Realtime sessions replaced before the service's cap
     packets_lost: int = 0
     packets_received: int = 0
     jitter_s: float | None = None
@@ -178,6 +179,9 @@ class CallRecord:
     def resumed(self) -> None:
         self.resumes += 1
 
+    def session_renewed(self) -> None:
+        self.session_renewals += 1
+
     def rtp(self, packets_received: int, packets_lost: int, jitter_s: float | None) -> None:
         self.packets_received = max(0, packets_received)
         self.packets_lost = max(0, packets_lost)
@@ -215,6 +219,7 @@ class CallRecord:
             "cost_usd": (round(estimate_cost(self.tokens, self.pricing), 6)
                          if self.pricing else None),
             "resumes": self.resumes,
+            "session_renewals": self.session_renewals,
             "upstream_reconnects": self.upstream_reconnects,
             "upstream_errors": self.upstream_errors,
             "packets_lost": self.packets_lost,

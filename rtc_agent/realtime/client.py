@@ -140,6 +140,9 @@ async def probe(service: RealtimeService, timeout_s: float = 10.0) -> UpstreamFa
             await asyncio.wait_for(ws.close(), 2)
 
 
+RENEWAL = "renewed"  # the reason `on_disconnected` gets for a planned renewal
+
+
 class RealtimeClient:
     """One call's connection to the Realtime service, with bounded reconnects."""
 
@@ -174,6 +177,9 @@ class RealtimeClient:
         self.dropped_control_events = 0
         self.reconnects = 0
         self.connected = False
+        self.connected_at: float | None = None  # loop time the current socket opened
+        self._renewing = False
+        self._renewal: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ sending
 
@@ -209,6 +215,21 @@ class RealtimeClient:
         self._control.clear()
         ws.transport.abort()
 
+    def renew(self) -> bool:
+        """Replace the session now (before the service's cap, at a quiet moment): close
+        the socket; `run` opens a new one at once and the session replays. False when
+        there is no socket to replace."""
+        ws = self._ws
+        if ws is None or not self.connected or self._renewing:
+            return False
+        self._renewing = True
+        self.connected = False
+        self._audio.clear()
+        self._control.clear()
+        # held: the loop keeps only a weak reference to a task
+        self._renewal = asyncio.get_running_loop().create_task(ws.close(1000, "session renewal"))
+        return True
+
     # ------------------------------------------------------------ running
 
     async def run(self) -> None:
@@ -237,6 +258,7 @@ class RealtimeClient:
             self._audio.clear()
             self._control.clear()
             self.connected = True
+            self.connected_at = asyncio.get_running_loop().time()
             if not first:
                 self.reconnects += 1
             self._on_connected(not first)
@@ -247,6 +269,10 @@ class RealtimeClient:
             if self._closing:
                 return
             code = ws.close_code
+            if self._renewing:
+                self._renewing = False
+                self._on_disconnected(RENEWAL)
+                continue  # planned: straight to the new socket
             # A session that hit its length cap is replaced, whatever the close code.
             if code in FATAL_CLOSE_CODES and not self._expired:
                 raise UpstreamFailed(f"closed the session ({code}): "

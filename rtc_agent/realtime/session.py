@@ -20,7 +20,7 @@ from typing import Any
 
 from rtc_agent import datachannel as caller
 from rtc_agent.datachannel import CallState, ServerMessage
-from rtc_agent.protocol import BYTES_PER_MS, Dialect
+from rtc_agent.protocol import BYTES_PER_MS, Dialect, say_exactly
 from rtc_agent.realtime.dialect import session_update, text_item
 from rtc_agent.realtime.settings import SessionSettings
 
@@ -534,6 +534,25 @@ class RealtimeSession:
         effects.extend(self._maybe_listening())
         self._retire()
         return effects
+
+    @property
+    def quiet(self) -> bool:
+        """Nobody is talking and nothing is on its way: the agent listens, no reply is
+        being made, no tool runs, no reply audio waits to play."""
+        return (self.state == CallState.LISTENING and self.active_response_id is None
+                and not self._create_after_active and not self._tool_calls
+                and not any(i.has_audio and not i.played_out and not i.finalized
+                            for i in self._items.values()))
+
+    def say(self, text: str) -> list[Effect]:
+        """Have the agent say `text` (an idle prompt, a goodbye, a tool acknowledgement)
+        as a reply of its own, part of the conversation. Only when nothing else is being
+        said or made (`quiet`, or between a tool call and its result): [] otherwise."""
+        if not self._configured or self.active_response_id is not None \
+                or self._create_after_active or self.state == CallState.USER_SPEAKING:
+            return []
+        return [SendUpstream({"type": "response.create",
+                              "response": {"instructions": say_exactly(text)}})]
 
     def on_path_lost(self, unheard_ms: float) -> list[Effect]:
         """The caller's media path died (a phone changing networks); the call waits

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-
 EAGERNESS = ("low", "medium", "high", "auto")
 NOISE_REDUCTION = ("near_field", "far_field")
 

@@ -225,3 +225,30 @@ def test_pricing_from_a_file_table_or_text(tmp_path: Path,
         f.write_text(bad)
         with pytest.raises(ConfigError, match=why):
             parse("--config", str(f))
+
+
+def test_the_configuration_reference_is_current() -> None:
+    """docs/configuration.md is generated from SETTINGS: every setting, with its flag,
+    variable, file key and default, and who honours it."""
+    doc = Path(__file__).parents[2] / "docs" / "configuration.md"
+    assert doc.read_text() == config.reference(), (
+        "regenerate: python -m rtc_agent.config > docs/configuration.md")
+    rows = [line for line in doc.read_text().splitlines() if line.startswith("| ")][1:]
+    named = {row.split("|")[1].strip() for row in rows}
+    assert named == {s.name for s in config.SETTINGS if s.table != ""}
+    for row in rows:  # the pass-through settings say which dialect carries them
+        if row.startswith(("| prompt ", "| include ", "| truncation ")):
+            assert "not sent in the beta dialect" in row, row
+
+
+def test_the_example_config_and_the_readme_example_are_valid(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clear_settings_env(monkeypatch)
+    root = Path(__file__).parents[2]
+    cfg = parse("--config", str(root / "agent.example.toml"))
+    assert cfg.session.voice == "marin" and cfg.max_calls == 50
+    assert cfg.pricing["output_audio"] == 64.0 and cfg.resume_window_s == 30
+    readme = (root / "README.md").read_text()
+    block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "agent.toml").write_text(block)
+    assert parse("--config", str(tmp_path / "agent.toml")).max_calls == 50

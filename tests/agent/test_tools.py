@@ -55,3 +55,53 @@ async def test_offline_search_ranks_local_documents(tmp_path: Path, monkeypatch)
     assert "use-auth-secret" in result["answer"]
     none = await tool.handler(query="quantum chromodynamics")
     assert none["results"] == []
+
+
+async def test_tool_errors_and_per_call_tools(caplog) -> None:
+    from rtc_agent.tools.registry import ProvidedTools, ToolError
+
+    async def refuse(x: int) -> str:
+        raise ToolError("order 7 does not exist")
+
+    async def plain(x: int) -> str:
+        return f"p{x}"
+
+    class Provider:
+        def __init__(self, names: list[str], fail_close: bool = False) -> None:
+            self.names, self.fail_close = names, fail_close
+            self.taken: frozenset[str] | None = None
+            self.closed = 0
+
+        async def open_call(self, taken: frozenset[str]) -> ProvidedTools:
+            self.taken = taken
+
+            async def close() -> None:
+                self.closed += 1
+                if self.fail_close:
+                    raise RuntimeError("socket on fire")
+
+            return ProvidedTools([Tool(n, n, PARAMS, plain) for n in self.names], close)
+
+        async def aclose(self) -> None:
+            pass
+
+    reg = ToolRegistry()
+    reg.register(Tool("refuse", "r", PARAMS, refuse))
+    assert not reg.per_call
+    first, second = Provider(["a__x", "refuse"], fail_close=True), Provider(["b__y"])
+    reg.add_provider(first)
+    reg.add_provider(second)
+    assert reg.per_call
+    call = await reg.for_call()
+    assert first.taken == frozenset({"refuse"})
+    # A provider cannot take a registered tool's name; registered tools come first.
+    assert [d["name"] for d in call.definitions()] == ["refuse", "a__x", "b__y"]
+    assert "a__x" in call and "a__x" not in reg and len(call) == 3
+    refused = await call.run("refuse", {"x": 7})
+    assert not refused.ok and json.loads(refused.output) == {"error": "order 7 does not exist"}
+    assert "failed" not in caplog.text  # an expected failure is not logged as a fault
+    assert (await call.run("b__y", {"x": 2})).output == "p2"
+    await call.aclose()
+    await call.aclose()  # once only
+    assert (first.closed, second.closed) == (1, 1)  # one failing close does not stop others
+    assert "closing a call's tools" in caplog.text
