@@ -46,7 +46,7 @@ def watch_parent(parent_pid: int, stop: asyncio.Event, loop: asyncio.AbstractEve
         with contextlib.suppress(OSError):
             while os.read(fd, 4096):
                 pass
-        log.warning("parent %s is gone: stopping", parent_pid)
+        log.info("parent %s closed our pipe (it stops us, or it died): stopping", parent_pid)
         with contextlib.suppress(RuntimeError):  # the loop may have closed already
             loop.call_soon_threadsafe(stop.set)
         time.sleep(EXIT_GRACE_S)

@@ -90,9 +90,15 @@ def config_from_args(args: argparse.Namespace) -> OfflineServerConfig:
 async def serve_forever(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if args.parent_pid is not None:
+    if args.parent_pid is None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    else:
+        # Supervised: the parent decides when this ends (it closes our stdin). A Ctrl-C
+        # in the terminal, or systemd signalling the whole group, reaches us too, and
+        # must not take the speech engines from calls the parent is still draining.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
         watch_parent(args.parent_pid, stop, loop)
     # Listen (and announce the URL) first and load the models meanwhile: a restarted
     # backend takes its callers back sooner; sessions wait for the engines if need be.

@@ -179,7 +179,9 @@ class OfflineProcess:
             self._sock = None
 
     async def stop(self) -> None:
-        """Stop supervising, then stop the child (SIGTERM, SIGKILL after 5 s)."""
+        """Stop supervising, then stop the child: close its stdin (a supervised child
+        ignores SIGTERM and SIGINT, which a terminal or systemd send the whole group,
+        and stops at EOF), SIGKILL if it is still there after 5 s."""
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -187,7 +189,8 @@ class OfflineProcess:
             self._supervisor = None
         proc = self._proc
         if proc is not None and proc.returncode is None:
-            proc.terminate()
+            if proc.stdin is not None:
+                proc.stdin.close()
             try:
                 await asyncio.wait_for(proc.wait(), 5)
             except TimeoutError:

@@ -57,3 +57,30 @@ async def test_a_call_survives_its_offline_backend_being_killed() -> None:
             health = await r.json()
         assert r.status == 200 and health["backend_state"] == "up"
         assert health["backend_restarts"] == 1
+
+
+async def test_a_supervised_backend_ignores_the_groups_signals_and_stops_when_told() -> None:
+    """Ctrl-C in a terminal, or systemd stopping the unit, signals every process of the
+    group: the backend must stay for the calls its parent drains, and stop when the
+    parent closes its pipe, cleanly and at once."""
+    import asyncio
+    import time
+
+    from rtc_agent.offline.process import OfflineProcess
+
+    child = OfflineProcess([])
+    await child.start()
+    pid = child.pid
+    assert pid is not None
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            os.kill(pid, sig)
+        await asyncio.sleep(1.5)
+        assert child.state == "up" and child.restarts == 0 and child.pid == pid
+        os.kill(pid, 0)  # still there
+    finally:
+        proc = child._proc
+        started = time.monotonic()
+        await child.stop()
+    assert time.monotonic() - started < 4.5  # EOF stopped it; no 5 s wait and SIGKILL
+    assert proc is not None and proc.returncode == 0  # a clean exit, not a kill
