@@ -439,15 +439,13 @@ class SignalingServer:
 
     async def internal_resume(self, request: web.Request) -> web.Response:
         """A resume another worker received, already vetted there."""
-        try:
-            body = await read_body(request, MAX_OFFER_BYTES, self.config.body_timeout_s)
-            data = json.loads(body)
-        except (Refusal, ValueError, RecursionError):
-            return json_error(400, "invalid_offer", "expected a JSON offer")
-        sdp = data.get("sdp") if isinstance(data, dict) else None
-        token = data.get("resume_token") if isinstance(data, dict) else None
-        if not isinstance(sdp, str) or sdp_refusal(sdp) is not None or not isinstance(token, str):
-            return json_error(400, "invalid_sdp", "expected a vetted resume")
+        read = await self._forwarded_offer(request)
+        if isinstance(read, web.Response):
+            return read
+        sdp, data = read
+        token = data.get("resume_token")
+        if not isinstance(token, str):
+            return json_error(400, "invalid_resume_token", "expected a vetted resume")
         return await self._resume_here(request.match_info["call_id"], sdp, token)
 
     async def _hang_up_here(self, call_id: str) -> web.Response:
@@ -563,8 +561,10 @@ class SignalingServer:
 
     # ------------------------------------------------------------ internal routes
 
-    async def internal_offer(self, request: web.Request) -> web.Response:
-        """An offer another worker placed here, already vetted and admitted there."""
+    async def _forwarded_offer(self, request: web.Request
+                               ) -> tuple[str, dict[str, Any]] | web.Response:
+        """The SDP and body of an offer (or resume) another worker vetted: checked
+        again, briefly, since a worker trusts no input it did not read itself."""
         try:
             body = await read_body(request, MAX_OFFER_BYTES, self.config.body_timeout_s)
             data = json.loads(body)
@@ -573,6 +573,14 @@ class SignalingServer:
         sdp = data.get("sdp") if isinstance(data, dict) else None
         if not isinstance(sdp, str) or sdp_refusal(sdp) is not None:
             return json_error(400, "invalid_sdp", "expected a vetted offer")
+        return sdp, data
+
+    async def internal_offer(self, request: web.Request) -> web.Response:
+        """An offer another worker placed here, already vetted and admitted there."""
+        read = await self._forwarded_offer(request)
+        if isinstance(read, web.Response):
+            return read
+        sdp = read[0]
         client = request.headers.get(CLIENT_HEADER)
         return await self._answer_here(sdp, address_key(client), client, time.monotonic(),
                                        request.headers.get(USER_AGENT_HEADER, ""))

@@ -105,11 +105,30 @@ async def _run(tool: Tool | None, name: str, arguments: dict[str, Any]) -> ToolR
     return ToolResult(True, output, elapsed())
 
 
-class ToolRegistry:
+class _Tools:
+    """Tools by name: their definitions for `session.update`, and a call of one by name."""
+
+    def __init__(self, tools: dict[str, Tool]) -> None:
+        self._tools = tools
+
+    def definitions(self) -> list[dict[str, Any]]:
+        return [t.definition() for t in self._tools.values()]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    async def run(self, name: str, arguments: dict[str, Any]) -> ToolResult:
+        return await _run(self._tools.get(name), name, arguments)
+
+
+class ToolRegistry(_Tools):
     """The worker's tools: registered ones, and providers of per-call ones."""
 
     def __init__(self) -> None:
-        self._tools: dict[str, Tool] = {}
+        super().__init__({})
         self._providers: list[ToolProvider] = []
 
     def register(self, tool: Tool) -> None:
@@ -124,18 +143,6 @@ class ToolRegistry:
     def per_call(self) -> bool:
         """Some tools are listed per call: a call needs `for_call` before its session.update."""
         return bool(self._providers)
-
-    def definitions(self) -> list[dict[str, Any]]:
-        return [t.definition() for t in self._tools.values()]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._tools
-
-    def __len__(self) -> int:
-        return len(self._tools)
-
-    async def run(self, name: str, arguments: dict[str, Any]) -> ToolResult:
-        return await _run(self._tools.get(name), name, arguments)
 
     async def for_call(self) -> CallTools:
         """One call's tools: the registered ones, then each provider's (in parallel, each
@@ -157,25 +164,13 @@ class ToolRegistry:
             await provider.aclose()
 
 
-class CallTools:
+class CallTools(_Tools):
     """The tools of one call; `aclose` frees what the providers opened for it."""
 
     def __init__(self, tools: dict[str, Tool],
                  closers: list[Callable[[], Awaitable[None]]]) -> None:
-        self._tools = tools
+        super().__init__(tools)
         self._closers = closers
-
-    def definitions(self) -> list[dict[str, Any]]:
-        return [t.definition() for t in self._tools.values()]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._tools
-
-    def __len__(self) -> int:
-        return len(self._tools)
-
-    async def run(self, name: str, arguments: dict[str, Any]) -> ToolResult:
-        return await _run(self._tools.get(name), name, arguments)
 
     async def aclose(self) -> None:
         closers, self._closers = self._closers, []

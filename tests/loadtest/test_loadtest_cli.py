@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,17 +12,9 @@ import pytest
 
 from tests.ports import loopback_port
 
+from .conftest import ROOT, offline_env, stop, wait_healthy
+
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _offline_env() -> dict[str, str]:
-    """No cloud key may leak in: the server must start its offline backend."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.endswith("_API_KEY") and not k.startswith("RTC_AGENT_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -44,31 +33,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "rtc_agent.cli", "serve", "--host", "127.0.0.1",
              "--port", str(port), "--ice-address", "127.0.0.1", "--max-calls", "2"],
-            stdout=out, stderr=subprocess.STDOUT, env=_offline_env(), cwd=ROOT,
+            stdout=out, stderr=subprocess.STDOUT, env=offline_env(), cwd=ROOT,
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"rtc-agent serve exited {proc.returncode}:\n{log.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp:
-                    if json.load(resp).get("ok"):
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"rtc-agent serve not healthy in 90 s:\n{log.read_text()}")
-            time.sleep(0.5)
+        wait_healthy(url, proc, log, "rtc-agent serve", 90)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def _loadtest(url: str, prompt: Path, out: Path, calls: int, duration: float,
@@ -77,7 +49,7 @@ def _loadtest(url: str, prompt: Path, out: Path, calls: int, duration: float,
            "--calls", str(calls), "--duration", str(duration), "--prompts", str(prompt),
            "--json", str(out / "run.json"), "--plot", str(out / "run.png"), *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=150, cwd=ROOT,
-                          env=_offline_env())
+                          env=offline_env())
 
 
 def test_loadtest_two_calls(server: str, prompt_wav: Path, tmp_path: Path) -> None:

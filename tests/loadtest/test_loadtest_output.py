@@ -18,7 +18,7 @@ from rich.text import Text
 from rtc_agent.loadtest.command import ProgressLine
 from rtc_agent.loadtest.metrics import EXIT_OK, EXIT_P95_EXCEEDED
 
-from .test_loadtest_cli import ROOT, _offline_env
+from .conftest import ROOT, offline_env
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -77,7 +77,7 @@ def test_exit_status_honours_max_p95_and_output_stays_apart(
              "--calls", "2", "--duration", "2", "--prompts", str(tone_wav),
              "--turn-timeout", "5", "--max-p95-ms", budget_ms, "--json", str(out)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,  # as one terminal shows both
-            text=True, timeout=120, cwd=ROOT, env=_offline_env())
+            text=True, timeout=120, cwd=ROOT, env=offline_env())
         return proc, json.loads(out.read_text())
 
     over, doc = run("1")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_loadtest_cli import ROOT, _offline_env
+from .conftest import ROOT, offline_env
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ def test_two_worker_processes(echo_server: str, tone_wav: Path, tmp_path: Path) 
         [sys.executable, "-m", "rtc_agent.cli", "loadtest", "--url", echo_server,
          "--calls", "3", "--procs", "2", "--ramp", "0.5", "--duration", "3",
          "--prompts", str(tone_wav), "--json", str(out), "--turn-timeout", "5"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT, env=_offline_env())
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=offline_env())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = json.loads(out.read_text())
     assert doc["config"]["procs"] == 2

@@ -12,8 +12,6 @@ import json
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,18 +19,9 @@ import pytest
 
 from tests.ports import loopback_port
 
-from .test_loadtest_cli import ROOT, _offline_env
+from .conftest import ROOT, offline_env, stop, wait_healthy
 
 pytestmark = pytest.mark.slow
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +33,7 @@ def refusing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         backend = subprocess.Popen(
             [sys.executable, "-m", "rtc_agent.cli", "realtime-server", "--host", "127.0.0.1",
              "--port", "0", "--api-key", "right"],
-            stdout=out, stderr=subprocess.STDOUT, env=_offline_env(), cwd=ROOT)
+            stdout=out, stderr=subprocess.STDOUT, env=offline_env(), cwd=ROOT)
     serve: subprocess.Popen[bytes] | None = None
     try:
         deadline = time.monotonic() + 60
@@ -58,7 +47,7 @@ def refusing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             time.sleep(0.2)
 
         port = loopback_port()
-        env = _offline_env() | {"REALTIME_API_KEY": "wrong"}
+        env = offline_env() | {"REALTIME_API_KEY": "wrong"}
         serve_log = logs / "serve.log"
         with serve_log.open("wb") as out:
             serve = subprocess.Popen(
@@ -67,23 +56,13 @@ def refusing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                  "--realtime-url", realtime_url],
                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:  # up: /healthz answers (its verdict on the upstream is not ours)
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=2):
-                    break
-            except urllib.error.HTTPError:
-                break
-            except OSError:
-                pass
-            if serve.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"rtc-agent serve did not start:\n{serve_log.read_text()}")
-            time.sleep(0.5)
+        # up: /healthz answers (its verdict on the upstream is not ours)
+        wait_healthy(url, serve, serve_log, "rtc-agent serve", 90, any_answer=True)
         yield url
     finally:
         if serve is not None:
-            _stop(serve)
-        _stop(backend)
+            stop(serve)
+        stop(backend)
 
 
 def test_refused_key_is_counted_as_upstream_failed(refusing_server: str,
@@ -97,7 +76,7 @@ def test_refused_key_is_counted_as_upstream_failed(refusing_server: str,
         [sys.executable, "-m", "rtc_agent.cli", "loadtest", "--url", refusing_server,
          "--calls", "2", "--duration", "3", "--prompts", str(prompt), "--json", str(out),
          "--connect-timeout", "15"],
-        capture_output=True, text=True, timeout=150, cwd=ROOT, env=_offline_env())
+        capture_output=True, text=True, timeout=150, cwd=ROOT, env=offline_env())
     elapsed = time.monotonic() - started
     assert proc.returncode == 1, proc.stdout + proc.stderr
     summary = json.loads(out.read_text())["summary"]

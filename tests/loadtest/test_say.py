@@ -19,7 +19,7 @@ from rtc_agent.loadtest.received import FRAME_S, SAMPLE_RATE
 from rtc_agent.loadtest.say import LEAD_SILENCE_S
 from tests.speech import read_wav, transcribe
 
-from .test_loadtest_cli import ROOT, _offline_env
+from .conftest import ROOT, offline_env
 
 
 def _format(path: Path) -> tuple[int, int, int]:
@@ -32,7 +32,7 @@ def test_say_writes_a_prompt_pocketsphinx_hears(tmp_path: Path) -> None:
     out = tmp_path / "q.wav"
     proc = subprocess.run(
         [sys.executable, "-m", "rtc_agent.cli", "say", "what is nine plus four", "-o", str(out)],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=_offline_env())
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=offline_env())
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"{out}: ") and proc.stderr == ""
     # what the microphone plays as it is: mono, 16-bit, 48 kHz

@@ -11,10 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 import websockets
+from openai import AsyncOpenAI
 from websockets.asyncio.client import ClientConnection
 
 from rtc_agent.offline.driver import Engines, Limits
 from rtc_agent.offline.server import OfflineServerConfig, RealtimeServer, build_engines
+from tests.offline.sdk_types import GA_EVENTS, validate
 from tests.speech import speak_pcm
 
 EVENT_TIMEOUT_S = 20.0
@@ -103,3 +105,33 @@ def types(events: list[dict]) -> list[str]:
 
 def audio_of(events: list[dict], delta_type: str) -> bytes:
     return b"".join(base64.b64decode(e["delta"]) for e in events if e["type"] == delta_type)
+
+
+def sdk_client(srv: RealtimeServer) -> AsyncOpenAI:
+    """The openai SDK's client, its GA Realtime WebSocket pointed at srv."""
+    return AsyncOpenAI(api_key="x", websocket_base_url=f"ws://127.0.0.1:{srv.port}/v1")
+
+
+async def sdk_append(conn: Any, pcm: bytes) -> None:
+    """pcm through the SDK in 20 ms appends, as a caller's microphone sends it."""
+    for i in range(0, len(pcm), 960):
+        await conn.input_audio_buffer.append(audio=base64.b64encode(pcm[i : i + 960]).decode())
+
+
+def check_sdk_event(event: Any) -> None:
+    """The SDK built the typed model for the event's type (not a fallback model), and the
+    event validates field by field against that model."""
+    assert type(event) is GA_EVENTS[event.type], type(event)
+    validate(event.to_dict())
+
+
+async def collect(conn: Any, until: str = "response.done", wait_s: float = 30.0) -> list[Any]:
+    """Typed SDK events up to and including the first of type `until`, each checked."""
+    got = []
+    async with asyncio.timeout(wait_s):
+        async for event in conn:
+            check_sdk_event(event)
+            got.append(event)
+            if event.type == until:
+                return got
+    raise AssertionError("connection ended early")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 from openai import AsyncAzureOpenAI
@@ -132,37 +133,40 @@ def test_azure_api_version_picks_the_dialect(version: str, dialect: Dialect) -> 
     assert azure_version_dialect(version) is dialect
 
 
+def azure_client(server: RealtimeServer, api_version: str) -> AsyncAzureOpenAI:
+    """The SDK's Azure client with its endpoint and WebSocket pointed at the server."""
+    return AsyncAzureOpenAI(api_key="k", api_version=api_version,
+                            azure_endpoint=f"http://127.0.0.1:{server.port}",
+                            websocket_base_url=f"ws://127.0.0.1:{server.port}/openai")
+
+
+async def session_updated(conn: Any) -> Any:
+    """The session.updated event that answers a session.update, with no error before it."""
+    async with asyncio.timeout(10):
+        async for event in conn:
+            assert event.type != "error", event
+            if event.type == "session.updated":
+                return event
+    raise AssertionError("connection ended before session.updated")
+
+
 async def test_azure_sdk_ga_client_on_the_preview_path_gets_ga(server: RealtimeServer) -> None:
     """`AsyncAzureOpenAI(api_version="2025-08-28").realtime.connect()`: the SDK's GA
     client on `/openai/realtime?api-version=...` without a beta header."""
-    client = AsyncAzureOpenAI(api_key="k", api_version="2025-08-28",
-                              azure_endpoint=f"http://127.0.0.1:{server.port}",
-                              websocket_base_url=f"ws://127.0.0.1:{server.port}/openai")
+    client = azure_client(server, "2025-08-28")
     async with client.realtime.connect(model="my-deployment") as conn:
         first = await conn.recv()
         assert first.type == "session.created" and first.session.type == "realtime"
         await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
-        async with asyncio.timeout(10):
-            async for event in conn:
-                assert event.type != "error", event
-                if event.type == "session.updated":
-                    assert event.session.output_modalities == ["text"]
-                    break
+        assert (await session_updated(conn)).session.output_modalities == ["text"]
 
 
 async def test_azure_sdk_beta_client_on_a_preview_version_gets_beta(
     server: RealtimeServer,
 ) -> None:
-    client = AsyncAzureOpenAI(api_key="k", api_version="2025-04-01-preview",
-                              azure_endpoint=f"http://127.0.0.1:{server.port}",
-                              websocket_base_url=f"ws://127.0.0.1:{server.port}/openai")
+    client = azure_client(server, "2025-04-01-preview")
     async with client.beta.realtime.connect(model="my-deployment") as conn:
         first = await conn.recv()
         assert first.type == "session.created" and first.session.modalities is not None
         await conn.session.update(session={"modalities": ["text"]})
-        async with asyncio.timeout(10):
-            async for event in conn:
-                assert event.type != "error", event
-                if event.type == "session.updated":
-                    assert event.session.modalities == ["text"]
-                    break
+        assert (await session_updated(conn)).session.modalities == ["text"]

@@ -118,6 +118,13 @@ def make(dialect: Dialect = GA, **session: Any) -> Session:
     return s
 
 
+def with_turn_detection(td: dict[str, Any] | None, dialect: Dialect = GA) -> Session:
+    """A session whose turn_detection is td, set where the dialect keeps it."""
+    if dialect is GA:
+        return make(audio={"input": {"turn_detection": td}})
+    return make(BETA, turn_detection=td)
+
+
 # --- session ------------------------------------------------------------------------
 
 

@@ -15,23 +15,23 @@ import base64
 from typing import Any
 
 import pytest
-from openai import AsyncOpenAI
 
 from rtc_agent.offline.outputs import Output, Recognize, StartResponse
 from rtc_agent.offline.responder import IDLE_PROMPT, RuleResponder
 from rtc_agent.offline.server import RealtimeServer
 from rtc_agent.protocol import BYTES_PER_MS, Dialect
-from tests.offline.sdk_types import GA_EVENTS, validate
+from tests.offline.conftest import collect, sdk_client
+from tests.offline.sdk_types import validate
 from tests.offline.test_conversation import (
     BETA,
     GA,
     Session,
     actions,
     events,
-    make,
     silence,
     tone,
     types,
+    with_turn_detection,
 )
 
 TRIGGERED = "input_audio_buffer.timeout_triggered"
@@ -39,10 +39,8 @@ TRIGGERED = "input_audio_buffer.timeout_triggered"
 
 def idle_session(timeout_ms: int | None = 1000, dialect: Dialect = GA,
                  **fields: Any) -> Session:
-    td = {"type": "server_vad", "idle_timeout_ms": timeout_ms, **fields}
-    if dialect is GA:
-        return make(audio={"input": {"turn_detection": td}})
-    return make(BETA, turn_detection=td)
+    return with_turn_detection(
+        {"type": "server_vad", "idle_timeout_ms": timeout_ms, **fields}, dialect)
 
 
 def reply(s: Session, audio_ms: int = 500, generating_ms: int = 0) -> str:
@@ -146,7 +144,7 @@ def test_no_timeout_before_the_first_reply_or_while_one_is_in_progress() -> None
     {"type": "semantic_vad", "eagerness": "high", "idle_timeout_ms": 1000},
 ], ids=["null", "absent", "semantic_vad"])
 def test_only_server_vad_with_a_timeout_has_one(td: dict[str, Any]) -> None:
-    s = make(audio={"input": {"turn_detection": td}})
+    s = with_turn_detection(td)
     reply(s, audio_ms=0)
     assert until_triggered(s, 3000) == (3000, [])
 
@@ -170,29 +168,16 @@ def test_a_new_setting_applies_to_the_running_quiet() -> None:
 
 @pytest.mark.timeout(120)
 async def test_sdk_client_gets_the_timeout_and_the_idle_prompt(server: RealtimeServer) -> None:
-    client = AsyncOpenAI(api_key="x", websocket_base_url=f"ws://127.0.0.1:{server.port}/v1")
-    async with client.realtime.connect(model="gpt-realtime") as conn:
-
-        async def until(kind: str) -> list[Any]:
-            got = []
-            async with asyncio.timeout(60):
-                async for event in conn:
-                    assert type(event) is GA_EVENTS[event.type], type(event)
-                    validate(event.to_dict())
-                    got.append(event)
-                    if event.type == kind:
-                        return got
-            raise AssertionError("connection ended")
-
+    async with sdk_client(server).realtime.connect(model="gpt-realtime") as conn:
         await conn.session.update(session={"type": "realtime", "audio": {"input": {
             "turn_detection": {"type": "server_vad", "idle_timeout_ms": 1500}}}})
-        updated = (await until("session.updated"))[-1]
+        updated = (await collect(conn, "session.updated", 60))[-1]
         assert updated.session.audio.input.turn_detection.idle_timeout_ms == 1500
         await conn.conversation.item.create(item={
             "type": "message", "role": "user",
             "content": [{"type": "input_text", "text": "What is two plus two?"}]})
         await conn.response.create()
-        first = await until("response.done")
+        first = await collect(conn, "response.done", 60)
         played_ms = sum(len(base64.b64decode(e.delta)) for e in first
                         if e.type == "response.output_audio.delta") // BYTES_PER_MS
         assert played_ms > 500
@@ -212,7 +197,7 @@ async def test_sdk_client_gets_the_timeout_and_the_idle_prompt(server: RealtimeS
         validate(triggered.to_dict())
         assert triggered.audio_start_ms == played_ms
         assert triggered.audio_end_ms - triggered.audio_start_ms in range(1500, 1600)
-        rest = got[got.index(triggered) + 1:] + await until("response.done")
+        rest = got[got.index(triggered) + 1:] + await collect(conn, "response.done", 60)
         names = [e.type for e in rest]
         assert names[:4] == ["input_audio_buffer.committed", "conversation.item.added",
                              "conversation.item.done", "response.created"]

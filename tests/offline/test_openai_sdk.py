@@ -6,16 +6,13 @@ websockets 17; these tests are the proof that the SDK's GA client works with it.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 
 import pytest
-from openai import AsyncOpenAI
 
 from rtc_agent.offline.server import RealtimeServer
-from tests.offline.conftest import speech
-from tests.offline.sdk_types import GA_EVENTS, validate
+from tests.offline.conftest import collect, sdk_append, sdk_client, speech
 from tests.speech import hears
 
 pytestmark = pytest.mark.timeout(120)
@@ -28,27 +25,8 @@ SEARCH_TOOL = {
 }
 
 
-async def collect(conn, until: str = "response.done", wait_s: float = 30.0) -> list:
-    """Typed events from the SDK up to `until`, each checked against its SDK model."""
-    got = []
-    async with asyncio.timeout(wait_s):
-        async for event in conn:
-            # The SDK built a typed object for a known event (not a fallback model) ...
-            assert type(event) is GA_EVENTS[event.type], type(event)
-            # ... and the event validates field by field against that model.
-            validate(event.to_dict())
-            got.append(event)
-            if event.type == until:
-                return got
-    raise AssertionError("connection ended early")
-
-
-def client_for(server: RealtimeServer) -> AsyncOpenAI:
-    return AsyncOpenAI(api_key="x", websocket_base_url=f"ws://127.0.0.1:{server.port}/v1")
-
-
 async def test_sdk_text_turn(server: RealtimeServer) -> None:
-    async with client_for(server).realtime.connect(model="gpt-realtime") as conn:
+    async with sdk_client(server).realtime.connect(model="gpt-realtime") as conn:
         first = await conn.recv()
         assert first.type == "session.created" and first.session.type == "realtime"
         await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
@@ -71,13 +49,12 @@ async def test_sdk_text_turn(server: RealtimeServer) -> None:
 
 async def test_sdk_audio_turn_with_server_vad_and_transcription(server: RealtimeServer) -> None:
     pcm = speech("what is twelve times seven").tobytes()
-    async with client_for(server).realtime.connect(model="gpt-realtime") as conn:
+    async with sdk_client(server).realtime.connect(model="gpt-realtime") as conn:
         await conn.session.update(session={"type": "realtime", "audio": {"input": {
             "transcription": {"model": "gpt-4o-mini-transcribe"},
             "turn_detection": {"type": "server_vad", "silence_duration_ms": 500}}}})
         await collect(conn, "session.updated", wait_s=5)
-        for i in range(0, len(pcm), 960):  # 20 ms chunks, as a caller's mic would send
-            await conn.input_audio_buffer.append(audio=base64.b64encode(pcm[i : i + 960]).decode())
+        await sdk_append(conn, pcm)
         events = await collect(conn, "response.done", wait_s=60)
         names = [e.type for e in events]
         assert names[:4] == ["input_audio_buffer.speech_started",
@@ -104,7 +81,7 @@ async def test_sdk_audio_turn_with_server_vad_and_transcription(server: Realtime
 
 
 async def test_sdk_tool_call_turn(server: RealtimeServer) -> None:
-    async with client_for(server).realtime.connect(model="gpt-realtime") as conn:
+    async with sdk_client(server).realtime.connect(model="gpt-realtime") as conn:
         await conn.session.update(session={"type": "realtime", "tools": [SEARCH_TOOL]})
         await collect(conn, "session.updated", wait_s=5)
         await conn.conversation.item.create(item={

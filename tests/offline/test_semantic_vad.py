@@ -15,13 +15,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from openai import AsyncOpenAI
 
 from rtc_agent.offline.input_buffer import SEMANTIC_WAIT_MS, sounds_unfinished
 from rtc_agent.offline.outputs import CancelResponse, Recognize, StartResponse
 from rtc_agent.offline.server import RealtimeServer
-from tests.offline.conftest import speech
-from tests.offline.sdk_types import GA_EVENTS, validate
+from tests.offline.conftest import check_sdk_event, sdk_client, speech
 from tests.offline.test_conversation import (
     BETA,
     GA,
@@ -32,16 +30,15 @@ from tests.offline.test_conversation import (
     silence,
     tone,
     types,
+    with_turn_detection,
 )
 
 WINDOW_MS = 32  # the EnergyDetector's window: where a turn can end
 
 
 def semantic(eagerness: str = "high", dialect: Any = GA, **fields: Any) -> Session:
-    td = {"type": "semantic_vad", "eagerness": eagerness, **fields}
-    if dialect is GA:
-        return make(audio={"input": {"turn_detection": td}})
-    return make(BETA, turn_detection=td)
+    return with_turn_detection(
+        {"type": "semantic_vad", "eagerness": eagerness, **fields}, dialect)
 
 
 def paused(s: Session, out: list[Any]) -> Recognize:
@@ -245,7 +242,6 @@ async def audio_turns(server: RealtimeServer, td: dict[str, Any], pcm: bytes,
     """Stream pcm in 20 ms appends in real time, as a caller's microphone does (semantic
     VAD's words come back from the recogniser while the pause goes on), then collect the
     session's typed events until every turn is transcribed and answered."""
-    client = AsyncOpenAI(api_key="x", websocket_base_url=f"ws://127.0.0.1:{server.port}/v1")
     got: list[Any] = []
 
     def count(kind: str) -> int:
@@ -259,14 +255,13 @@ async def audio_turns(server: RealtimeServer, td: dict[str, Any], pcm: bytes,
             and count("response.done") >= count("response.created")
 
     streamed, quiet = False, asyncio.Event()
-    async with client.realtime.connect(model="gpt-realtime") as conn:
+    async with sdk_client(server).realtime.connect(model="gpt-realtime") as conn:
         await conn.session.update(session={"type": "realtime", "audio": {"input": {
             "transcription": {"model": "gpt-4o-mini-transcribe"}, "turn_detection": td}}})
 
         async def read() -> None:
             async for event in conn:
-                assert type(event) is GA_EVENTS[event.type], type(event)
-                validate(event.to_dict())
+                check_sdk_event(event)
                 got.append(event)
                 if streamed and settled():
                     quiet.set()

@@ -7,21 +7,19 @@ dialect has the feature.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from typing import Any
 
 import pytest
-from openai import AsyncOpenAI
 
 from rtc_agent.offline.conversation import MAX_TRANSCRIPTION_DELTAS, word_deltas
 from rtc_agent.offline.outputs import Recognize, StartResponse
 from rtc_agent.offline.responder import RuleResponder
 from rtc_agent.offline.server import RealtimeServer
 from rtc_agent.protocol import SAY_EXACTLY_PREFIX, Dialect, parse_say_exactly, say_exactly
-from tests.offline.conftest import RawClient, connect, speech
-from tests.offline.sdk_types import GA_EVENTS, validate
+from tests.offline.conftest import RawClient, collect, connect, sdk_append, sdk_client, speech
+from tests.offline.sdk_types import validate
 from tests.offline.test_conversation import BETA, GA, actions, events, make, silence, tone
 from tests.speech import hears
 
@@ -71,21 +69,12 @@ def types_of(outputs: list[Any]) -> list[str]:
 
 async def test_sdk_captions_stream_after_the_user_item(server: RealtimeServer) -> None:
     pcm = speech("what is twelve times seven").tobytes()
-    client = AsyncOpenAI(api_key="x", websocket_base_url=f"ws://127.0.0.1:{server.port}/v1")
-    async with client.realtime.connect(model="gpt-realtime") as conn:
+    async with sdk_client(server).realtime.connect(model="gpt-realtime") as conn:
         await conn.session.update(session={"type": "realtime", "output_modalities": ["text"],
                                            "audio": {"input": {
                                                "transcription": {"model": "whisper-1"}}}})
-        got: list[Any] = []
-        for i in range(0, len(pcm), 960):
-            await conn.input_audio_buffer.append(audio=b64(pcm[i : i + 960]))
-        async with asyncio.timeout(60):
-            async for event in conn:
-                assert type(event) is GA_EVENTS[event.type], type(event)
-                validate(event.to_dict())
-                got.append(event)
-                if event.type == COMPLETED:
-                    break
+        await sdk_append(conn, pcm)
+        got = await collect(conn, COMPLETED, 60)
     names = [e.type for e in got]
     user_done = next(i for i, e in enumerate(got)
                      if e.type == "conversation.item.done" and e.item.role == "user")
@@ -148,8 +137,7 @@ def test_fixed_words_are_per_response() -> None:
 
 async def test_sdk_response_says_exactly_the_words(server: RealtimeServer) -> None:
     words = "Are you still there? I will hang up soon."
-    client = AsyncOpenAI(api_key="x", websocket_base_url=f"ws://127.0.0.1:{server.port}/v1")
-    async with client.realtime.connect(model="gpt-realtime") as conn:
+    async with sdk_client(server).realtime.connect(model="gpt-realtime") as conn:
         await conn.conversation.item.create(item={
             "type": "message", "role": "user",
             "content": [{"type": "input_text", "text": "What is twelve times seven?"}]})
@@ -206,8 +194,7 @@ def test_a_named_mcp_tool_is_called_in_the_conversation() -> None:
 
 
 async def test_sdk_text_turn_calls_the_named_tool(server: RealtimeServer) -> None:
-    client = AsyncOpenAI(api_key="x", websocket_base_url=f"ws://127.0.0.1:{server.port}/v1")
-    async with client.realtime.connect(model="gpt-realtime") as conn:
+    async with sdk_client(server).realtime.connect(model="gpt-realtime") as conn:
         await conn.session.update(session={"type": "realtime", "tools": [SEARCH_TOOL, ORDER_TOOL]})
         await collect(conn, "session.updated")
         await conn.conversation.item.create(item={
@@ -230,12 +217,10 @@ async def test_sdk_text_turn_calls_the_named_tool(server: RealtimeServer) -> Non
 async def test_sdk_audio_turn_calls_the_tool_it_hears(server: RealtimeServer) -> None:
     """Speech renders the name with spaces ("docs search" is not said; "search" is)."""
     pcm = speech("use the tool search with cats").tobytes()
-    client = AsyncOpenAI(api_key="x", websocket_base_url=f"ws://127.0.0.1:{server.port}/v1")
-    async with client.realtime.connect(model="gpt-realtime") as conn:
+    async with sdk_client(server).realtime.connect(model="gpt-realtime") as conn:
         await conn.session.update(session={"type": "realtime", "tools": [DOCS_TOOL]})
         await collect(conn, "session.updated")
-        for i in range(0, len(pcm), 960):
-            await conn.input_audio_buffer.append(audio=b64(pcm[i : i + 960]))
+        await sdk_append(conn, pcm)
         got = await collect(conn, "response.done", 60)
         [call] = got[-1].response.output
         assert call.name == "docs__search"
@@ -343,8 +328,7 @@ def test_response_level_settings_are_checked(response: dict[str, Any], param: st
 
 
 async def test_sdk_session_update_with_every_passthrough_setting(server: RealtimeServer) -> None:
-    client = AsyncOpenAI(api_key="x", websocket_base_url=f"ws://127.0.0.1:{server.port}/v1")
-    async with client.realtime.connect(model="gpt-realtime") as conn:
+    async with sdk_client(server).realtime.connect(model="gpt-realtime") as conn:
         await conn.session.update(session={
             "type": "realtime", "prompt": PROMPT, "reasoning": {"effort": "low"},
             "truncation": TRUNCATION, "tracing": TRACING, "include": INCLUDE})
@@ -374,22 +358,3 @@ async def test_beta_session_update_with_tracing_and_include(server: RealtimeServ
     assert (await client.error())["code"] == "unknown_parameter"
     await client.close()
 
-
-# --- helpers ------------------------------------------------------------------------------
-
-
-def b64(pcm: bytes) -> str:
-    return base64.b64encode(pcm).decode()
-
-
-async def collect(conn: Any, until: str, wait_s: float = 30.0) -> list[Any]:
-    """Typed SDK events up to `until`, each checked against its SDK model."""
-    got = []
-    async with asyncio.timeout(wait_s):
-        async for event in conn:
-            assert type(event) is GA_EVENTS[event.type], type(event)
-            validate(event.to_dict())
-            got.append(event)
-            if event.type == until:
-                return got
-    raise AssertionError("connection ended early")

@@ -5,6 +5,7 @@ timeouts, bounds, an unreachable server, and a real call through the offline mod
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import logging
@@ -76,13 +77,23 @@ def registry(*providers: McpTools) -> ToolRegistry:
     return tools
 
 
+@contextlib.asynccontextmanager
+async def offered(urls: list[str], **options: Any) -> AsyncIterator[CallTools]:
+    """One call's tools with McpTools(urls, **options) as the registry's provider;
+    the call's tools and the provider are closed after."""
+    provider = McpTools(urls, **options)
+    tools = await registry(provider).for_call()
+    try:
+        yield tools
+    finally:
+        await tools.aclose()
+        await provider.aclose()
+
+
 @pytest.fixture
 async def call_tools(mcp_url: str) -> AsyncIterator[CallTools]:
-    provider = McpTools([mcp_url], tool_timeout_s=0.5)
-    tools = await registry(provider).for_call()
-    yield tools
-    await tools.aclose()
-    await provider.aclose()
+    async with offered([mcp_url], tool_timeout_s=0.5) as tools:
+        yield tools
 
 
 def mcp_tasks() -> list[str]:
@@ -99,9 +110,7 @@ def open_fds() -> int:
 async def test_a_call_is_offered_the_servers_tools_under_prefixed_names(
         mcp_url: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "rtc_agent.tools.mcp")
-    provider = McpTools([mcp_url])
-    tools = await registry(provider).for_call()
-    try:
+    async with offered([mcp_url]) as tools:
         definitions = tools.definitions()
         names = [d["name"] for d in definitions]
         assert names[0] == "search"  # the built-in ones first
@@ -118,22 +127,14 @@ async def test_a_call_is_offered_the_servers_tools_under_prefixed_names(
         # and still called by its own name.
         result = await tools.run("orders_desk__order_status", {"order_id": "7"})
         assert result.ok and result.output == "7: in transit"
-    finally:
-        await tools.aclose()
-        await provider.aclose()
 
 
 async def test_two_servers_of_the_same_name_get_distinct_prefixes(mcp_url: str) -> None:
-    provider = McpTools([mcp_url, mcp_url])
-    tools = await registry(provider).for_call()
-    try:
+    async with offered([mcp_url, mcp_url]) as tools:
         names = {d["name"] for d in tools.definitions()}
         assert {"orders_desk__lookup_order", "orders_desk2__lookup_order"} <= names
         second = await tools.run("orders_desk2__lookup_order", {"order_id": "5"})
         assert second.ok and second.output == "Order 5 shipped on Monday."
-    finally:
-        await tools.aclose()
-        await provider.aclose()
 
 
 async def test_a_burst_of_calls_lists_once_and_the_listing_expires(mcp_url: str) -> None:

@@ -9,11 +9,9 @@ function the SDK ran itself, `agent_end` for the end of a response.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import Callable
-from importlib.metadata import version
 from typing import Any
 
 from agents import function_tool
@@ -33,28 +31,15 @@ from agents.realtime.model_events import (
     RealtimeModelOutputTextDeltaEvent,
     RealtimeModelTranscriptDeltaEvent,
 )
-from common import (
-    TEXT_QUESTION,
-    TOOL_DESCRIPTION,
-    TOOL_NAME,
-    TOOL_REQUEST,
-    TOOL_RESULT,
-    TurnResult,
-    chunks,
-    log,
-    parse_args,
-    read_wav,
-    run_turns,
-    save_audio,
-)
+from common import SCRIPT, TurnResult, drive, parse_args, save_audio, spoken_chunks
 
 ARGS = parse_args()
 
 
-@function_tool(name_override=TOOL_NAME, description_override=TOOL_DESCRIPTION)
+@function_tool(name_override=SCRIPT.tool_name, description_override=SCRIPT.tool_description)
 def get_news(topic: str) -> str:
     """Answers with a fixed headline, so the reply can be checked word for word."""
-    return json.dumps(TOOL_RESULT)
+    return json.dumps(SCRIPT.tool_result)
 
 
 async def run_session(result: TurnResult, settings: RealtimeSessionModelSettings,
@@ -102,19 +87,19 @@ async def text_turn(result: TurnResult) -> None:
     """A typed question, answered in text only."""
     agent = RealtimeAgent(name="assistant", instructions="You are a helpful assistant.")
     audio = await run_session(result, {"output_modalities": ["text"]}, agent,
-                              lambda s: s.send_message(TEXT_QUESTION),
+                              lambda s: s.send_message(SCRIPT.text_question),
                               lambda r, ended: ended >= 1)
     result.audio_bytes = len(audio)
 
 
 async def audio_turn(result: TurnResult) -> None:
     """A spoken question; the server's VAD ends the turn and the reply is spoken."""
-    pcm, rate = read_wav(ARGS.speech)
+    pieces, rate = spoken_chunks(ARGS.speech)
     if rate != 24000:
         raise ValueError("the SDK's default input format is 24 kHz pcm16")
 
     async def speak(session: RealtimeSession) -> None:
-        for chunk in chunks(pcm, rate):
+        for chunk in pieces:
             await session.send_audio(chunk)
 
     agent = RealtimeAgent(name="assistant", instructions="You are a helpful assistant.")
@@ -132,16 +117,11 @@ async def tool_turn(result: TurnResult) -> None:
     """The model calls the agent's tool; the SDK runs it and the reply uses its result."""
     agent = RealtimeAgent(name="assistant", instructions="You are a helpful assistant.",
                           tools=[get_news])
-    audio = await run_session(result, {}, agent, lambda s: s.send_message(TOOL_REQUEST),
+    audio = await run_session(result, {}, agent, lambda s: s.send_message(SCRIPT.tool_request),
                               lambda r, ended: ended >= 2)
     result.audio_bytes = len(audio)
 
 
-def main() -> int:
-    log(f"openai-agents {version('openai-agents')} against {ARGS.url}")
-    return asyncio.run(run_turns("agents", version("openai-agents"), ARGS,
-                                 {"text": text_turn, "audio": audio_turn, "tool": tool_turn}))
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(drive("agents", "openai-agents", ARGS,
+                   {"text": text_turn, "audio": audio_turn, "tool": tool_turn}))

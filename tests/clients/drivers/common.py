@@ -1,4 +1,4 @@
-"""What every client driver shares: its command line, speech input, and the JSON it prints.
+"""What every client driver shares: its command line, the script, speech input, the JSON it prints.
 
 A driver runs inside its client's own virtualenv (tests/clients/venvs.py), so this
 module uses the standard library only. The pytest side reads the last stdout line
@@ -17,16 +17,27 @@ import traceback
 import wave
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 RESULT_PREFIX = "DRIVER_RESULT "
-TEXT_QUESTION = "What is twelve times seven?"
-TOOL_REQUEST = "Search for the latest news about solar power."
-TOOL_NAME = "get_news"
-TOOL_DESCRIPTION = "Get the latest news about a topic."
-TOOL_RESULT = {"headline": "Solar power capacity grew by a third last year. Prices fell again."}
 CHUNK_MS = 20
+
+
+@dataclass(frozen=True)
+class Script:
+    """What every client is asked, and the tool each is given, the same for all."""
+
+    text_question: str = "What is twelve times seven?"
+    tool_request: str = "Search for the latest news about solar power."
+    tool_name: str = "get_news"
+    tool_description: str = "Get the latest news about a topic."
+    tool_result: dict[str, str] = field(default_factory=lambda: {
+        "headline": "Solar power capacity grew by a third last year. Prices fell again."})
+
+
+SCRIPT = Script()
 
 
 @dataclass
@@ -73,6 +84,12 @@ def chunks(pcm: bytes, rate: int, ms: int = CHUNK_MS) -> Iterator[bytes]:
         yield pcm[i : i + step]
 
 
+def spoken_chunks(path: Path) -> tuple[list[bytes], int]:
+    """The spoken question in microphone-sized pieces of pcm16, and its sample rate."""
+    pcm, rate = read_wav(path)
+    return list(chunks(pcm, rate)), rate
+
+
 def save_audio(out_dir: Path, name: str, pcm: bytes, rate: int = 24000) -> str:
     """Write reply audio as a WAV for the test to listen to; returns its path."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -115,3 +132,11 @@ async def run_turns(
     print(RESULT_PREFIX + json.dumps({"client": client, "version": version, "turns": results}),
           flush=True)
     return 0
+
+
+def drive(client: str, package: str, args: argparse.Namespace,
+          turns: dict[str, Callable[[TurnResult], Awaitable[None]]]) -> int:
+    """A driver's main: say which client release runs against which URL, run its turns."""
+    release = metadata.version(package)
+    log(f"{package} {release} against {args.url}")
+    return asyncio.run(run_turns(client, release, args, turns))

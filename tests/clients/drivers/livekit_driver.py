@@ -14,23 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from importlib.metadata import version
 from typing import Any
 
-from common import (
-    TEXT_QUESTION,
-    TOOL_DESCRIPTION,
-    TOOL_NAME,
-    TOOL_REQUEST,
-    TOOL_RESULT,
-    TurnResult,
-    chunks,
-    log,
-    parse_args,
-    read_wav,
-    run_turns,
-    save_audio,
-)
+from common import SCRIPT, TurnResult, drive, parse_args, save_audio, spoken_chunks
 from livekit import rtc
 from livekit.agents import llm
 from livekit.plugins.openai.realtime import RealtimeModel, RealtimeSession
@@ -38,10 +24,10 @@ from livekit.plugins.openai.realtime import RealtimeModel, RealtimeSession
 ARGS = parse_args()
 
 
-@llm.function_tool(name=TOOL_NAME, description=TOOL_DESCRIPTION)
+@llm.function_tool(name=SCRIPT.tool_name, description=SCRIPT.tool_description)
 async def get_news(topic: str) -> str:
     """Answers with a fixed headline, so the reply can be checked word for word."""
-    return json.dumps(TOOL_RESULT)
+    return json.dumps(SCRIPT.tool_result)
 
 
 class Listener:
@@ -140,7 +126,7 @@ async def text_turn(result: TurnResult) -> None:
     """A typed question, answered in text only."""
 
     async def body(session: RealtimeSession, listener: Listener) -> None:
-        await add_user_message(session, TEXT_QUESTION)
+        await add_user_message(session, SCRIPT.text_question)
         await session.generate_reply()  # the plugin's default: "instructions": null
         await listener.until(lambda: listener.generations_done >= 1)
 
@@ -150,10 +136,10 @@ async def text_turn(result: TurnResult) -> None:
 
 async def audio_turn(result: TurnResult) -> None:
     """A spoken question; the server's (semantic) VAD ends the turn; the reply is spoken."""
-    pcm, rate = read_wav(ARGS.speech)
+    pieces, rate = spoken_chunks(ARGS.speech)
 
     async def body(session: RealtimeSession, listener: Listener) -> None:
-        for chunk in chunks(pcm, rate):
+        for chunk in pieces:
             session.push_audio(rtc.AudioFrame(chunk, rate, 1, len(chunk) // 2))
             await asyncio.sleep(0.002)  # a fast microphone; the server's VAD keeps time
         await listener.until(lambda: listener.generations_done >= 1
@@ -169,7 +155,7 @@ async def tool_turn(result: TurnResult) -> None:
 
     async def body(session: RealtimeSession, listener: Listener) -> None:
         await session.update_tools([get_news])
-        await add_user_message(session, TOOL_REQUEST)
+        await add_user_message(session, SCRIPT.tool_request)
         await session.generate_reply()
         await listener.until(lambda: listener.generations_done >= 1 and listener.calls)
         if not listener.calls:
@@ -188,11 +174,6 @@ async def tool_turn(result: TurnResult) -> None:
     result.audio_bytes = len(audio)
 
 
-def main() -> int:
-    log(f"livekit-plugins-openai {version('livekit-plugins-openai')} against {ARGS.url}")
-    return asyncio.run(run_turns("livekit", version("livekit-plugins-openai"), ARGS,
-                                 {"text": text_turn, "audio": audio_turn, "tool": tool_turn}))
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(drive("livekit", "livekit-plugins-openai", ARGS,
+                   {"text": text_turn, "audio": audio_turn, "tool": tool_turn}))

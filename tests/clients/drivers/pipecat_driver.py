@@ -12,23 +12,9 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable
-from importlib.metadata import version
 from typing import Any
 
-from common import (
-    TEXT_QUESTION,
-    TOOL_DESCRIPTION,
-    TOOL_NAME,
-    TOOL_REQUEST,
-    TOOL_RESULT,
-    TurnResult,
-    chunks,
-    log,
-    parse_args,
-    read_wav,
-    run_turns,
-    save_audio,
-)
+from common import SCRIPT, TurnResult, drive, parse_args, save_audio, spoken_chunks
 from loguru import logger
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
@@ -138,7 +124,7 @@ async def run_pipeline(result: TurnResult, session: SessionProperties, context: 
 async def text_turn(result: TurnResult) -> None:
     """A typed question, answered in text only."""
     session = SessionProperties(output_modalities=["text"])
-    context = LLMContext([{"role": "user", "content": TEXT_QUESTION}])
+    context = LLMContext([{"role": "user", "content": SCRIPT.text_question}])
     audio = await run_pipeline(result, session, context, [LLMRunFrame()],
                                lambda probe: probe.responses_done >= 1)
     result.audio_bytes = len(audio)
@@ -146,11 +132,11 @@ async def text_turn(result: TurnResult) -> None:
 
 async def audio_turn(result: TurnResult) -> None:
     """A spoken question; the server's VAD ends the turn and the reply is spoken."""
-    pcm, rate = read_wav(ARGS.speech)
+    pieces, rate = spoken_chunks(ARGS.speech)
     session = SessionProperties(audio=AudioConfiguration(input=AudioInput(
         transcription=InputAudioTranscription(), turn_detection=TurnDetection())))
     frames: list[Frame] = [InputAudioRawFrame(audio=c, sample_rate=rate, num_channels=1)
-                           for c in chunks(pcm, rate)]
+                           for c in pieces]
     audio = await run_pipeline(result, session, LLMContext(), frames,
                                lambda probe: probe.responses_done >= 1 and
                                bool(probe.result.user_transcript))
@@ -164,17 +150,17 @@ async def tool_turn(result: TurnResult) -> None:
     async def get_news(params: FunctionCallParams) -> None:
         result.tool_calls.append({"name": params.function_name,
                                   "arguments": dict(params.arguments)})
-        await params.result_callback(TOOL_RESULT)
+        await params.result_callback(SCRIPT.tool_result)
         result.tool_results_sent += 1
 
     def register(llm: OpenAIRealtimeLLMService) -> None:
-        llm.register_function(TOOL_NAME, get_news)
+        llm.register_function(SCRIPT.tool_name, get_news)
 
     tools = ToolsSchema(standard_tools=[FunctionSchema(
-        name=TOOL_NAME, description=TOOL_DESCRIPTION,
+        name=SCRIPT.tool_name, description=SCRIPT.tool_description,
         properties={"topic": {"type": "string", "description": "what the news is about"}},
         required=["topic"])])
-    context = LLMContext([{"role": "user", "content": TOOL_REQUEST}], tools)
+    context = LLMContext([{"role": "user", "content": SCRIPT.tool_request}], tools)
     audio = await run_pipeline(result, SessionProperties(), context, [LLMRunFrame()],
                                lambda probe: probe.responses_done >= 2, register)
     result.audio_bytes = len(audio)
@@ -183,9 +169,8 @@ async def tool_turn(result: TurnResult) -> None:
 def main() -> int:
     logger.remove()
     logger.add(sys.stderr, level=ARGS.log_level)
-    log(f"pipecat-ai {version('pipecat-ai')} against {ARGS.url}")
-    return asyncio.run(run_turns("pipecat", version("pipecat-ai"), ARGS,
-                                 {"text": text_turn, "audio": audio_turn, "tool": tool_turn}))
+    return drive("pipecat", "pipecat-ai", ARGS,
+                 {"text": text_turn, "audio": audio_turn, "tool": tool_turn})
 
 
 if __name__ == "__main__":
