@@ -140,3 +140,42 @@ async def test_a_slow_tool_is_acknowledged_and_its_answer_follows() -> None:
             answer = await caller.wait_event(is_done("assistant"), 20,
                                              start=caller.events.index(ack) + 1)
             assert "Solar power grew by a third" in answer["text"]
+
+
+async def test_every_session_feature_set_at_once_still_makes_a_working_call(
+        tmp_path: Any) -> None:
+    """Semantic VAD, noise reduction and every pass-through setting go to the service
+    in the agent's session.update; the offline backend takes them (as the service
+    would), and a spoken turn works: the caller sees its own words as they are
+    recognised (live captions), then the answer."""
+    from rtc_agent.loadtest.microphone import Prompt
+    from tests.speech import speak_wav
+
+    f = tmp_path / "agent.toml"
+    f.write_text('[session]\nvad = "semantic"\nvad_eagerness = "high"\n'
+                 'noise_reduction = "near_field"\nreasoning_effort = "low"\n'
+                 'truncation = 0.8\ntracing = "auto"\n'
+                 'include = ["item.input_audio_transcription.logprobs"]\n'
+                 '[session.prompt]\nid = "pmpt_1"\n')
+    import argparse
+
+    from rtc_agent import config
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser)
+    session = config.from_args(parser.parse_args(["--config", str(f)]), env={}).session
+    async with running(server_config(session=session)) as server:
+        async with ScriptedCaller(url(server)) as caller:
+            await caller.connect(timeout=20)
+            call = server.calls[caller.call_id]
+            assert call.session.settings.turn_detection is not None
+            assert call.session.settings.turn_detection.type == "semantic_vad"
+            n = len(caller.events)
+            await caller.speak(Prompt.from_wav(speak_wav("what is twelve times seven")))
+            user = await caller.wait_event(is_done("user"), 30, start=n)
+            captions = [e for e in caller.events[n:caller.events.index(user)]
+                        if e["type"] == "transcript.delta" and e["role"] == "user"]
+            assert len(captions) >= 3  # word by word, before the final text
+            assert "".join(c["delta"] for c in captions).strip() == user["text"]
+            reply = await caller.wait_event(is_done("assistant"), 30, start=n)
+            assert "eighty" in reply["text"]
+            assert not [e for e in caller.events if e["type"] == "error"]
