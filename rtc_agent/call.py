@@ -54,7 +54,7 @@ from rtc_agent.realtime.session import (
     SendUpstream,
 )
 from rtc_agent.realtime.settings import SessionSettings
-from rtc_agent.tools.registry import CallTools, ToolRegistry
+from rtc_agent.tools.registry import CallTools, ToolRegistry, cancelled_result
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,8 @@ class Call:
         self._renewing = False
         self._tools_running = 0
         self._tools_acknowledged = False
+        self._cancellable_tools: set[asyncio.Task[Any]] = set()  # running, cancellable
+        self._cancelled_tools: set[asyncio.Task[Any]] = set()  # cancelled by the caller
         # Lets this caller bring the call back on a new connection; never logged.
         self.resume_token = secrets.token_urlsafe(24)
         self.resumes = 0
@@ -429,8 +431,12 @@ class Call:
                      self._session_renew_s)
 
     def _caller_active(self) -> None:
-        """The caller spoke or typed: the idle clock starts over."""
+        """The caller spoke or typed: the idle clock starts over, and tools marked
+        cancellable stop (their answers are no longer wanted); others run on."""
         self._idle_stage = 0
+        for task in self._cancellable_tools - self._cancelled_tools:
+            self._cancelled_tools.add(task)
+            task.cancel()
 
     # ------------------------------------------------------------ media
 
@@ -615,9 +621,21 @@ class Call:
         self._tools_running += 1
         ack = (asyncio.get_running_loop().call_later(self._tool_ack_s, self._acknowledge_tools)
                if self._tool_ack_s > 0 else None)
+        task = asyncio.current_task()
+        if task is not None and self._tools.cancellable(effect.name):
+            self._cancellable_tools.add(task)
+        started = time.monotonic()
         try:
             result = await self._tools.run(effect.name, effect.arguments)
+        except asyncio.CancelledError:
+            if self._closing or task is None or task not in self._cancelled_tools:
+                raise  # the call is ending: nobody waits for the answer
+            task.uncancel()
+            result = cancelled_result(int((time.monotonic() - started) * 1000))
         finally:
+            if task is not None:
+                self._cancellable_tools.discard(task)
+                self._cancelled_tools.discard(task)
             if ack is not None:
                 ack.cancel()
             self._tools_running -= 1
@@ -629,7 +647,8 @@ class Call:
             self.metrics.tool_seconds.labels(effect.name).observe(result.duration_ms / 1000)
         if not self._closing:
             self._apply(self.session.on_tool_result(
-                effect.call_id, result.ok, result.output, result.duration_ms))
+                effect.call_id, result.ok, result.output, result.duration_ms,
+                moved_on=result.cancelled))
 
     def _acknowledge_tools(self) -> None:
         """--tool-ack-ms: a tool still running says so, once per round, rather than

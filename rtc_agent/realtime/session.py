@@ -641,11 +641,16 @@ class RealtimeSession:
 
     # ------------------------------------------------------------ tools
 
-    def on_tool_result(self, call_id: str, ok: bool, output: str, duration_ms: int) -> list[Effect]:
+    def on_tool_result(self, call_id: str, ok: bool, output: str, duration_ms: int,
+                       moved_on: bool = False) -> list[Effect]:
+        """A tool finished. `moved_on`: the caller's barge-in cancelled it; its round
+        then ends without a reply of its own (the caller's new turn has one)."""
         call = self._tool_calls.get(call_id)
         if call is None:
             return []
         call.output = output
+        if moved_on:
+            self._discarded_responses.add(call.response_id)
         effects: list[Effect] = [
             SendCaller(caller.tool_finished(call_id, call.name, ok, duration_ms))]
         effects.extend(self._maybe_finish_tool_round(call.response_id))

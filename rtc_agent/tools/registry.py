@@ -33,6 +33,9 @@ class Tool:
     parameters: dict[str, Any]
     handler: ToolHandler
     timeout_s: float = 10.0
+    # A barge-in (or a typed message) cancels it: its answer is no longer wanted once
+    # the caller moved on. Off by default: a tool may act, not only look something up.
+    cancellable: bool = False
 
     def definition(self) -> dict[str, Any]:
         return {
@@ -74,11 +77,20 @@ class ToolResult:
     output: str  # what goes into function_call_output
     duration_ms: int
     timed_out: bool = False
+    cancelled: bool = False
 
     @property
     def outcome(self) -> str:
-        """"ok", "error" or "timeout" (the metrics' label)."""
-        return "ok" if self.ok else "timeout" if self.timed_out else "error"
+        """"ok", "error", "timeout" or "cancelled" (the metrics' label)."""
+        if self.ok:
+            return "ok"
+        return "timeout" if self.timed_out else "cancelled" if self.cancelled else "error"
+
+
+def cancelled_result(duration_ms: int) -> ToolResult:
+    """What the model gets from a tool the caller's barge-in cancelled."""
+    return ToolResult(False, json.dumps({"error": "cancelled: the caller moved on"}),
+                      duration_ms, cancelled=True)
 
 
 async def _run(tool: Tool | None, name: str, arguments: dict[str, Any]) -> ToolResult:
@@ -119,6 +131,10 @@ class _Tools:
 
     def __len__(self) -> int:
         return len(self._tools)
+
+    def cancellable(self, name: str) -> bool:
+        tool = self._tools.get(name)
+        return tool is not None and tool.cancellable
 
     async def run(self, name: str, arguments: dict[str, Any]) -> ToolResult:
         return await _run(self._tools.get(name), name, arguments)

@@ -179,3 +179,39 @@ async def test_every_session_feature_set_at_once_still_makes_a_working_call(
             reply = await caller.wait_event(is_done("assistant"), 30, start=n)
             assert "eighty" in reply["text"]
             assert not [e for e in caller.events if e["type"] == "error"]
+
+
+@pytest.mark.parametrize("cancellable", [True, False])
+async def test_a_barge_in_cancels_only_a_tool_marked_cancellable(cancellable: bool) -> None:
+    async def slow_search(query: str) -> str:
+        await asyncio.sleep(3.0)
+        return f"Solar power grew by a third last year. ({query})"
+
+    tools = ToolRegistry()
+    tools.register(Tool("search", "Search the web.", {
+        "type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
+        slow_search, timeout_s=10, cancellable=cancellable))
+    async with running(server_config(tool_ack_ms=0)) as server:
+        server.tools = tools
+        async with ScriptedCaller(url(server)) as caller:
+            await caller.connect(timeout=20)
+            n = len(caller.events)
+            caller.send({"type": "text", "text": "search for solar power"})
+            await caller.wait_event(lambda e: e["type"] == "tool.started", 20, start=n)
+            moved_on = time.monotonic()
+            caller.send({"type": "text", "text": "what is two plus two"})  # the caller moves on
+            finished = await caller.wait_event(lambda e: e["type"] == "tool.finished", 10,
+                                               start=n)
+            answer = await caller.wait_event(
+                lambda e: is_done("assistant")(e) and "four" in e["text"], 20, start=n)
+            if cancellable:
+                assert finished["ok"] is False and finished["_t"] - moved_on < 1.0
+                await asyncio.sleep(2.5)  # no reply about the cancelled search follows
+                assert [t for t in assistant_texts(caller, n) if "Solar" in t] == []
+            else:
+                assert finished["ok"] is True and finished["_t"] - moved_on > 2.0
+                # its answer still comes, after the caller's own
+                result = await caller.wait_event(
+                    lambda e: is_done("assistant")(e) and "Solar" in e["text"], 20,
+                    start=caller.events.index(answer))
+                assert result["_t"] > finished["_t"]
