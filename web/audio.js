@@ -51,6 +51,17 @@ export function unlockAudio() {
   return ctx;
 }
 
+/**
+ * Bring a suspended AudioContext back (iOS Safari suspends it, or calls it
+ * "interrupted", after the lock screen, a phone call or Siri). Safe to call at
+ * any time; outside a user gesture iOS may refuse, so the page calls it again on
+ * the next tap. Returns the context's state.
+ */
+export function wakeAudio() {
+  if (ctx && ctx.state !== "running" && ctx.state !== "closed") ctx.resume().catch(() => {});
+  return ctx ? ctx.state : null;
+}
+
 /** The output device's latency in ms (0 before audio was unlocked). */
 export function outputLatencyMs() {
   return ctx ? ((ctx.outputLatency || 0) + (ctx.baseLatency || 0)) * 1000 : 0;
@@ -93,9 +104,11 @@ export class Levels {
     this.#mic = analyserFor(stream);
   }
 
-  /** The first remote stream only: the server sends one audio track. */
+  /** The agent's audio. A resumed call brings a new track: the analyser follows
+   *  it (a MediaStreamAudioSourceNode stays on the track it was made with). */
   watchRemote(stream) {
-    if (!this.#remote) this.#remote = analyserFor(stream, REMOTE_FFT_SIZE);
+    if (this.#remote) this.#remote.source.disconnect();
+    this.#remote = analyserFor(stream, REMOTE_FFT_SIZE);
   }
 
   /** How long the remote analyser's window is, in ms (0 when nothing is watched). */

@@ -148,6 +148,17 @@ export class Conversation {
     this.#scroll();
   }
 
+  /** A line between the bubbles about the call itself (it came back on a new
+   *  connection): not a message, so it is not in `transcripts`. */
+  addNote(text) {
+    const li = document.createElement("li");
+    li.className = "note";
+    li.setAttribute("role", "status");
+    li.textContent = text;
+    this.#list.append(li);
+    this.#scroll();
+  }
+
   /** The call is over: what was still streaming is final, marked cut off. A call that
    *  left nothing in the chat (refused, failed at once) gives its divider back. */
   endCall() {

@@ -30,5 +30,23 @@ if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
 }
 window.addEventListener("pagehide", call.releaseOnPageHide);
 
+// A lost network path: the browser's own signs (iOS Safari has no
+// navigator.connection; online/offline only when every network is gone or back).
+window.addEventListener("online", () => call.networkChanged("online"));
+window.addEventListener("offline", () => call.networkChanged("offline"));
+if (navigator.connection && navigator.connection.addEventListener) {
+  navigator.connection.addEventListener("change", () => call.networkChanged("change"));
+}
+// Back from the lock screen, another app or the back-forward cache, or a tap:
+// wake the audio iOS suspended (a tap is the gesture it accepts for that).
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") call.wake();
+});
+window.addEventListener("pageshow", () => call.wake());
+document.addEventListener("resume", () => call.wake()); // Page Lifecycle (Chrome on Android)
+for (const type of ["touchend", "click", "keydown"]) {
+  document.addEventListener(type, () => call.wake(true), { capture: true, passive: true });
+}
+
 await call.setUp();
 document.body.dataset.ready = "1"; // for automation: set-up finished

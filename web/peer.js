@@ -1,12 +1,20 @@
-// One WebRTC call to the server: the peer connection and its `events` data
-// channel, the offer/answer over HTTP, hang-up, and the connection's stats
+// One WebRTC connection to the server: the peer connection and its `events` data
+// channel, the offer/answer over HTTP (a new call, or a resume of one), hang-up,
+// and the connection's stats
 // (for the diagnostics panel and the playout delay the server needs to cut a
 // reply at what the caller actually heard). No DOM here.
 
 import { EVENTS_CHANNEL, MAX_PLAYOUT_DELAY_MS } from "./protocol.js";
 
 const ICE_GATHER_TIMEOUT_MS = 5000;
+const RESUME_GATHER_QUIET_MS = 150;
 const CLOSE_AFTER_DELETE_MS = 2000;
+// A resume posted over a path that died meanwhile must not hold the next attempt up.
+const RESUME_POST_TIMEOUT_MS = 8000;
+
+/** The page has no network path at all: ICE gathered no candidate (no address, or
+ *  the TURN server is out of reach with ?relay=1). Nothing was sent to the server. */
+export class NoPathError extends Error {}
 
 /** An HTTP refusal (of the offer, or of /config), with what the page needs to explain it. */
 export class OfferError extends Error {
@@ -52,11 +60,14 @@ export async function fetchConfig(headers) {
   return config;
 }
 
-async function postOffer(offer, headers) {
-  const res = await fetch("offer", {
+/** POST an offer (to `offer`, or to a call's resume route with its token); the
+ *  server's answer, or an OfferError with its status, code and Retry-After. */
+async function postOffer(url, offer, headers, extra = {}, timeoutMs = 0) {
+  const res = await fetch(url, {
     method: "POST",
     headers: { ...headers, "Content-Type": "application/json" },
-    body: JSON.stringify({ sdp: offer.sdp, type: offer.type }),
+    body: JSON.stringify({ sdp: offer.sdp, type: offer.type, ...extra }),
+    signal: timeoutMs ? AbortSignal.timeout(timeoutMs) : undefined,
   });
   let body = null;
   try {
@@ -82,20 +93,41 @@ export function deleteCall(callId, headers, keepalive = false) {
   }).catch(() => {});
 }
 
-function waitForIceGathering(peer) {
+/**
+ * Until ICE gathering completes (at most ICE_GATHER_TIMEOUT_MS: the server does
+ * not trickle, so send what there is rather than hang). With `quietMs`, also once
+ * a UDP candidate (a relay one when `needRelay`) has come and no other for that
+ * long: after a network change Chromium may keep a vanished address on its list
+ * and never complete gathering (seen here with make-before-break switches),
+ * while the live host candidates all come within a few ms. TCP candidates do not
+ * count: the server's ICE is UDP only.
+ */
+function waitForIceGathering(peer, { quietMs = 0, needRelay = false } = {}) {
   if (peer.iceGatheringState === "complete") return Promise.resolve();
   return new Promise((resolve) => {
+    let quiet = null;
+    let relay = false;
     const done = () => {
       clearTimeout(timer);
+      clearTimeout(quiet);
       peer.removeEventListener("icegatheringstatechange", check);
+      peer.removeEventListener("icecandidate", found);
       resolve();
     };
     const check = () => {
       if (peer.iceGatheringState === "complete") done();
     };
-    // The server does not trickle: send what we have after a while rather than hang.
+    const found = (ev) => {
+      const c = ev.candidate;
+      if (!quietMs || !c || (c.protocol && c.protocol !== "udp")) return;
+      relay = relay || c.type === "relay";
+      if (needRelay && !relay) return;
+      clearTimeout(quiet);
+      quiet = setTimeout(done, quietMs);
+    };
     const timer = setTimeout(done, ICE_GATHER_TIMEOUT_MS);
     peer.addEventListener("icegatheringstatechange", check);
+    peer.addEventListener("icecandidate", found);
   });
 }
 
@@ -139,58 +171,108 @@ function summarizeStats(report, connectionState) {
     jitterBufferDelay: inbound ? inbound.jitterBufferDelay || 0 : 0,
     jitterBufferEmittedCount: inbound ? inbound.jitterBufferEmittedCount || 0 : 0,
     bytesReceived: inbound ? inbound.bytesReceived || 0 : 0,
+    // how long ago the last audio packet came, on the browser's own clock (exact,
+    // where polling packetsReceived sees a change once per poll at best)
+    lastPacketAgeMs: inbound && inbound.lastPacketReceivedTimestamp && typeof inbound.timestamp === "number"
+      ? Math.max(0, inbound.timestamp - inbound.lastPacketReceivedTimestamp) : null,
   };
 }
 
 /**
- * One call. Events arrive through the callbacks given to the constructor.
- * Connection-state changes stop once `hangUp()` has been called; messages the
- * server sent before its side closed are still delivered (a last transcript).
+ * One connection of a call (a resumed call has several, one after the other).
+ * Events arrive through the callbacks given to the constructor; they stop once
+ * `drop()` or `hangUp()` has been called, except the messages the server sent
+ * before its side closed (a last transcript), which are still delivered.
  */
 export class Peer {
   #pc;
   #dc;
   #prevJitter = null; // {delay, count} of the last playout sample
+  #turn = false; // a TURN server is configured (a resume's offer waits for its candidate)
 
   constructor({
-    iceServers, relay, stream, onMessage, onChannelOpen, onChannelClose, onRemoteStream, onConnectionState,
+    iceServers, relay, stream, callId = null, onMessage, onChannelOpen, onChannelClose, onRemoteTrack,
+    onConnectionState, onIceState = () => {}, onLateCandidate = () => {},
   }) {
-    this.id = null; // the server's call id, once it answered
-    this.closed = false;
+    this.id = callId; // the server's call id: known from the start when resuming
+    this.closed = false; // hung up or dropped: no more state events
     this.#pc = new RTCPeerConnection({ iceServers, iceTransportPolicy: relay ? "relay" : "all" });
+    this.#turn = iceServers.some((s) => [].concat(s.urls || []).some((u) => /^turns?:/.test(u)));
     this.#dc = this.#pc.createDataChannel(EVENTS_CHANNEL, { ordered: true });
     this.#dc.onmessage = (ev) => onMessage(ev.data);
-    this.#dc.onopen = () => onChannelOpen();
+    this.#dc.onopen = () => {
+      if (!this.closed) onChannelOpen();
+    };
     // The server's side went away (its peer closed): often the first sign of it.
     this.#dc.onclose = () => {
       if (!this.closed) onChannelClose();
     };
+    // The same microphone track goes into every connection of a call: a resume
+    // asks for nothing again (no new permission prompt, no new tap).
     stream.getAudioTracks().forEach((t) => this.#pc.addTrack(t, stream));
-    this.#pc.ontrack = (ev) => onRemoteStream(ev.streams[0] || new MediaStream([ev.track]));
+    this.#pc.ontrack = (ev) => onRemoteTrack(ev.track);
     this.#pc.onconnectionstatechange = () => {
       if (!this.closed) onConnectionState(this.#pc.connectionState);
     };
+    this.#pc.oniceconnectionstatechange = () => {
+      if (!this.closed) onIceState(this.#pc.iceConnectionState);
+    };
+    // The server takes no trickled candidates: one found after the offer went out
+    // (Chromium gathers again when its networks change) is a network the offer
+    // does not cover, so the caller may want a new offer.
+    this.#pc.onicecandidate = (ev) => {
+      if (ev.candidate && ev.candidate.candidate && this.offered && !this.closed) onLateCandidate(ev.candidate);
+    };
+    this.offered = false;
   }
 
   get connectionState() {
     return this.#pc.connectionState;
   }
 
-  /** Offer, gather, post, answer. False when hung up meanwhile; throws on failure. */
+  get iceConnectionState() {
+    return this.#pc.iceConnectionState;
+  }
+
+  /** Offer, gather, post to /offer, answer. False when hung up meanwhile; throws on failure. */
   async connect(headers) {
-    const pc = this.#pc;
-    await pc.setLocalDescription(await pc.createOffer());
-    await waitForIceGathering(pc);
-    if (this.closed) return false;
-    const answer = await postOffer(pc.localDescription, headers);
+    const answer = await this.#negotiate("offer", headers, {}, null);
+    if (!answer) return false;
     if (this.closed) {
       // the server made a call nobody wants any more: give the slot back
       if (answer.call_id) deleteCall(answer.call_id, headers);
       return false;
     }
     this.id = answer.call_id || null;
-    await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    await this.#pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
     return true;
+  }
+
+  /** The same call on this new connection: POST /calls/{id}/resume with the
+   *  token session.ready gave. False when dropped meanwhile; throws NoPathError
+   *  (nothing sent) or OfferError (the server's refusal) or a network error. */
+  async resume(headers, token, onOffer = () => {}) {
+    const url = `calls/${encodeURIComponent(this.id)}/resume`;
+    const answer = await this.#negotiate(url, headers, { resume_token: token }, onOffer);
+    if (!answer || this.closed) return false;
+    await this.#pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    return true;
+  }
+
+  /** `onOffer` (a resume's): told just before the offer goes out, once gathered. */
+  async #negotiate(url, headers, extra, onOffer) {
+    const pc = this.#pc;
+    await pc.setLocalDescription(await pc.createOffer());
+    // a resume is in a hurry, and comes just after a network change (see above)
+    await waitForIceGathering(pc, onOffer ? { quietMs: RESUME_GATHER_QUIET_MS, needRelay: this.#turn } : {});
+    if (this.closed) return null;
+    this.offered = true;
+    if (!onOffer) return postOffer(url, pc.localDescription, headers, extra);
+    // No candidate: no network (yet). Posting would only make the server build a
+    // connection that cannot work, and spend the caller's offer budget.
+    if (!/^a=candidate:/m.test(pc.localDescription.sdp)) throw new NoPathError("no network path");
+    onOffer();
+    return postOffer(url, pc.localDescription, headers, extra, RESUME_POST_TIMEOUT_MS);
   }
 
   /** Send one caller message; false when the channel is not open. */
@@ -198,6 +280,10 @@ export class Peer {
     if (this.closed || this.#dc.readyState !== "open") return false;
     this.#dc.send(JSON.stringify(message));
     return true;
+  }
+
+  get channelOpen() {
+    return !this.closed && this.#dc.readyState === "open";
   }
 
   async stats() {
@@ -223,6 +309,27 @@ export class Peer {
     if (sender) await sender.replaceTrack(track);
   }
 
+  /**
+   * Stop using this connection without ending the call: no DELETE and, above
+   * all, no close yet. Closing sends a DTLS close, which the server takes as the
+   * caller hanging up; so a dropped connection stays open (dead or not) until a
+   * resume has been answered, when the server no longer counts it (`close()`).
+   */
+  drop() {
+    this.closed = true;
+  }
+
+  /** Close the connection for good (see `drop()` for when that is safe). */
+  close() {
+    this.closed = true;
+    try {
+      this.#dc.close();
+    } catch {
+      /* already closed */
+    }
+    this.#pc.close();
+  }
+
   /** End the call; resolves when the server has been told (`tell: false` when the
    *  server ended it itself: there is nothing left to delete). */
   hangUp(headers, { tell = true } = {}) {
@@ -230,15 +337,7 @@ export class Peer {
     // Tell the server first, then close our side: closing first makes the
     // server drop the call on its own and the DELETE find nothing.
     const deleted = this.id && tell ? deleteCall(this.id, headers) : Promise.resolve();
-    const close = () => {
-      try {
-        this.#dc.close();
-      } catch {
-        /* already closed */
-      }
-      this.#pc.close();
-    };
-    Promise.race([deleted, new Promise((r) => setTimeout(r, CLOSE_AFTER_DELETE_MS))]).then(close);
+    Promise.race([deleted, new Promise((r) => setTimeout(r, CLOSE_AFTER_DELETE_MS))]).then(() => this.close());
     return deleted;
   }
 }

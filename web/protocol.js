@@ -21,6 +21,9 @@ export const PageState = Object.freeze({
   // The connection stalled or dropped mid-call (no audio, ICE disconnected,
   // the data channel closed); the call may still recover from a stall.
   CONNECTION_LOST: "connection_lost",
+  // The media path is gone and the page is bringing the same call back on a new
+  // connection (POST /calls/{id}/resume); the conversation is kept meanwhile.
+  RESUMING: "resuming",
 });
 
 /** Server -> caller message types the page acts on (a subset of SERVER_TYPES). */
@@ -33,6 +36,9 @@ export const ServerType = Object.freeze({
   TOOL_FINISHED: "tool.finished",
   ERROR: "error",
   CALL_ENDED: "call.ended",
+  SESSION_RESUMED: "session.resumed",
+  PONG: "pong",
+  USAGE: "usage",
 });
 
 /** Why the server ended a call (`call.ended`'s `reason`); the page words each one
@@ -49,15 +55,14 @@ export const EndReason = Object.freeze({
 });
 
 /** Server types the page deliberately leaves alone (they still land in
- *  rtcAgent.events): it sends no `ping`, so a `pong` is never its business. */
-export const IGNORED_SERVER_TYPES = Object.freeze([
-  "pong",
-]);
+ *  rtcAgent.events): none at present. */
+export const IGNORED_SERVER_TYPES = Object.freeze([]);
 
 /** Caller -> server message types the page sends (a subset of CALLER_TYPES). */
 export const CallerType = Object.freeze({
   TEXT: "text",
   PLAYOUT: "playout",
+  PING: "ping",
 });
 
 export const EVENTS_CHANNEL = "events";
@@ -84,6 +89,10 @@ export function parseServerMessage(data) {
 
 export function textMessage(text) {
   return { type: CallerType.TEXT, text };
+}
+
+export function pingMessage(t) {
+  return { type: CallerType.PING, t };
 }
 
 export function playoutMessage(delayMs) {

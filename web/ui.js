@@ -25,6 +25,7 @@ const PILL_LABELS = {
   [CallState.RECONNECTING]: "Reconnecting…",
   [PageState.ENDED]: "Call ended",
   [PageState.CONNECTION_LOST]: "Call interrupted",
+  [PageState.RESUMING]: "Reconnecting…",
 };
 
 const AGENT_LABELS = {
@@ -37,6 +38,7 @@ const AGENT_LABELS = {
   [CallState.RECONNECTING]: "The agent's connection dropped; reconnecting…",
   [PageState.ENDED]: "Call ended. Tap Call to start again.",
   [PageState.CONNECTION_LOST]: "The connection to the server was interrupted; waiting for it…",
+  [PageState.RESUMING]: "Connection lost; reconnecting to the same call. The agent cannot hear you until it is back.",
 };
 
 /** Show a CallState or PageState; body[data-state] drives the pill's colours. */
@@ -59,7 +61,15 @@ export function showNotice(kind, text, reason = null) {
   els.notice.hidden = !kind;
   els.notice.dataset.kind = kind || "";
   els.notice.dataset.reason = (kind && reason) || "";
-  els.notice.textContent = text || "";
+  // A first line is a headline: bold as a whole (::first-line would stop where it wraps).
+  const [headline, ...rest] = String(text || "").split("\n");
+  if (rest.length) {
+    const strong = document.createElement("strong");
+    strong.textContent = headline;
+    els.notice.replaceChildren(strong, `\n${rest.join("\n")}`);
+  } else {
+    els.notice.textContent = text || "";
+  }
   if (!kind) return null;
   return reason ? { kind, text, reason } : { kind, text };
 }
@@ -123,6 +133,31 @@ export const CONNECTION_FAILED_NOTICE = ["connection-failed",
 export const CONNECTION_LOST_NOTICE = ["connection-lost",
   "The connection to the server was lost mid-call (the server stopped or the network dropped). " +
   "Tap Call to try again."];
+
+// Giving up on bringing a call back (call.js, resume): each returns [kind, text];
+// the first line is the headline.
+export function resumeWindowNotice(windowS) {
+  return ["resume-failed", "Could not reconnect: the call has ended.\n" +
+    `The network did not come back within the ${Math.round(windowS)} s the server keeps a dropped call. ` +
+    "The conversation is kept below; tap Call to start a new one."];
+}
+
+/** The server answered the resume 404: the call is over; its message says so. */
+export function resumeEndedNotice(message) {
+  const detail = typeof message === "string" && message.trim() ? message.trim() : "This call has ended.";
+  return ["resume-failed", `Could not reconnect: the server had already ended the call.\n${detail}`];
+}
+
+/** 403: the server would not let this page take the call back. */
+export function resumeRefusedNotice(message) {
+  return ["resume-failed", "Could not reconnect: the server refused to resume this call " +
+    `(${message}). Tap Call to start a new one.`];
+}
+
+export const TAP_FOR_AUDIO_NOTICE = ["tap-for-audio",
+  "The browser paused the agent's audio. Tap anywhere on the page to hear it again."];
+export const MIC_ENDED_NOTICE = ["mic-ended",
+  "The microphone stopped (another app may have taken it). Tap anywhere on the page to turn it back on."];
 
 const END_HEADLINES = {
   [EndReason.HANGUP]: "The server ended the call.",
@@ -206,19 +241,46 @@ export function tokenValue() {
 }
 
 // ---- remote audio ----------------------------------------------------------------
+//
+// One <audio> element (playsinline) and one MediaStream play the agent for the
+// whole call. iOS Safari lets an element play sound only once a tap has started
+// it; a resumed call's new track goes into the same stream of the same element,
+// so it plays without another tap.
 
-/** Start the <audio> element inside the tap (iOS); the stream comes later. */
+let playback = null; // the call's MediaStream in the <audio> element
+
+/** Start the <audio> element inside the tap (iOS); the agent's track comes later. */
 export function unlockPlayback() {
+  playback = new MediaStream();
+  els.audio.srcObject = playback;
   els.audio.muted = false;
   els.audio.play().catch(() => {});
 }
 
-export function playRemote(stream) {
-  els.audio.srcObject = stream;
-  els.audio.play().catch(() => {});
+/** Play the agent's (new) track: add it before taking the old one out, so the
+ *  stream never empties (an empty stream ends the element's playback). Resolves
+ *  false when the browser refused to play (it wants a tap first). */
+export async function playRemote(track) {
+  if (!playback) playback = new MediaStream();
+  if (!playback.getTrackById(track.id)) playback.addTrack(track);
+  playback.getAudioTracks().forEach((t) => t !== track && playback.removeTrack(t));
+  if (els.audio.srcObject !== playback) els.audio.srcObject = playback;
+  return resumePlayback();
+}
+
+/** play() if the element stopped (iOS pauses it on interruptions). */
+export async function resumePlayback() {
+  if (!playback || !els.audio.paused) return true;
+  try {
+    await els.audio.play();
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 export function stopRemote() {
+  playback = null;
   els.audio.srcObject = null;
 }
 
@@ -230,7 +292,7 @@ function fmt(v, unit, digits = 0) {
 
 /** Fill the panel from Peer.stats() output (or null) and the call's identity;
  *  with no stats and no call it shows "–" everywhere (the reset after a hang-up). */
-export function renderDiagnostics(s, { playoutMs, callId, backend, lastTurnMs }) {
+export function renderDiagnostics(s, { playoutMs, callId, backend, lastTurnMs, resumes, usage }) {
   const set = (k, v) => {
     const dd = els.diag.querySelector(`[data-k="${k}"]`);
     if (dd) dd.textContent = v;
@@ -248,5 +310,20 @@ export function renderDiagnostics(s, { playoutMs, callId, backend, lastTurnMs })
   set("codec", (s && s.codec) || "–");
   set("playout", fmt(playoutMs, "ms"));
   set("turn", fmt(lastTurnMs, "ms"));
-  set("call", callId ? `${callId}${backend ? ` · ${backend}` : ""}` : "–");
+  set("call", callId
+    ? `${callId}${backend ? ` · ${backend}` : ""}${resumes ? ` · resumed ×${resumes}` : ""}`
+    : "–");
+  set("usage", describeUsage(usage));
+}
+
+/** The server's `usage` (the call's totals so far) in a line: tokens in and out,
+ *  and the estimated cost when the server has a price table. */
+export function describeUsage(usage) {
+  const t = usage && usage.tokens;
+  if (!t || typeof t !== "object") return "–";
+  const n = (k) => (typeof t[k] === "number" && isFinite(t[k]) ? t[k] : 0);
+  const count = (v) => v.toLocaleString("en-US");
+  let line = `in ${count(n("input_text") + n("input_audio"))} · out ${count(n("output_text") + n("output_audio"))} tokens`;
+  if (typeof usage.cost_usd === "number" && isFinite(usage.cost_usd)) line += ` · ≈ $${usage.cost_usd.toFixed(4)}`;
+  return line;
 }

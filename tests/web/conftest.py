@@ -200,6 +200,24 @@ def stack_factory(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
 
 
 @pytest.fixture
+def roaming_factory(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Make a server and a browser namespace joined by two links (tests/web/roaming.py);
+    each is torn down after the test. Launch Chromium with browser_factory(stack,
+    args=stack.browser_args())."""
+    require_tools()
+    from tests.web.roaming import roaming
+
+    with contextlib.ExitStack() as cleanup:
+
+        def make(args: Sequence[str] = (), turn: bool = False) -> Any:
+            if turn and shutil.which("turnserver") is None:
+                pytest.skip("needs coturn's turnserver")
+            return cleanup.enter_context(roaming(tmp_path, args=args, turn=turn))
+
+        yield make
+
+
+@pytest.fixture
 def browser_factory(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     """Launch Chromium inside a stack's namespace: browser_factory(stack, audio=...)."""
     require_tools()

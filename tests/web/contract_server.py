@@ -136,6 +136,9 @@ class Contract:
                 if msg.get("type") == "playout":
                     self.playout.append(msg["delay_ms"])
                     return
+                if msg.get("type") == "ping":  # the page pings every second, as the server does
+                    send({"type": "pong", "t": msg.get("t"), "server_t": 0})
+                    return
                 self.received.append(msg)
                 if msg.get("type") == "text":
                     task = asyncio.ensure_future(self.script(send, msg["text"], call_id))
