@@ -74,6 +74,12 @@ PATH_WATCH_S = 0.25
 # Ending a call itself (idle, --max-call-s), the agent lets the reply on air finish,
 # then says its goodbye: each wait at most this long.
 FAREWELL_WAIT_S = 20.0
+# Messages sent on a path that had already died (before the server noticed) are lost;
+# those a page can take twice are sent again after a resume: the ones sent since just
+# before the caller's last audio arrived.
+RESENDABLE = frozenset({"transcript.done", "tool.finished", "usage"})
+RECENT_SENT = 32
+RESEND_MARGIN_S = 0.5
 TOOL_ACK = "One moment, let me look that up."
 OPUS_RTP_CLOCK = 48000  # aiortc reports jitter in RTP timestamp units
 MAX_USER_AGENT = 256
@@ -163,6 +169,8 @@ class Call:
         self._last_audio: float | None = None  # the caller's last audio frame
         self._old_peers: set[asyncio.Task[None]] = set()  # closing replaced connections
         self._pc_retired = False  # the current connection is given up (closing or closed)
+        self._recent_sent: deque[tuple[float, str]] = deque(maxlen=RECENT_SENT)
+        self._resend: list[str] = []  # to send again on the resumed channel
         self._rtp_before = (0, 0)  # packets received and lost on replaced connections
         self._rtp_now = (0, 0)
         self.pc = RTCPeerConnection(rtc_configuration(self._ice_servers))
@@ -211,6 +219,9 @@ class Call:
             if resumed:
                 for data in encode_server_message(caller.session_resumed(self.call_id)):
                     channel.send(data)
+                for data in self._resend:
+                    channel.send(data)
+                self._resend = []
                 self._early.append(encode_server_message(
                     caller.state_changed(self.session.state))[0])
             while self._early:
@@ -316,6 +327,9 @@ class Call:
                 self.metrics.paths_lost.inc()
             self._channel = None  # what is said meanwhile waits for the new channel
             self._channel_open.clear()
+            cutoff = (self._last_audio or now) - RESEND_MARGIN_S
+            self._resend = [data for at, data in self._recent_sent if at >= cutoff]
+            self._recent_sent.clear()
             self._apply(self.session.on_path_lost(unheard_ms))
         self._retire_current()
 
@@ -679,6 +693,9 @@ class Call:
                     channel.send(data)
                 except Exception as exc:  # the channel closed under us: the call is ending
                     log.debug("call %s: data channel send failed: %s", self.call_id, exc)
+                    continue
+                if message.get("type") in RESENDABLE and message.get("item_id") != "":
+                    self._recent_sent.append((time.monotonic(), data))
             elif not self._closing:
                 self._early.append(data)
 

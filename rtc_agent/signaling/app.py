@@ -83,6 +83,7 @@ CONTENT_SECURITY_POLICY = (
 # touching the file system.
 _SEGMENT = r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}"
 MAX_RESUME_TOKEN = 128
+RESUMES_PER_OFFER = 3  # a resume budget per address: three times --offers-per-minute
 NO_SUCH_CALL = ("no_such_call", "no call with that id")
 # A resume for a call that is over: the page shows this as it is.
 CALL_ENDED = ("call_ended", "This call has ended; start a new one.")
@@ -119,6 +120,7 @@ class SignalingServer:
     backend_restarts: Callable[[], int] | None = None
     limits: ConnectionLimits = field(init=False)
     offer_limiter: RateLimiter = field(init=False)
+    resume_limiter: RateLimiter = field(init=False)
     _answering: dict[str, int] = field(default_factory=dict)  # per address key
     _call_address: dict[str, str] = field(default_factory=dict)  # call id -> address key
     _exempt: list[Any] = field(init=False)  # networks the per-address limits skip
@@ -138,6 +140,9 @@ class SignalingServer:
             head_timeout_s=cfg.header_timeout_s, exempt_networks=cfg.limit_exempt,
             proxy_networks=cfg.trusted_proxies)
         self.offer_limiter = RateLimiter(cfg.offers_per_minute)
+        # Resumes have a budget of their own: a phone on a flaky network resumes more
+        # often than anyone places calls, and a 429 there would lose the call.
+        self.resume_limiter = RateLimiter(cfg.offers_per_minute * RESUMES_PER_OFFER)
         self._exempt = parse_networks(cfg.limit_exempt)
         self.proxies = parse_networks(cfg.trusted_proxies)
         if self.membership is None:
@@ -399,8 +404,9 @@ class SignalingServer:
         if not self._origin_allowed(request):
             return json_error(403, "origin_not_allowed", "this origin may not manage calls")
         key = address_key(request.remote)
-        # Rate-limited like offers, before any token check: guessing tokens costs too.
-        wait = self.offer_limiter.take(key) if self._limited(request) else 0.0
+        # Rate-limited before any token check (an offer's SDP costs to parse, whoever
+        # sends it), on a budget of its own.
+        wait = self.resume_limiter.take(key) if self._limited(request) else 0.0
         if wait:
             return json_error(429, "rate_limited", "too many call attempts from your address",
                               **{"Retry-After": str(math.ceil(wait))})

@@ -193,3 +193,50 @@ async def test_twenty_resumes_leave_nothing_behind() -> None:
         current.send({"type": "text", "text": "what is two plus two"})
         assert "four" in (await current.wait_event(is_done("assistant"), 30, start=n))["text"]
         await current.hangup()
+
+
+async def test_what_was_sent_into_the_dead_path_is_sent_again() -> None:
+    """Until the server notices the loss, it sends into a path that no longer
+    reaches anyone: what a page can take twice goes out again after the resume."""
+    async with running(server_config()) as server:
+        gone = ScriptedCaller(url(server))
+        await gone.connect(timeout=20)
+        ready = next(e for e in gone.events if e["type"] == "session.ready")
+        call = server.calls[gone.call_id]
+        gone.send({"type": "text", "text": "what is two plus two"})
+        usage = await gone.wait_event(lambda e: e["type"] == "usage", 20, start=0)
+        gone.track.stop()  # its audio stops, as a dead path's does; the channel "works"
+        await until(lambda: call.path_lost, 5, "the lost path noticed")
+        async with ScriptedCaller(url(server)) as back:
+            await back.connect(timeout=20, resume=(gone.call_id, ready["resume_token"]))
+            again = await back.wait_event(lambda e: e["type"] == "usage", 5, start=0)
+            assert again["tokens"] == usage["tokens"]
+            await back.wait_event(lambda e: e["type"] == "state", 5, start=0)
+            types = [e["type"] for e in back.events]
+            assert types[0] == "session.resumed" and types.index("usage") < types.index(
+                "state")
+        await gone.hangup(delete=False)
+
+
+async def test_resumes_have_a_rate_budget_of_their_own() -> None:
+    """A phone on a flaky network may resume more often than anyone places calls; the
+    budget is separate from offers' and refuses with Retry-After when spent."""
+    from rtc_agent.signaling.app import RESUMES_PER_OFFER
+
+    cfg = server_config(offers_per_minute=2, limit_exempt=[])
+    async with running(cfg) as server:
+        assert server.resume_limiter.per_minute == 2 * RESUMES_PER_OFFER
+        async with ScriptedCaller(url(server)) as caller:
+            await caller.connect(timeout=20)
+            token = next(e for e in caller.events if e["type"] == "session.ready")[
+                "resume_token"]
+            statuses = []
+            for _ in range(2 * RESUMES_PER_OFFER + 1):
+                probe = ScriptedCaller(url(server))
+                try:
+                    await probe.connect(timeout=5, resume=(caller.call_id, "x" * len(token)))
+                except CallFailed as exc:
+                    statuses.append(exc.detail.split()[1])
+            # every resume within the budget reached the token check (403); then 429
+            assert statuses == ["403"] * (2 * RESUMES_PER_OFFER) + ["429"], statuses
+            assert not server.calls[caller.call_id].closed
