@@ -804,6 +804,10 @@ def _default_text(s: Setting) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, Path):
+        # the project's own folders, as the project names them, not this checkout's path
+        project = Path(__file__).resolve().parents[1]
+        if value.is_absolute() and value.is_relative_to(project):
+            return f"`{value.relative_to(project)}/` of the project"
         return f"`{value}`"
     return f"`{json.dumps(value) if isinstance(value, str) else value}`"
 
