@@ -37,7 +37,11 @@ def final(role: str) -> str:
 
 
 def place_call(stack: Stack, browser_factory, audio: Path, query: str = "?raw=1"):  # type: ignore[no-untyped-def]
-    page = watch_csp(browser_factory(stack, audio=audio).new_page())
+    return dial(watch_csp(browser_factory(stack, audio=audio).new_page()), stack, query)
+
+
+def dial(page, stack, query: str = "?raw=1"):  # type: ignore[no-untyped-def]
+    """Open the page, tap Call, and wait until the call is connected and ready."""
     page.on("console", lambda m: print("console:", m.text) if m.type == "error" else None)
     page.goto(stack.url("/" + query))
     wait_ready(page)

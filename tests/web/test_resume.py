@@ -19,8 +19,8 @@ import pytest
 
 from tests.web.conftest import artifact_path, csp_violations, watch_csp
 from tests.web.roaming import Roaming
-from tests.web.test_call import QUESTION_WORDS, final
-from tests.web.test_page import wait_for, wait_ready
+from tests.web.test_call import QUESTION_WORDS, dial, final
+from tests.web.test_page import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -31,18 +31,7 @@ RECONNECT_BUDGET_MS = 3000  # the issue's: reconnected within 3 s of the new pat
 
 def open_call(stack: Roaming, browser_factory: Any, audio: Path, query: str = "?raw=1") -> Any:
     browser = browser_factory(stack, audio=audio, args=stack.browser_args())
-    page = watch_csp(browser.new_page(viewport=DESKTOP))
-    page.on("console", lambda m: print("console:", m.text) if m.type == "error" else None)
-    page.goto(stack.url("/" + query))
-    wait_ready(page)
-    page.click("#call")
-    try:
-        wait_for(page, "rtcAgent.connectionState === 'connected'", 30, "connected")
-        wait_for(page, "rtcAgent.events.some(e => e.type === 'session.ready')", 30, "ready")
-    except AssertionError:
-        print(stack.server_log())
-        raise
-    return page
+    return dial(watch_csp(browser.new_page(viewport=DESKTOP)), stack, query)
 
 
 def now_ms(page: Any) -> float:
