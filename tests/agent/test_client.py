@@ -157,3 +157,20 @@ async def test_a_close_during_the_connect_closes_the_socket_it_opens() -> None:
                 break
             await asyncio.sleep(0.05)
         assert closed_by_server == [True]
+
+
+def test_a_refusal_is_read_for_the_services_words_defensively() -> None:
+    from rtc_agent.realtime.client import MAX_DETAIL_CHARS, refusal_detail
+
+    body = b'{"error": {"message": "Incorrect API key provided.", "code": "invalid_api_key"}}'
+    assert refusal_detail(body) == "invalid_api_key: Incorrect API key provided."
+    assert refusal_detail(b"Invalid or missing API key\nmore\n") == "Invalid or missing API key"
+    assert refusal_detail(b'{"error": "quota exceeded"}') == "quota exceeded"
+    assert refusal_detail(b"") == "" and refusal_detail(None) == ""
+    assert refusal_detail(b'{"error": {"code": 3}}') == "3"
+    assert refusal_detail(b'{"not": "an error"}') == ""  # JSON that says nothing useful
+    # hostile: control characters, a huge body, deep nesting, bad UTF-8
+    assert refusal_detail(b"evil\x1b[31m red\r\nline") == "evil [31m red"
+    assert len(refusal_detail(b"x" * 10_000_000)) == MAX_DETAIL_CHARS
+    assert refusal_detail(b"[" * 100_000) == "[" * MAX_DETAIL_CHARS  # read as text, bounded
+    assert refusal_detail(b"\xff\xfe bad bytes") == "\ufffd\ufffd bad bytes"
