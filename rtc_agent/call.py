@@ -167,6 +167,7 @@ class Call:
         # since; None while the path works.
         self._path_lost_at: float | None = None
         self._last_audio: float | None = None  # the caller's last audio frame
+        self._connected_at: float | None = None  # the current connection's DTLS completed
         self._old_peers: set[asyncio.Task[None]] = set()  # closing replaced connections
         self._pc_retired = False  # the current connection is given up (closing or closed)
         self._recent_sent: deque[tuple[float, str]] = deque(maxlen=RECENT_SENT)
@@ -238,7 +239,9 @@ class Call:
         async def on_state() -> None:
             if pc is not self.pc or self._pc_retired:
                 return
-            if pc.connectionState == "closed":
+            if pc.connectionState == "connected":
+                self._connected_at = time.monotonic()
+            elif pc.connectionState == "closed":
                 # The caller closed it (DTLS close): gone on purpose, no resume to wait for.
                 await self.close("peer connection closed", "caller_gone")
             elif pc.connectionState == "failed":
@@ -293,7 +296,7 @@ class Call:
         pc = RTCPeerConnection(rtc_configuration(self._ice_servers))
         self.pc, self._pc_retired = pc, False
         self._wire_peer(pc, resumed=True)
-        self._last_audio = None
+        self._last_audio = self._connected_at = None
         self.playout = self.playout.successor()  # the old one stops with its connection
         try:
             answer = await self._accept(pc, offer)
@@ -364,7 +367,8 @@ class Call:
             self._check_renewal()
             lost_at = self._path_lost_at
             if lost_at is None:
-                last = self._last_audio
+                # a connection whose audio never came counts from when it connected
+                last = self._last_audio if self._last_audio is not None else self._connected_at
                 if last is not None and now - last > AUDIO_SILENCE_S:
                     self._lose_path(f"no audio from the caller for {AUDIO_SILENCE_S:g} s")
             elif self._resume_window_s > 0 and now - lost_at > self._resume_window_s:

@@ -240,3 +240,19 @@ async def test_resumes_have_a_rate_budget_of_their_own() -> None:
             # every resume within the budget reached the token check (403); then 429
             assert statuses == ["403"] * (2 * RESUMES_PER_OFFER) + ["429"], statuses
             assert not server.calls[caller.call_id].closed
+
+
+async def test_a_connection_whose_audio_never_came_counts_as_lost() -> None:
+    """A path may die before its first packet of audio: counted from when it connected."""
+    async with running(server_config(resume_window_s=1.0)) as server:
+        mute = ScriptedCaller(url(server))
+        mute.track.stop()  # connected, but not one packet of audio will come
+        try:
+            await mute.connect(timeout=20)
+            call = server.calls[mute.call_id]
+            connected = time.monotonic()
+            await until(lambda: call.closed, 8, "the silent connection given up")
+            assert call.record.end_reason == "caller_gone"
+            assert time.monotonic() - connected < 5.0  # ~2 s to notice + the 1 s window
+        finally:
+            await mute.hangup()
