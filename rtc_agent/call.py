@@ -162,7 +162,6 @@ class Call:
         self._cancelled_tools: set[asyncio.Task[Any]] = set()  # cancelled by the caller
         # Lets this caller bring the call back on a new connection; never logged.
         self.resume_token = secrets.token_urlsafe(24)
-        self.resumes = 0
         # When the media path was lost (or replaced) and no caller audio has come
         # since; None while the path works.
         self._path_lost_at: float | None = None
@@ -276,6 +275,11 @@ class Call:
         return await self._accept(self.pc, offer)
 
     @property
+    def resumes(self) -> int:
+        """Times the caller brought the call back on a new connection (the record's)."""
+        return self.record.resumes
+
+    @property
     def path_lost(self) -> bool:
         """No working media path: lost, or replaced and not yet carrying audio."""
         return self._path_lost_at is not None
@@ -303,7 +307,6 @@ class Call:
         except BaseException:
             self._retire_current()
             raise
-        self.resumes += 1
         self.record.resumed()
         if self.metrics is not None:
             self.metrics.resumes.inc()

@@ -8,6 +8,7 @@ be dropped without the session falling out of step with the service (a lost
 `response.cancel` or `conversation.item.truncate`), so a full control queue
 drops the socket instead: the reconnect replays the conversation and both sides
 start again in step. A stalled service is also found by the WebSocket keepalive.
+`renew` replaces the session on purpose (before the service's cap), the same way.
 """
 
 from __future__ import annotations
