@@ -106,6 +106,8 @@ class Call:
         connect_timeout_s: float = 30.0,
         max_duration_s: float | None = None,
         decode_on_loop: bool = True,
+        ptime_ms: int = 20,
+        dtx: bool = True,
         on_closed: Callable[[Call], None] | None = None,
         node: str | None = None,
         worker: str | None = None,
@@ -179,6 +181,8 @@ class Call:
             on_item_started=self._on_item_started,
             on_item_finished=self._on_item_finished,
             on_frame=self._on_frame,
+            frame_ms=ptime_ms,
+            dtx=dtx,
         )
         self.client = RealtimeClient(
             service,

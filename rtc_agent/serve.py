@@ -38,6 +38,7 @@ from rtc_agent.cluster.supervisor import NodeSupervisor, WorkerSpec, read_spec
 from rtc_agent.config import ServeConfig
 from rtc_agent.ice import (
     announce_public_address,
+    answer_checks_at_once,
     restrict_host_addresses,
     restrict_udp_ports,
     split_port_range,
@@ -79,6 +80,7 @@ def share(total: int, parts: int, index: int) -> int:
 
 
 def _configure_ice(cfg: ServeConfig, index: int, workers: int) -> None:
+    answer_checks_at_once()
     if cfg.ice_addresses:
         restrict_host_addresses(cfg.ice_addresses)
     if cfg.udp_ports is not None:

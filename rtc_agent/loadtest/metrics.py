@@ -69,7 +69,9 @@ class CallResult:
     rx_lag_ms_p95: float | None = None  # received stream behind its schedule
     rx_lag_ms_max: float | None = None
     frames_received: int = 0
-    rx_fps: float | None = None  # received frames per second (50 when the server keeps up)
+    # 20 ms frames of media received a second, by RTP time (50 when the server keeps up;
+    # a DTX gap counts as the time it stands for)
+    rx_fps: float | None = None
 
     @property
     def failed(self) -> bool:

@@ -57,8 +57,8 @@ class ReceivedAudio:
     def add(self, t: float, mono: np.ndarray, media_t: float | None = None) -> None:
         self.times.append(t)
         self.levels.append(frame_dbfs(mono))
-        if media_t is not None:
-            self.offsets.append(t - media_t)
+        # one per frame, NaN when the frame has no media time (kept in step with levels)
+        self.offsets.append(t - media_t if media_t is not None else math.nan)
         if self._cap == 0:
             return
         n = len(mono)
@@ -105,17 +105,46 @@ class ReceivedAudio:
                 pts += wraps << 32
             add(t, mono, pts / SAMPLE_RATE if pts is not None else None)
 
-    def lags_ms(self, skip: int = 0) -> list[float]:
-        """Per-frame lag behind the stream's best-seen schedule, in ms, from frame `skip`.
+    def lags_ms(self, skip_s: float = 0.0, threshold_dbfs: float = DEFAULT_THRESHOLD_DBFS,
+                ) -> list[float]:
+        """Per-frame lag behind the stream's best-seen schedule, in ms, of the audible
+        frames (the agent talking) that arrived `skip_s` or more after the first frame.
 
         0 means a frame arrived as early, relative to its timestamp, as the best
-        frame did; a server that falls behind shows a growing lag.
+        frame did; a server that falls behind shows a growing lag. Quiet frames are
+        left out: a server in DTX sends one every 400 ms, and a jitter buffer that
+        waits for a few packets before releasing one holds those for seconds.
         """
-        offs = list(self.offsets)[skip:]
+        if not self.times:
+            return []
+        after = self.times[0] + skip_s
+        offs = [o for t, o, level in zip(self.times, self.offsets, self.levels, strict=True)
+                if t >= after and level > threshold_dbfs and not math.isnan(o)]
         if not offs:
             return []
         base = min(offs)
         return [(o - base) * 1000 for o in offs]
+
+    def media_rate(self, threshold_dbfs: float = DEFAULT_THRESHOLD_DBFS) -> float | None:
+        """Seconds of media received per second, from the RTP timestamps: 1.0 when the
+        server keeps up, below when its stream falls behind real time.
+
+        Taken between the first and the last audible frame (any frames if fewer than
+        two are audible): a DTX gap then counts as the time it stands for, which a
+        count of packets cannot, and quiet frames that a jitter buffer held back for
+        seconds (waiting for more packets in DTX) do not read as the server's delay.
+        """
+        marks = [(t, o) for t, o, level in zip(self.times, self.offsets, self.levels,
+                                               strict=True)
+                 if level > threshold_dbfs and not math.isnan(o)]
+        if len(marks) < 2:
+            marks = [(t, o) for t, o in zip(self.times, self.offsets, strict=True)
+                     if not math.isnan(o)]
+        if len(marks) < 2:
+            return None
+        (t0, o0), (t1, o1) = marks[0], marks[-1]
+        wall = t1 - t0
+        return (wall - (o1 - o0)) / wall if wall > 0 else None
 
     def samples(self) -> np.ndarray:
         """The kept samples in arrival order (a copy)."""

@@ -23,6 +23,7 @@ from rtc_agent.loadtest.caller import CallFailed, ScriptedCaller
 from rtc_agent.loadtest.events import STATE, TRANSCRIPT_DONE
 from rtc_agent.loadtest.metrics import CallResult, Failure, TurnSample, percentile
 from rtc_agent.loadtest.microphone import Prompt
+from rtc_agent.loadtest.received import FRAME_S
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -258,13 +259,13 @@ async def _collect(caller: ScriptedCaller, res: CallResult) -> None:
         if event.get("type") == TRANSCRIPT_DONE and event.get("role") in res.transcripts:
             res.transcripts[event["role"]] += 1
     res.stats = await caller.stats()
-    lags = caller.audio.lags_ms(skip=50)  # skip the first second: the jitter buffer fills
+    lags = caller.audio.lags_ms(skip_s=1.0)  # not the first second: the jitter buffer fills
     res.rx_lag_ms_p95 = percentile(lags, 95)
     res.rx_lag_ms_max = max(lags) if lags else None
-    times = caller.audio.times
-    res.frames_received = len(times)
-    if len(times) > 1 and times[-1] > times[0]:
-        res.rx_fps = (len(times) - 1) / (times[-1] - times[0])
+    res.frames_received = len(caller.audio.times)
+    rate = caller.audio.media_rate()
+    if rate is not None:  # in frames of 20 ms a second, DTX gaps counted as what they stand for
+        res.rx_fps = rate / FRAME_S
 
 
 async def run_calls(spec: RunSpec, emit: Emit) -> list[CallResult]:

@@ -1,4 +1,4 @@
-"""Caller audio in: the caller's Opus -> 20 ms chunks of pcm16 24 kHz mono.
+"""Caller audio in: the caller's Opus -> pcm16 24 kHz mono, appended as it comes.
 
 By default aiortc decodes on one worker thread per call at 48 kHz stereo and
 hands each frame back to the event loop through two thread hops; with many
@@ -11,6 +11,12 @@ before releasing one and stalls on a lost packet until 16 have piled up. Here
 nothing plays the caller's audio out in real time (the Realtime service
 buffers it anyway), so packets only need to be in order: `InOrderPackets`
 passes each one on as it arrives and drops the rare late one.
+
+Each decoded packet goes upstream at once, as whatever the resampler gave for it
+(~20 ms; 16 samples fewer for the first, swresample's filter delay): the
+Realtime API takes appends of any length. Cutting exact 20 ms chunks would hold
+all but 16 samples of every packet back until the next one, 19 ms more before the
+service hears the end of the caller's turn.
 """
 
 from __future__ import annotations
@@ -30,25 +36,20 @@ from aiortc.rtp import RtpPacket
 log = logging.getLogger(__name__)
 
 RATE = 24000
-CHUNK_BYTES = 960  # 20 ms of pcm16 mono at 24 kHz
 
 
 class InboundAudio:
-    """Resample caller frames and cut them into 20 ms chunks."""
+    """Resample caller frames to 24 kHz mono pcm16, passing each on at once."""
 
     def __init__(self) -> None:
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
-        self._pending = bytearray()
 
     def push(self, frame: av.AudioFrame) -> Iterator[bytes]:
-        """Feed one decoded frame; yield every complete 20 ms chunk it completes."""
+        """Feed one decoded frame; yield the pcm the resampler gives for it, at once."""
         for out in self._resampler.resample(frame):
-            # A mono s16 plane may be padded past the samples it holds.
-            self._pending += memoryview(out.planes[0])[: out.samples * 2]
-        while len(self._pending) >= CHUNK_BYTES:
-            chunk = bytes(self._pending[:CHUNK_BYTES])
-            del self._pending[:CHUNK_BYTES]
-            yield chunk
+            if out.samples:
+                # A mono s16 plane may be padded past the samples it holds.
+                yield bytes(memoryview(out.planes[0])[: out.samples * 2])
 
 
 _APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'

@@ -96,15 +96,17 @@ class PlayoutBuffer:
         return flushed
 
     def fill(self, frame: bytearray) -> int:
-        """Copy the next frame of audio into `frame` (FRAME_BYTES long).
+        """Copy the next frame of audio into `frame` (one frame: 20 ms, or 10 ms for
+        a track sending 10 ms packets; an even number of bytes).
 
         Returns how many bytes were audio; the rest of the frame is zeroed when
         some audio was copied, and left as it was when none was. An item always
         starts on a frame boundary, so each frame belongs to one item.
         """
         filled = 0
+        size = len(frame)
         segments = self._segments
-        while filled < FRAME_BYTES and segments:
+        while filled < size and segments:
             segment = segments[0]
             if segment.item_id != self._current:
                 if filled:
@@ -116,7 +118,7 @@ class PlayoutBuffer:
                 if self._on_started:
                     self._on_started(segment.item_id)
             data, offset = segment.data, segment.offset
-            n = min(FRAME_BYTES - filled, len(data) - offset)
+            n = min(size - filled, len(data) - offset)
             frame[filled : filled + n] = data[offset : offset + n]
             filled += n
             segment.offset = offset + n
@@ -125,8 +127,8 @@ class PlayoutBuffer:
         if filled:
             self._buffered -= filled
             self._sent_bytes += filled
-            if filled < FRAME_BYTES:
-                frame[filled:] = bytes(FRAME_BYTES - filled)
+            if filled < size:
+                frame[filled:] = bytes(size - filled)
         if not segments and self._current in self._complete:
             self._finish_current()
         return filled

@@ -343,6 +343,8 @@ class SignalingServer:
             session_renew_s=self.config.session_renew_s,
             tool_ack_ms=self.config.tool_ack_ms,
             decode_on_loop=self.config.decode_on_loop,
+            ptime_ms=self.config.ptime_ms,
+            dtx=self.config.dtx,
             on_closed=self._forget,
             node=self.membership.node,
             worker=self.membership.id,

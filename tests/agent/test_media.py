@@ -1,12 +1,15 @@
-"""The media path: inbound resampling/chunking and the paced playout track."""
+"""The media path: inbound resampling and the paced playout track (DTX, early start, ptime)."""
 
 from __future__ import annotations
+
+import asyncio
+import time
 
 import av
 import numpy as np
 import pytest
 
-from rtc_agent.media.inbound import CHUNK_BYTES, InboundAudio, append_event
+from rtc_agent.media.inbound import InboundAudio, append_event
 from rtc_agent.media.playout import FRAME_BYTES, RTP_STEP, PlayoutTrack
 
 
@@ -20,11 +23,15 @@ def stereo_frame(i: int, freq: float = 440.0) -> av.AudioFrame:
     return frame
 
 
-def test_inbound_yields_20ms_chunks_at_24khz_with_the_tone() -> None:
+def test_inbound_passes_each_frame_on_at_once_at_24khz_with_the_tone() -> None:
     inbound = InboundAudio()
-    chunks = [c for i in range(50) for c in inbound.push(stereo_frame(i))]
-    assert 48 <= len(chunks) <= 50  # the resampler holds back a few samples
-    assert all(len(c) == CHUNK_BYTES for c in chunks)
+    per_frame = [list(inbound.push(stereo_frame(i))) for i in range(50)]
+    # Every 20 ms frame gives its 24 kHz samples at once (none held for a next frame),
+    # bar the resampler's filter delay of a few samples at the start.
+    assert all(len(out) == 1 for out in per_frame)
+    chunks = [out[0] for out in per_frame]
+    assert 900 <= len(chunks[0]) < 960
+    assert all(len(c) == 960 for c in chunks[1:])
     pcm = np.frombuffer(b"".join(chunks[5:]), dtype=np.int16).astype(float)
     spectrum = np.abs(np.fft.rfft(pcm))
     peak_hz = np.argmax(spectrum) * 24000 / len(pcm)
@@ -69,6 +76,67 @@ async def test_playout_paces_plays_and_accounts_items() -> None:
     loud = np.abs(pcm[: 48000 * 3 // 10]).mean()
     quiet = np.abs(pcm[48000 * 4 // 10 :]).mean()
     assert loud > 1000 and quiet < 50
+    track.stop()
+
+
+async def test_quiet_track_sends_dtx_packets_with_timestamps_on_the_clock() -> None:
+    """Idle in DTX: one one-byte packet at once, then one every 400 ms, each stamped
+    with the time it stands for (a gap in packets is a gap in RTP time)."""
+    track = PlayoutTrack()
+    first = await track.recv()
+    second = await track.recv()
+    assert len(bytes(first)) == 1 and len(bytes(second)) == 1
+    assert second.pts - first.pts == 20 * RTP_STEP  # 400 ms on the 48 kHz clock
+    assert decode([first, second]).size == 2 * 960  # any Opus decoder takes them
+    track.stop()
+
+
+async def test_without_dtx_a_quiet_track_sends_silence_every_frame() -> None:
+    track = PlayoutTrack(dtx=False)
+    packets = [await track.recv() for _ in range(3)]
+    assert [p.pts for p in packets] == [0, RTP_STEP, 2 * RTP_STEP]
+    assert all(len(bytes(p)) > 2 for p in packets)
+    assert np.abs(decode(packets)).max() < 50
+    track.stop()
+
+
+async def test_a_reply_starts_when_its_audio_comes_not_at_the_next_tick() -> None:
+    """Audio queued half-way between two ticks of a quiet track goes out at once,
+    stamped with that moment; the rest of the reply is paced from there."""
+    started: list[float] = []
+    track = PlayoutTrack(on_item_started=lambda _item: started.append(time.monotonic()))
+    first = await track.recv()  # the quiet begins: a DTX packet, and the clock's origin
+    origin = time.monotonic()
+    # 5 ticks and a half later (the track ticks every 20 ms inside recv while quiet)
+    queued_at: list[float] = []
+
+    def queue_reply() -> None:
+        queued_at.append(time.monotonic())
+        track.enqueue("item_a", b"\x10\x27" * 2400)  # 100 ms of a constant level
+
+    asyncio.get_running_loop().call_later(0.110, queue_reply)
+    audio = [await track.recv() for _ in range(3)]
+    stamped = (audio[0].pts - first.pts) / 48000 + origin
+    # Off the 20 ms grid, at the moment the audio came (a tick would be 10 ms later)...
+    assert 0 <= stamped - queued_at[0] < 0.005
+    assert started and started[0] - queued_at[0] < 0.005  # `speaking` goes with it
+    # ...and paced on from there.
+    assert [p.pts - audio[0].pts for p in audio] == [0, RTP_STEP, 2 * RTP_STEP]
+    assert track.early_starts == 1
+    track.stop()
+
+
+async def test_ten_ms_packets() -> None:
+    track = PlayoutTrack(frame_ms=10, dtx=False)
+    tone = (np.sin(np.arange(2400) / 3.0) * 8000).astype(np.int16).tobytes()  # 100 ms
+    track.enqueue("item_a", tone)
+    packets = [await track.recv() for _ in range(12)]
+    assert [p.pts for p in packets[:3]] == [0, RTP_STEP // 2, RTP_STEP]
+    pcm = decode(packets)
+    assert pcm.size == 12 * 480
+    assert np.abs(pcm[:4800]).mean() > 1000
+    with pytest.raises(ValueError):
+        PlayoutTrack(frame_ms=15)
     track.stop()
 
 

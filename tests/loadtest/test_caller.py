@@ -90,6 +90,26 @@ def test_received_audio_ring_is_bounded() -> None:
     assert len(ra.times) == 10
 
 
+def test_stream_measures_count_dtx_gaps_as_time_and_lag_only_talk() -> None:
+    """A server in DTX sends one packet every 400 ms while quiet: the media rate counts
+    the gap as the time it stands for, and the lag is the talking frames' alone."""
+    ra = ReceivedAudio(keep_s=0.1)
+    loud = (np.ones(960) * 3000).astype(np.int16)
+    quiet = np.zeros(960, np.int16)
+    t = 100.0
+    for i in range(100):  # 2 s of talk, on time
+        ra.add(t + i * 0.02, loud, i * 0.02)
+    for k in range(1, 6):  # then 2 s of DTX: one quiet frame every 400 ms, held 1.6 s late
+        ra.add(t + 2.0 + k * 0.4 + 1.6, quiet, 2.0 + k * 0.4)
+    assert ra.media_rate() == pytest.approx(1.0, abs=0.02)
+    assert ra.lags_ms() and max(ra.lags_ms()) < 1.0  # the late quiet frames are not lag
+    assert ra.lags_ms(skip_s=1.0) == ra.lags_ms()[50:]  # the first second left out
+    behind = ReceivedAudio(keep_s=0.1)
+    for i in range(100):  # a server that sends 20 ms of media every 25 ms
+        behind.add(t + i * 0.025, loud, i * 0.02)
+    assert behind.media_rate() == pytest.approx(0.8, abs=0.01)
+
+
 async def test_caller_against_echo_peer() -> None:
     async with run_echo_peer() as (url, peer):
         caller = ScriptedCaller(url)
