@@ -1,10 +1,11 @@
-"""CPU per call of `rtc-agent serve`: --workers 2 vs 1, or metrics on vs off; offer forwarding.
+"""CPU per call of `rtc-agent serve`: --workers 2 vs 1, metrics on vs off, or any A/B; forwarding.
 
 One command, one run, same machine; everything it starts is stopped at the end (also on
 Ctrl-C, SIGTERM or an error), by PID or by the process group it created.
 
-Two comparisons share the machinery of part 1 (nodes, callers, window, speed probe, holds):
-`--compare workers` (the default; parts 1 and 2 below) and `--compare metrics` (part 3).
+Three comparisons share the machinery of part 1 (nodes, callers, window, speed probe, holds):
+`--compare workers` (the default; parts 1 and 2 below), and two single-worker comparisons
+of the same calls: `--compare metrics` (part 3) and `--compare args` (part 4).
 
 1. CPU per call per worker, `--workers 2` against `--workers 1`, at the same calls per
    worker (`--calls-per-worker n`, default 8):
@@ -38,7 +39,10 @@ Two comparisons share the machinery of part 1 (nodes, callers, window, speed pro
    hints at how fast the machine was during each run.
    "Holds": every call connected and received >= 49 frames/s with its received stream
    lagging its own schedule by < 100 ms (p95), as in bench/call_cost.py. The callers'
-   own send lag is shown beside it: late (starved) callers fail it too.
+   own send lag is shown beside it: late (starved) callers fail it too. The loadtest
+   reads frames/s from RTP media time (a DTX gap counts as the time it stands for) and
+   the lag over audible frames only, so a call that heard no reply has no lag figure:
+   that alone does not fail it (shown as "n no reply audio" in the lag column).
    Workload check: a worker's cost per call grows with the reply audio it encodes, and
    B's backend serves twice the calls, so the share of the window in which the agent
    talked is computed for A and B from the loadtest's turns, with what that difference
@@ -65,6 +69,24 @@ Two comparisons share the machinery of part 1 (nodes, callers, window, speed pro
    `rtc_agent_turn_latency_seconds_count` and `rtc_agent_calls_active` go to the JSON, to
    show metrics were on in A (turns counted) and off in B (the count stays 0; calls are
    still counted). No forwarding part in this mode.
+4. `--compare args`: a generic A/B of CPU per call, run as part 3 (`serve --workers 1`,
+   `--calls N` calls, default 20; A, B, A, B on fresh nodes; no /metrics scrape, no
+   forwarding part). `--a-arg ARG` / `--b-arg ARG` (repeatable) add ARG to A's or B's
+   `serve` only, on top of `--serve-arg` (both), e.g. `--b-arg=--ptime=10` or
+   `--a-arg=--no-dtx`. `--a-tree PATH` / `--b-tree PATH` run that side's server from
+   another checkout of the project (e.g. a `git worktree` of an older commit): the same
+   python, with PYTHONPATH=PATH and cwd PATH, so that tree's `rtc_agent` is imported.
+   Before any run each side's tree is probed with that environment: where `rtc_agent`
+   is imported from (it must be inside the tree, or the script stops), its `git
+   rev-parse HEAD` and uncommitted changes, and the flags its `serve --help` lists; a
+   `--serve-arg` flag the tree does not know is left out of that side (and reported), a
+   side's own `--a-arg`/`--b-arg` it does not know is an error. Each node's and worker's
+   cwd and PYTHONPATH are read from /proc once it is up (`node.tree_check` in the JSON).
+   The callers are always this checkout's `rtc-agent loadtest`. Reported: CPU % of a
+   core per call of each run, B/A per round and over all rounds, raw and scaled by the
+   speed probe, and "B costs x.x % CPU per call more/less than A" (B/A - 1; target
+   |B/A - 1| <= `--target-pct`, default 5); the JSON has each side's tree, HEAD and args
+   under `sides`, the cost under `args_cost`.
 
 Reproduce (5-6 minutes with the defaults):
 
@@ -78,6 +100,14 @@ A short check (about 3 minutes):
 The metrics' cost at 20 calls (about 5 minutes):
 
     .venv/bin/python bench/workers.py --compare metrics --json bench/results/metrics-cost.json
+
+An A/B at 20 calls (about 5 minutes), e.g. this checkout against the worktree of an older
+commit (`git worktree add /work/before-14 <commit>`), or 10 ms packets against 20 ms:
+
+    .venv/bin/python bench/workers.py --compare args --a-tree /work/before-14 \
+        --json bench/results/args-before-14.json
+    .venv/bin/python bench/workers.py --compare args --b-arg=--ptime=10 \
+        --json bench/results/args-ptime-10.json
 
 `--serve-arg=ARG` (repeatable) adds ARG to every `rtc-agent serve` of either comparison, e.g.
 `--serve-arg=--no-metrics` to compare workers without the per-call metrics.
@@ -133,6 +163,7 @@ TALK_COST_PCT = 100 * (67.5 + 5.4) / 20_000
 REPLY_END_SILENCE_S = 1.0  # the loadtest's: a reply has ended after 1 s of silence
 CORES = os.cpu_count() or 1
 METRICS_COST_TARGET_PCT = 3.0  # --compare metrics: A/B - 1 must stay under this
+ARGS_TARGET_PCT = 5.0  # --compare args: |B/A - 1| must stay within this
 SCRAPED = ("rtc_agent_turn_latency_seconds_count", "rtc_agent_calls_active")
 _SERIES = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{.*\})?\s+(\S+)")
 
@@ -252,16 +283,81 @@ def scrape_metrics(url: str, names: tuple[str, ...] = SCRAPED) -> dict[str, Any]
     return {"status": status, "bytes": len(text), **values}
 
 
+def tree_env(tree: Path | None) -> dict[str, str]:
+    """offline_env(), importing `rtc_agent` from `tree` (None: this checkout, as installed)."""
+    env = offline_env()
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join(
+            x for x in (str(tree), env.get("PYTHONPATH", "")) if x)
+    return env
+
+
+def probe_tree(tree: Path | None) -> dict[str, Any]:
+    """What a node started from `tree` runs: where `rtc_agent` is imported from (with the
+    node's environment and cwd), the tree's HEAD and uncommitted changes, and the long
+    flags its `serve --help` lists."""
+    root = tree or ROOT
+    env, info = tree_env(tree), {"tree": str(root)}
+
+    def run(cmd: list[str]) -> str:
+        done = subprocess.run(cmd, cwd=root, env=env, text=True, capture_output=True,
+                              timeout=120)
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(cmd)} in {root} exited {done.returncode}:\n"
+                               f"{done.stderr[-2000:]}")
+        return done.stdout
+
+    # `python -m rtc_agent.cli serve --help`, printing first where rtc_agent came from
+    out = run([PY, "-c", "import sys, rtc_agent.serve; print(rtc_agent.serve.__file__); "
+               "from rtc_agent.cli import main; sys.exit(main(['serve', '--help']))"])
+    imported, _, helptext = out.partition("\n")
+    info["rtc_agent"] = str(Path(imported).parent)
+    info["imports_from_tree"] = Path(imported).resolve().is_relative_to(root.resolve())
+    info["head"] = run(["git", "rev-parse", "HEAD"]).strip()
+    info["uncommitted_changes"] = bool(run(["git", "status", "--porcelain",
+                                            "--untracked-files=no"]).strip())
+    info["flags"] = sorted(set(re.findall(r"(?<![\w-])--[a-z0-9][a-z0-9-]*", helptext)))
+    return info
+
+
+def known_args(extra: tuple[str, ...], flags: list[str]) -> tuple[tuple[str, ...], list[str]]:
+    """(the arguments a tree's `serve` knows, the ones left out). A long option is known
+    when its `serve --help` lists it (`--x=v` is `--x`); the value after an unknown
+    `--x` (not starting with "-") goes with it."""
+    kept: list[str] = []
+    dropped: list[str] = []
+    dropping = False
+    for arg in extra:
+        if arg.startswith("-"):
+            dropping = arg.startswith("--") and arg.split("=", 1)[0] not in flags
+            if dropping:
+                dropped.append(arg)
+                dropping = "=" not in arg  # its value may follow
+            else:
+                kept.append(arg)
+        elif dropping:
+            dropped.append(arg)
+            dropping = False
+        else:
+            kept.append(arg)
+    return tuple(kept), dropped
+
+
 class ServeNode:
     """`rtc-agent serve` on a free loopback port, in its own session, logging to a file.
+
+    `tree`: run another checkout's `rtc_agent` (PYTHONPATH and cwd = tree; its workers
+    inherit both), checked in /proc once the node is up (`tree_check`).
 
     Stopping: SIGTERM twice (drain, then end every call at once), SIGKILL after 20 s;
     then any worker or backend of it still alive is killed by PID (they exit with their
     supervisor by themselves; this is the belt to those braces)."""
 
     def __init__(self, work: Path, name: str, workers: int, max_calls: int,
-                 extra: tuple[str, ...] = ()) -> None:
+                 extra: tuple[str, ...] = (), tree: Path | None = None) -> None:
         self.name = name
+        self.tree = tree
+        self.tree_check: dict[str, Any] = {}
         self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -284,8 +380,8 @@ class ServeNode:
         t0 = time.monotonic()
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=offline_env(),
-                                         cwd=ROOT, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, env=tree_env(self.tree),
+                                         cwd=self.tree or ROOT, start_new_session=True)
         deadline = t0 + timeout
         body: dict[str, Any] = {}
         while time.monotonic() < deadline:
@@ -300,10 +396,35 @@ class ServeNode:
                 others = [p for p in children(self.pid) if p not in self.worker_pids]
                 self.backend_pid = others[0] if len(others) == 1 else None
                 self.started_s = time.monotonic() - t0
+                if self.tree is not None:
+                    self.check_tree()
                 return body
             time.sleep(0.3)
         raise RuntimeError(f"node {self.name} not ready after {timeout} s ({body}):\n"
                            f"{self.tail()}")
+
+    def check_tree(self) -> None:
+        """The node's and each worker's cwd and first PYTHONPATH entry must be the tree."""
+        assert self.tree is not None
+        want = str(self.tree.resolve())
+        seen: dict[str, Any] = {}
+        for pid in (self.pid, *self.worker_pids):
+            try:
+                cwd = os.readlink(f"/proc/{pid}/cwd")
+                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError as err:
+                seen[str(pid)] = {"error": str(err)}
+                continue
+            path = next((e[len(b"PYTHONPATH="):].decode() for e in env
+                         if e.startswith(b"PYTHONPATH=")), "")
+            first = path.split(os.pathsep)[0]
+            seen[str(pid)] = {"cwd": cwd, "pythonpath": path,
+                              "ok": cwd == want and bool(first)
+                              and str(Path(first).resolve()) == want}
+        self.tree_check = {"tree": want, "ok": all(v.get("ok") for v in seen.values()),
+                           "processes": seen}
+        if not self.tree_check["ok"]:
+            raise RuntimeError(f"node {self.name} does not run from {want}: {seen}")
 
     def stop(self) -> None:
         proc = self.proc
@@ -379,22 +500,29 @@ class Sample:
 @dataclass(frozen=True)
 class Config:
     """One side of a comparison: a node's workers, its calls (split evenly between the
-    workers) and what it adds to `rtc-agent serve`'s arguments."""
+    workers), what it adds to `rtc-agent serve`'s arguments and the checkout it runs
+    (None: this one)."""
 
     label: str
     workers: int
     calls: int
     serve_args: tuple[str, ...] = ()
+    tree: Path | None = None
 
     @property
     def describe(self) -> str:
-        return " ".join(("--workers", str(self.workers), *self.serve_args))
+        text = " ".join(("--workers", str(self.workers), *self.serve_args))
+        return text if self.tree is None else f"{text} [tree {self.tree}]"
 
 
 @dataclass(frozen=True)
 class Comparison:
     """Two configs run A, B, A, B ..., and the ratio of their CPU per call that is reported:
-    `num` over the other one, which must stay under `target` (at or under: not `strict`)."""
+    `num` over the other one, which must stay under `target` (at or under: not `strict`;
+    `band`: within 1 +- (target - 1), either way).
+
+    `single`: a single-worker comparison (one worker, the same calls in A and B), whose
+    ratio minus 1 is also reported as a cost in % (`title` heads its table)."""
 
     name: str
     a: Config
@@ -404,25 +532,60 @@ class Comparison:
     strict: bool
     what: str  # what the ratio compares, for the report
     scrape_metrics: bool  # /metrics once after each window
+    single: bool = False
+    band: bool = False
+    title: str = ""
 
     @property
     def ratio_name(self) -> str:
         return "B/A" if self.num == "B" else "A/B"
 
+    @property
+    def target_pct(self) -> float:
+        return round(100 * (self.target - 1), 6)
+
+    @property
+    def target_text(self) -> str:
+        if self.band:
+            return f"{2 - self.target:g} to {self.target:g}"
+        return f"{'<' if self.strict else '<='} {self.target:g}"
+
     def met(self, ratio: float | None) -> bool:
         if ratio is None:
             return False
+        if self.band:  # 1e-12: 1.05 - 1 is a hair over 0.05
+            return abs(ratio - 1) <= self.target - 1 + 1e-12
         return ratio < self.target if self.strict else ratio <= self.target
 
 
-def comparison(args: argparse.Namespace) -> Comparison:
+def comparison(args: argparse.Namespace, sides: dict[str, dict[str, Any]] | None = None
+               ) -> Comparison:
+    """`sides` (--compare args): probe_tree() of A's and B's tree, whose flags decide
+    which of the --serve-arg arguments each side gets."""
     extra = tuple(args.serve_arg)
     if args.compare == "metrics":
         n = args.calls
-        return Comparison("metrics", Config("A", 1, n, extra),
-                          Config("B", 1, n, (*extra, "--no-metrics")), num="A",
-                          target=1 + METRICS_COST_TARGET_PCT / 100, strict=True,
-                          what="metrics on / off, --workers 1", scrape_metrics=True)
+        a, b = Config("A", 1, n, extra), Config("B", 1, n, (*extra, "--no-metrics"))
+        return Comparison("metrics", a, b, num="A",
+                          target=1 + args.target_pct / 100, strict=True,
+                          what="metrics on / off, --workers 1", scrape_metrics=True,
+                          single=True, title=f"metrics on (A: {a.describe}) vs off (B: "
+                                             f"{b.describe})")
+    if args.compare == "args":
+        assert sides is not None
+        n = args.calls
+        cfgs: list[Config] = []
+        for label, own, tree in (("A", args.a_arg, args.a_tree), ("B", args.b_arg,
+                                                                   args.b_tree)):
+            side = sides[label]
+            common, side["serve_args_left_out"] = known_args(extra, side["flags"])
+            side["serve_args"] = [*common, *own]
+            cfgs.append(Config(label, 1, n, (*common, *own), tree))
+        a, b = cfgs
+        return Comparison("args", a, b, num="B", target=1 + args.target_pct / 100,
+                          strict=False, band=True, what="B over A, --workers 1",
+                          scrape_metrics=False, single=True,
+                          title=f"A ({a.describe}) vs B ({b.describe})")
     n = args.calls_per_worker
     return Comparison("workers", Config("A", 1, n, extra), Config("B", 2, 2 * n, extra),
                       num="B", target=1.1, strict=False,
@@ -488,7 +651,7 @@ def run_cpu(cfg: Config, rnd: int, args: argparse.Namespace, prompt: Path, work:
     label, workers, calls = cfg.label, cfg.workers, cfg.calls
     run = CpuRun(label, rnd, workers, calls, cfg.describe)
     node = ServeNode(work, f"{label.lower()}{rnd}", workers, calls + 2 * workers,
-                     cfg.serve_args)
+                     cfg.serve_args, cfg.tree)
     with running(node):
         body = node.start()
         reniced = 0
@@ -498,6 +661,8 @@ def run_cpu(cfg: Config, rnd: int, args: argparse.Namespace, prompt: Path, work:
                     "backend_pid": node.backend_pid, "backend_threads_reniced": reniced,
                     "start_s": round(node.started_s, 2), "capacity": body.get("capacity"),
                     "worker_capacity": [w["capacity"] for w in body["workers"]]}
+        if node.tree_check:
+            run.node["tree_check"] = node.tree_check
         out = work / f"loadtest-{node.name}.json"
         # Calls start spread out, so their turns do not all reach the backend at once.
         ramp = min(args.ramp, calls * 0.5)
@@ -673,22 +838,31 @@ def _window(run: CpuRun, samples: list[Sample], window: float) -> None:
 
 
 def _media(doc: dict[str, Any] | None, n: int, status: int | None) -> dict[str, Any]:
-    """bench/call_cost.py's "holds": every call connected, >= 49 frames/s, lag p95 < 100 ms."""
+    """bench/call_cost.py's "holds": every call connected, >= 49 frames/s, lag p95 < 100 ms.
+
+    The loadtest's rx_fps is media time received per second (a DTX gap counts as what
+    it stands for) and its rx lag is taken over the audible frames only: a call that
+    received frames but none audible (the agent never replied within it) has no lag
+    figure, which does not fail it (`calls_without_lag`); no frames at all does."""
     if doc is None:
         return {"holds": False, "why": "no loadtest JSON", "exit_status": status}
     calls = doc.get("calls", [])
     fps = [c.get("rx_fps") or 0.0 for c in calls]
-    lags = [c["rx_lag_ms_p95"] if c.get("rx_lag_ms_p95") is not None else 1e9 for c in calls]
+    quiet = [c for c in calls if c.get("rx_lag_ms_p95") is None
+             and c.get("frames_received") and c.get("rx_fps") is not None]
+    lags = [c["rx_lag_ms_p95"] if c.get("rx_lag_ms_p95") is not None else 1e9
+            for c in calls if not any(c is q for q in quiet)]
     connected = [c for c in calls if c.get("connect_ms") is not None]
     send_lag = [c["stats"].get("send_max_lag_ms") or 0 for c in calls if c.get("stats")]
     s = doc.get("summary", {})
     turns = [t for c in calls for t in c.get("turns", [])]
     answered = [t for t in turns if t.get("latency_ms") is not None]
     holds = (len(calls) == n and len(connected) == n and min(fps, default=0) >= 49
-             and max(lags, default=1e9) < 100)
+             and max(lags, default=0.0) < 100)
     return {
         "holds": holds, "calls": len(calls), "connected": len(connected),
         "min_rx_fps": min(fps, default=0.0), "max_rx_lag_p95_ms": max(lags, default=None),
+        "calls_without_lag": len(quiet),
         "caller_send_lag_max_ms": max(send_lag, default=None),
         "failures": s.get("failures", {}), "turns": len(turns), "turns_answered": len(answered),
         "turn_latency_ms": summarize(t["latency_ms"] for t in answered),
@@ -864,11 +1038,11 @@ def table(results: dict[str, Any]) -> str:
     lines: list[str] = []
     runs = results.get("cpu_runs", [])
     if runs:
-        metrics_mode = results.get("compare") == "metrics"
-        cfg = results.get("configs", {})
-        if metrics_mode:
-            head = (f"\n1. CPU per call, metrics on (A: {cfg.get('A')}) vs off (B: "
-                    f"{cfg.get('B')}) ({results['calls']} calls")
+        mode = results.get("compare")
+        single = results.get("single", mode == "metrics")  # one worker, the same calls
+        metrics_mode = mode == "metrics"  # and /metrics scraped
+        if single:
+            head = f"\n1. CPU per call, {results.get('title')} ({results['calls']} calls"
         else:
             head = f"\n1. CPU per call per worker ({results['calls_per_worker']} calls per worker"
         scrape_col = (" /metrics after the window: turn latency count, calls active |"
@@ -906,7 +1080,8 @@ def table(results: dict[str, Any]) -> str:
                 f"{fmt(p.get('callers'), 0)} | {fmt(p.get('machine'), 0)} "
                 f"({fmt(p.get('machine_of_all_cores'), 0)}) | "
                 f"{fmt(p.get('rest_of_machine'), 0)} | {fmt(m.get('min_rx_fps'))} | "
-                f"{fmt(m.get('max_rx_lag_p95_ms'), 0)} ms | "
+                f"{fmt(m.get('max_rx_lag_p95_ms'), 0)} ms"
+                f"{f' ({q} no reply audio)' if (q := m.get('calls_without_lag')) else ''} | "
                 f"{'yes' if m.get('holds') else 'NO'} | "
                 f"{fmt(m.get('caller_send_lag_max_ms'), 0)} ms | "
                 f"{fmt(100 * m['talk']['share'] if m.get('talk') else None, 0)} % | "
@@ -916,7 +1091,7 @@ def table(results: dict[str, Any]) -> str:
                 f"{m.get('failures') or '-'} |{scraped}")
         ratio = results.get("ratio", {})
         name = ratio.get("name", "B/A")
-        nd = 3 if metrics_mode else 2  # a few % is the point in metrics mode
+        nd = 3 if single else 2  # a few % is the point of a single-worker comparison
 
         def rounds(key: str) -> str:
             return ", ".join(f"round {k}: {fmt(v, nd)}" for k, v in ratio.get(key, {}).items())
@@ -924,9 +1099,8 @@ def table(results: dict[str, Any]) -> str:
         if ratio.get("all") is None:
             lines.append(f"\n{name}: not measured (A or B did not complete)")
         else:
-            target = (f"< {ratio['target']:g}" if metrics_mode
-                      else f"<= {ratio.get('target', 1.1):g}")
-            what = "CPU per call" if metrics_mode else "CPU per call per worker"
+            target = ratio.get("target_text") or f"<= {ratio.get('target', 1.1):g}"
+            what = "CPU per call" if single else "CPU per call per worker"
             lines.append(
                 f"\n{name} ({what}, {ratio.get('what')}): "
                 f"{fmt(ratio.get('all'), nd)} over all rounds ({rounds('per_round')}); A "
@@ -942,7 +1116,7 @@ def table(results: dict[str, Any]) -> str:
                 f"({rounds('per_round_speed_scaled')}). A hint at "
                 "run-to-run spread, not a correction: the loop is not the media path")
         if ratio.get("talk_b_over_a") is not None:
-            why = ("the same calls on the same backend in A and B" if metrics_mode else
+            why = ("the same calls on the same backend in A and B" if single else
                    "B's backend serves twice the calls, so its replies come later")
             shift = ratio.get("talk_shift")
             moves = fmt_signed(None if shift is None else 100 * shift)
@@ -951,17 +1125,41 @@ def table(results: dict[str, Any]) -> str:
                 f"A's calls, {100 * ratio['talk_b']:.1f} % in B's ({why}); at "
                 f"~{TALK_COST_PCT:.2f} % of a core more per talking call (docs/benchmarks.md, "
                 f"media path) that moves {name} by {moves} %")
-        if metrics_mode:
-            mc = results.get("metrics_cost", {})
+        if single:
+            mc = results.get(f"{mode}_cost", {})
             per = ", ".join(f"round {k}: {fmt_signed(v)} %"
                             for k, v in mc.get("per_round_pct", {}).items())
             per_scaled = ", ".join(f"round {k}: {fmt_signed(v)} %" for k, v in
                                    mc.get("per_round_pct_speed_scaled", {}).items())
-            lines.append(
-                f"\nmetrics cost: {fmt_signed(mc.get('pct'))} % CPU per call (target < "
-                f"{METRICS_COST_TARGET_PCT:g} %): {'met' if mc.get('met') else 'NOT met'} "
-                f"({per}); speed-scaled: {fmt_signed(mc.get('pct_speed_scaled'))} % "
-                f"({'met' if mc.get('speed_scaled_met') else 'NOT met'}; {per_scaled})")
+            if metrics_mode:
+                lines.append(
+                    f"\nmetrics cost: {fmt_signed(mc.get('pct'))} % CPU per call (target < "
+                    f"{mc.get('target_pct', METRICS_COST_TARGET_PCT):g} %): "
+                    f"{'met' if mc.get('met') else 'NOT met'} ({per}); speed-scaled: "
+                    f"{fmt_signed(mc.get('pct_speed_scaled'))} % "
+                    f"({'met' if mc.get('speed_scaled_met') else 'NOT met'}; {per_scaled})")
+            else:
+                def costs(pct: float | None) -> str:
+                    if pct is None:
+                        return "B costs - % CPU per call more/less than A"
+                    return (f"B costs {abs(pct):.1f} % CPU per call "
+                            f"{'more' if pct >= 0 else 'less'} than A")
+
+                lines.append(
+                    f"\n{costs(mc.get('pct'))} (target |B/A - 1| <= "
+                    f"{mc.get('target_pct'):g} %): {'met' if mc.get('met') else 'NOT met'} "
+                    f"({per}); speed-scaled: {costs(mc.get('pct_speed_scaled'))} "
+                    f"({'met' if mc.get('speed_scaled_met') else 'NOT met'}; {per_scaled})")
+                for label, side in sorted((results.get("sides") or {}).items()):
+                    left_out = side.get("serve_args_left_out")
+                    lines.append(
+                        f"{label}: tree {side['tree']} at {side['head'][:12]}"
+                        f"{' + uncommitted changes' if side['uncommitted_changes'] else ''}, "
+                        f"rtc_agent imported from {side['rtc_agent']}; serve args "
+                        f"{' '.join(side['serve_args']) or '-'}"
+                        + (f" (left out, unknown to this tree: {' '.join(left_out)})"
+                           if left_out else ""))
+        if metrics_mode:
             sc = results.get("metrics_scrapes", {})
 
             def counts(key: str) -> str:
@@ -1033,7 +1231,8 @@ def table(results: dict[str, Any]) -> str:
 def summarize_cpu(results: dict[str, Any], runs: list[CpuRun], cmp: Comparison) -> None:
     """The comparison's ratio (B/A or A/B) of CPU per call, per round and over all rounds,
     raw and scaled by the speed probe; the talk share behind it; who held 50 frames/s;
-    in metrics mode, the metrics' cost and what /metrics showed."""
+    in a single-worker comparison, the ratio - 1 as a cost in % (`<name>_cost`); in
+    metrics mode, what /metrics showed."""
     def pooled(rs: list[CpuRun]) -> float | None:
         cpu = sum(w["cpu_pct"] for r in rs for w in r.per_worker)
         calls = sum(w["calls"] for r in rs for w in r.per_worker)
@@ -1069,7 +1268,8 @@ def summarize_cpu(results: dict[str, Any], runs: list[CpuRun], cmp: Comparison) 
     results["ratio"] = {"name": cmp.ratio_name, "what": cmp.what, "all": ratio,
                         "per_round": per_round, "a_cpu_per_call_pct": pa,
                         "b_cpu_per_call_pct": pb, "target": cmp.target,
-                        "met": cmp.met(ratio), "speed_probe_a_ms": probe(a),
+                        "target_text": cmp.target_text, "met": cmp.met(ratio),
+                        "speed_probe_a_ms": probe(a),
                         "speed_probe_b_ms": probe(b), "speed_scaled": scaled,
                         "per_round_speed_scaled": per_round_scaled,
                         "speed_scaled_met": cmp.met(scaled)}
@@ -1084,19 +1284,20 @@ def summarize_cpu(results: dict[str, Any], runs: list[CpuRun], cmp: Comparison) 
     results["b_calls"] = b[0].calls if b else None
     results["a_holds_all"] = bool(a) and all(r.media.get("holds") for r in a)
     results["b_holds_all"] = bool(b) and all(r.media.get("holds") for r in b)
-    if cmp.name == "metrics":
+    if cmp.single:
         def cost(x: float | None) -> float | None:
             return None if x is None else 100 * (x - 1)
 
-        turns, active = SCRAPED
-        scrapes = {k: [r.metrics_scrape or {} for r in runs if r.label == k] for k in "AB"}
-        results["metrics_cost"] = {
+        results[f"{cmp.name}_cost"] = {
             "pct": cost(ratio), "pct_speed_scaled": cost(scaled),
             "per_round_pct": {k: cost(v) for k, v in per_round.items()},
             "per_round_pct_speed_scaled": {k: cost(v) for k, v in per_round_scaled.items()},
-            "target_pct": METRICS_COST_TARGET_PCT, "met": cmp.met(ratio),
+            "target_pct": cmp.target_pct, "met": cmp.met(ratio),
             "speed_scaled_met": cmp.met(scaled),
         }
+    if cmp.scrape_metrics:
+        turns, active = SCRAPED
+        scrapes = {k: [r.metrics_scrape or {} for r in runs if r.label == k] for k in "AB"}
         results["metrics_scrapes"] = {
             "a": scrapes["A"], "b": scrapes["B"],
             # A counted turns and its calls; B's turn latency count stayed 0
@@ -1131,14 +1332,32 @@ def _git_head() -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--compare", choices=("workers", "metrics"), default="workers",
+    ap.add_argument("--compare", choices=("workers", "metrics", "args"), default="workers",
                     help="workers: A = --workers 1 with n calls, B = --workers 2 with 2n, "
                          "then the forwarding part; metrics: A = --workers 1 (metrics on), "
-                         "B = --workers 1 --no-metrics, both with --calls calls")
+                         "B = --workers 1 --no-metrics, both with --calls calls; args: A and "
+                         "B = --workers 1 with --calls calls, plus --a-arg / --b-arg, from "
+                         "--a-tree / --b-tree")
     ap.add_argument("--calls-per-worker", type=int, default=None,
                     help="--compare workers: calls per worker (default 8)")
     ap.add_argument("--calls", type=int, default=None,
-                    help="--compare metrics: calls on the node in A and B (default 20)")
+                    help="--compare metrics or args: calls on the node in A and B "
+                         "(default 20)")
+    ap.add_argument("--a-arg", action="append", default=[], metavar="ARG",
+                    help="--compare args: extra argument for A's `serve` only (repeatable; "
+                         "e.g. --a-arg=--no-dtx)")
+    ap.add_argument("--b-arg", action="append", default=[], metavar="ARG",
+                    help="--compare args: extra argument for B's `serve` only (repeatable; "
+                         "e.g. --b-arg=--ptime=10)")
+    ap.add_argument("--a-tree", type=Path, default=None, metavar="PATH",
+                    help="--compare args: run A's node from this checkout (PYTHONPATH and "
+                         "cwd = PATH; default: this one)")
+    ap.add_argument("--b-tree", type=Path, default=None, metavar="PATH",
+                    help="--compare args: run B's node from this checkout")
+    ap.add_argument("--target-pct", type=float, default=None,
+                    help=f"--compare args: target |B/A - 1| in %% (default "
+                         f"{ARGS_TARGET_PCT:g}); --compare metrics: A/B - 1 (default "
+                         f"{METRICS_COST_TARGET_PCT:g})")
     ap.add_argument("--window", type=float, default=40.0,
                     help="seconds of steady calls over which CPU is read")
     ap.add_argument("--rounds", type=int, default=2, help="A, B pairs (A, B, A, B ...)")
@@ -1165,16 +1384,46 @@ def main() -> int:
                     help="logs and loadtest JSON (default: a new folder in /tmp)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    if args.compare == "metrics":
+    if args.compare != "args" and (args.a_arg or args.b_arg or args.a_tree or args.b_tree):
+        ap.error("--a-arg, --b-arg, --a-tree and --b-tree belong to --compare args")
+    if args.compare in ("metrics", "args"):
         if args.calls_per_worker is not None:
-            ap.error("--compare metrics takes --calls (one worker), not --calls-per-worker")
+            ap.error(f"--compare {args.compare} takes --calls (one worker), not "
+                     "--calls-per-worker")
         args.calls = 20 if args.calls is None else args.calls
         args.skip_forwarding = True  # the forwarding part belongs to --compare workers
+        if args.target_pct is None:
+            args.target_pct = (METRICS_COST_TARGET_PCT if args.compare == "metrics"
+                               else ARGS_TARGET_PCT)
     else:
         if args.calls is not None:
             ap.error("--compare workers takes --calls-per-worker, not --calls")
+        if args.target_pct is not None:
+            ap.error("--compare workers has a fixed target (B/A <= 1.1), no --target-pct")
         args.calls_per_worker = 8 if args.calls_per_worker is None else args.calls_per_worker
-    cmp = comparison(args)
+    sides: dict[str, dict[str, Any]] | None = None
+    if args.compare == "args":
+        sides = {}
+        for label, tree, own in (("A", args.a_tree, args.a_arg),
+                                 ("B", args.b_tree, args.b_arg)):
+            if tree is not None:
+                tree = tree.resolve()
+                if not (tree / "rtc_agent").is_dir():
+                    ap.error(f"--{label.lower()}-tree {tree}: no rtc_agent package there")
+                setattr(args, f"{label.lower()}_tree", tree)
+            try:
+                side = probe_tree(tree)
+            except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+                ap.error(f"{label}'s tree {tree or ROOT}: {err}")
+            if not side["imports_from_tree"]:
+                ap.error(f"{label}'s node would import rtc_agent from {side['rtc_agent']}, "
+                         f"not from {side['tree']}")
+            _, unknown = known_args(tuple(own), side["flags"])
+            if unknown:
+                ap.error(f"{label}'s tree {side['tree']} does not know "
+                         f"{' '.join(unknown)} (its serve --help)")
+            sides[label] = side
+    cmp = comparison(args, sides)
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     # Ctrl-C, even when started from a shell that ignores SIGINT for background jobs
@@ -1182,6 +1431,13 @@ def main() -> int:
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-workers-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"work dir: {work}", flush=True)
+    for label, side in (sides or {}).items():
+        left_out = side["serve_args_left_out"]
+        print(f"{label}: rtc_agent from {side['rtc_agent']} (HEAD {side['head'][:12]}"
+              f"{', uncommitted changes' if side['uncommitted_changes'] else ''}), serve args: "
+              f"{' '.join(side['serve_args']) or '-'}"
+              + (f"; left out, unknown to this tree: {' '.join(left_out)}" if left_out else ""),
+              flush=True)
     t_start = time.monotonic()
     results: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv, "cores": CORES,
@@ -1192,6 +1448,7 @@ def main() -> int:
         "caller_nice": args.caller_nice, "backend_nice": args.backend_nice,
         "offers": args.offers, "warmup": args.warmup, "prompt": PROMPT_TEXT,
         "serve_args": args.serve_arg, "git_head": _git_head(),
+        "single": cmp.single, "title": cmp.title, "sides": sides,
         "pause_s": args.pause, "ramp_s": args.ramp, "loadavg_start": os.getloadavg(),
         "work_dir": str(work),
         "cpu_runs": [], "log_findings": {},
