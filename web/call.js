@@ -55,6 +55,16 @@ const TURN_TIMEOUT_MS = 30000;
 const MAX_RECORDS = 50;
 const CONFIG_WAIT_MS = 2000;
 const CLOSE_AFTER_DELETE_MS = 2000;
+// Barge-in (see muteStale): remote RMS above which reply audio is playing (the orb's
+// "talking" level); how long audio already on its way stays stale after the server
+// cut the reply (the playout delay plus a margin, within bounds); the longest a
+// local mute may last whatever happens (a safety net: a long turn of the caller's
+// is silent on the agent's side anyway).
+const AUDIBLE_LEVEL = 0.01;
+const STALE_MARGIN_MS = 100;
+const STALE_MIN_MS = 150;
+const STALE_MAX_MS = 1000;
+const LOCAL_MUTE_MAX_MS = 10000;
 
 const params = new URLSearchParams(location.search);
 const conversation = new Conversation(ui.els.chat);
@@ -76,6 +86,7 @@ let iceTimer = null;
 let lastNetworkChange = -Infinity;
 let lastPlayoutReport = 0;
 let turn = null; // the turn being timed: {start, poll, lastPoll, quiet, gap}
+let localMute = null; // the agent muted here on a barge-in: {record, state, staleUntil, timer}
 
 // Everything a test (or a curious person in devtools) may want to read.
 export const hook = {
@@ -106,6 +117,16 @@ export const hook = {
   usage: null, // the server's last `usage` message
   calls: 0, // calls placed from this page
   lastTurnMs: null, // end of the caller's turn to the first reply audio (see armTurn)
+  // The agent's audio muted on this page at a barge-in (see muteStale), one record
+  // each, times performance.now(): {call, trigger: "user_speaking" | "text", before
+  // (the server's state until then), arrivedAt (the message's arrival; for "text",
+  // when it was sent), mutedAt, restoredAt, restoredBy: a CallState, "audio",
+  // "timeout", "resume", "hangup", "new call"}. agentMuted: the <audio> element's
+  // `muted` now.
+  localMutes: [],
+  get agentMuted() {
+    return ui.remoteMuted();
+  },
   micLevel: 0,
   remoteLevel: 0,
   remotePeak: 0,
@@ -139,6 +160,7 @@ function renderDiagnostics() {
     playoutMs: hook.lastPlayoutMs, callId: hook.callId, backend: hook.backend,
     lastTurnMs: hook.lastTurnMs, usage: hook.usage,
     resumes: active ? hook.resumes.filter((r) => r.call === hook.calls && r.outcome === "resumed").length : 0,
+    bargeIn: active ? hook.localMutes.findLast((r) => r.call === hook.calls) : null,
   });
 }
 
@@ -223,6 +245,108 @@ function pollTurn() {
     renderDiagnostics();
   }
   disarmTurn();
+}
+
+// ---- barge-in: the agent's stale audio muted here ------------------------------------
+//
+// When the caller talks over the agent, the server drops the reply audio it still
+// had queued and says `user_speaking`; what is already in the browser (in flight,
+// in the jitter buffer, in the output device) is stale and would go on playing for
+// tens of ms. So the page mutes the <audio> element at once (ui.muteRemote), in the
+// data channel's handler before anything else, when the agent was speaking or its
+// audio was audible, and likewise when the caller types over it (a typed message
+// cuts the reply too). Nothing stale is sent after the cut, so the element is heard
+// again once both (a) the audio on its way has drained (`staleUntil`: the playout
+// delay and a margin after the server's word of the cut) and (b) the turn moved on:
+// the state left user_speaking (thinking, speaking, listening), or the agent's
+// track is still audible past (a): then it is not stale (a server run with barge-in
+// off, --no-barge-in, keeps the agent talking) and must be heard. A `speaking`
+// state (a new reply) restores at once. A hang-up, a resume or LOCAL_MUTE_MAX_MS
+// ends any mute, and a new call starts unmuted (ui.unlockPlayback).
+
+function staleMs() {
+  const delay = typeof hook.lastPlayoutMs === "number" ? hook.lastPlayoutMs : 0;
+  return Math.min(STALE_MAX_MS, Math.max(STALE_MIN_MS, delay + STALE_MARGIN_MS));
+}
+
+function agentAudible() {
+  return serverState === CallState.SPEAKING || hook.remoteLevel > AUDIBLE_LEVEL;
+}
+
+/** Mute the agent here (see above); `at`: the arrival of the server's
+ *  `user_speaking`, or when a typed message went out. */
+function muteStale(trigger, at) {
+  if (localMute) return; // muted already (a typed message, then speech): one mute
+  ui.muteRemote(true);
+  const mutedAt = performance.now();
+  const record = {
+    call: hook.calls, trigger, before: serverState, arrivedAt: at, mutedAt, restoredAt: null, restoredBy: null,
+  };
+  pushBounded(hook.localMutes, record);
+  // A typed message: the server cuts the reply when the message reaches it and
+  // answers with a state; until then it is a round trip away.
+  const rtt = typeof hook.channelRttMs === "number" ? hook.channelRttMs : 0;
+  localMute = {
+    record,
+    state: trigger === "text" ? null : CallState.USER_SPEAKING,
+    staleUntil: at + staleMs() + (trigger === "text" ? rtt : 0),
+    timer: null,
+  };
+  checkStale();
+  renderDiagnostics();
+}
+
+/** The server's state while muted: its word of the cut for a typed message. */
+function staleStateChanged(state, at) {
+  const m = localMute;
+  if (!m) return;
+  if (m.state === null) m.staleUntil = at + staleMs(); // sent after the cut, as the last stale audio
+  m.state = state;
+  if (state === CallState.SPEAKING) restoreAgent(state); // a new reply is on its way
+  else checkStale();
+}
+
+/** Restore when the mute has done its work (see above); else look again later. */
+function checkStale() {
+  const m = localMute;
+  if (!m) return;
+  const now = performance.now();
+  clearTimeout(m.timer);
+  m.timer = null;
+  if (now - m.record.mutedAt >= LOCAL_MUTE_MAX_MS) {
+    restoreAgent("timeout");
+    return;
+  }
+  if (now >= m.staleUntil) {
+    if (m.state && m.state !== CallState.USER_SPEAKING) {
+      restoreAgent(m.state);
+      return;
+    }
+    if (hook.remoteLevel > AUDIBLE_LEVEL) {
+      restoreAgent("audio");
+      return;
+    }
+  }
+  // the levels (every LEVEL_INTERVAL_MS) look again too; this one keeps the end
+  // of the stale time and the limit when they do not run
+  const next = now < m.staleUntil ? m.staleUntil : m.record.mutedAt + LOCAL_MUTE_MAX_MS;
+  m.timer = setTimeout(checkStale, Math.max(0, next - now));
+}
+
+/** Let the agent be heard again; `by`: what ended the mute (for the record). */
+function restoreAgent(by) {
+  const m = localMute;
+  if (!m) return;
+  localMute = null;
+  clearTimeout(m.timer);
+  ui.muteRemote(false);
+  Object.assign(m.record, { restoredAt: performance.now(), restoredBy: by });
+  if (!active || by === "hangup") return;
+  renderDiagnostics();
+  // iOS may have paused the element meanwhile (an interruption): as wake() does
+  ui.resumePlayback().then((playing) => {
+    if (!playing && active) showNotice(...ui.TAP_FOR_AUDIO_NOTICE);
+  });
 }
 
 // ---- a connection that stalls or drops ------------------------------------------------
@@ -378,6 +502,7 @@ function startResume(why) {
   };
   hook.resume = { call: hook.calls, why, lostAt, noticedAt: now, attempts: [], outcome: null };
   hook.interrupted = why;
+  restoreAgent("resume"); // nothing more comes on the dead path; the new one starts clean
   conversation.markCutOff();
   ui.enableTextInput(false);
   setState(PageState.RESUMING);
@@ -571,10 +696,11 @@ const handlers = new Map([
     if (hook.state === PageState.CONNECTING) setState(CallState.LISTENING);
   }],
   [ServerType.SESSION_RESUMED, (m, p) => onResumed(p)],
-  [ServerType.STATE, (m) => {
+  [ServerType.STATE, (m, p, at) => {
     if (!isCallState(m.state)) return;
     const before = serverState;
     serverState = m.state;
+    staleStateChanged(m.state, at);
     if (m.state === CallState.USER_SPEAKING) disarmTurn();
     else if (before === CallState.USER_SPEAKING) armTurn();
     if (!hook.interrupted) setState(m.state);
@@ -596,14 +722,21 @@ const handlers = new Map([
 ]);
 
 function onServerMessage(data, from) {
+  const at = performance.now();
   const m = parseServerMessage(data);
   if (!m) return;
+  // A barge-in: the agent's audio still in the browser is stale. Muted first of all.
+  // (Not when the server says the caller's voice does not cut the agent: /config's bargeIn.)
+  if (m.type === ServerType.STATE && m.state === CallState.USER_SPEAKING && from === peer && active
+      && !localMute && agentAudible() && !(hook.config && hook.config.bargeIn === false)) {
+    muteStale("user_speaking", at);
+  }
   if (m.type !== ServerType.PONG) pushBounded(hook.events, m, MAX_EVENTS);
   // A call already ended here (or a connection already left behind) still delivers
   // what was in flight until its peer closes: none of it may change the page.
   if (from !== peer || !active) return;
   const handle = handlers.get(m.type);
-  if (handle) handle(m, from);
+  if (handle) handle(m, from, at);
 }
 
 function send(message) {
@@ -615,10 +748,13 @@ function send(message) {
 export function sendText(text) {
   text = String(text || "").trim().slice(0, MAX_TEXT_CHARS);
   if (!text) return false;
+  const at = performance.now();
   if (!send(textMessage(text))) {
     showNotice(...ui.NOT_CONNECTED_NOTICE);
     return false;
   }
+  // it cuts the reply playing (the server stops it): what is on its way is stale
+  if (agentAudible()) muteStale("text", at);
   conversation.addTyped(text);
   armTurn();
   return true;
@@ -643,6 +779,7 @@ function levelTick() {
   hook.remoteLevel = remote;
   if (remote > hook.remotePeak) hook.remotePeak = remote;
   levels.draw(hook.micLevel, hook.remoteLevel);
+  if (localMute) checkStale();
 }
 
 async function collectStats() {
@@ -792,6 +929,7 @@ export async function startCall() {
   watchMicrophone(localStream);
 
   // a fresh call: nothing of the last one's state, stats or notice carries over
+  restoreAgent("new call"); // hangUp did already, and ui.unlockPlayback unmuted the element
   serverState = null;
   connected = false;
   micEnded = false;
@@ -852,6 +990,7 @@ export function hangUp(reason, { keepNotice = false, tell = true } = {}) {
   timers = [];
   clearTimeout(iceTimer);
   disarmTurn();
+  restoreAgent("hangup");
   if (ending.resume) {
     clearTimeout(ending.resume.timer);
     clearTimeout(ending.resume.deadlineTimer);

@@ -282,6 +282,24 @@ export async function resumePlayback() {
 export function stopRemote() {
   playback = null;
   els.audio.srcObject = null;
+  els.audio.muted = false; // never carried into the next call
+}
+
+/**
+ * Silence the agent here, at once, or let it be heard again (call.js, on a
+ * barge-in: the audio already in the browser's buffers is stale). The element's
+ * `muted`, not `volume`: iOS Safari ignores `volume` set by a script (it stays 1),
+ * while `muted` takes effect at the element's output in Chromium and Safari alike.
+ * The element keeps playing (neither paused nor emptied), so iOS's play()-from-a-tap
+ * state and a resumed call's track are untouched, and the levels go on: WebAudio
+ * reads the track, not the element. The caller's own Mute is the microphone's.
+ */
+export function muteRemote(muted) {
+  els.audio.muted = muted;
+}
+
+export function remoteMuted() {
+  return els.audio.muted;
 }
 
 // ---- diagnostics -------------------------------------------------------------------
@@ -292,7 +310,7 @@ function fmt(v, unit, digits = 0) {
 
 /** Fill the panel from Peer.stats() output (or null) and the call's identity;
  *  with no stats and no call it shows "–" everywhere (the reset after a hang-up). */
-export function renderDiagnostics(s, { playoutMs, callId, backend, lastTurnMs, resumes, usage }) {
+export function renderDiagnostics(s, { playoutMs, callId, backend, lastTurnMs, resumes, usage, bargeIn }) {
   const set = (k, v) => {
     const dd = els.diag.querySelector(`[data-k="${k}"]`);
     if (dd) dd.textContent = v;
@@ -308,12 +326,20 @@ export function renderDiagnostics(s, { playoutMs, callId, backend, lastTurnMs, r
       (s.sentLossPct !== null ? ` · out ${s.sentLossPct.toFixed(1)} %` : "")
     : "–");
   set("codec", (s && s.codec) || "–");
-  set("playout", fmt(playoutMs, "ms"));
+  set("playout", fmt(playoutMs, "ms") + describeBargeIn(bargeIn));
   set("turn", fmt(lastTurnMs, "ms"));
   set("call", callId
     ? `${callId}${backend ? ` · ${backend}` : ""}${resumes ? ` · resumed ×${resumes}` : ""}`
     : "–");
   set("usage", describeUsage(usage));
+}
+
+/** After the playout delay: the agent muted here on a barge-in (call.js), now or
+ *  last in this call, and how soon after the server's `user_speaking` it was. */
+function describeBargeIn(mute) {
+  if (!mute) return "";
+  const took = `${(mute.mutedAt - mute.arrivedAt).toFixed(1)} ms`;
+  return mute.restoredAt === null ? ` · agent muted (barge-in, in ${took})` : ` · last barge-in muted in ${took}`;
 }
 
 /** The server's `usage` (the call's totals so far) in a line: tokens in and out,

@@ -151,6 +151,12 @@ class SignalingServer:
                 load=lambda: len(self.calls) + self.pending, calls=self.calls.keys,
                 calls_total=lambda: self.calls_total)
 
+    @property
+    def _barge_in(self) -> bool:
+        """The caller's speech interrupts the agent (server turn detection, on by default)."""
+        td = self.config.session.turn_detection
+        return td is not None and td.interrupt_response
+
     def ice_servers(self, user: str = "rtc-agent") -> list[dict[str, Any]]:
         return build_ice_servers(self.config.ice_servers, self.config.turn_urls,
                                  self.config.turn_secret, self.config.turn_ttl_s, user)
@@ -617,6 +623,9 @@ class SignalingServer:
             "tokenRequired": bool(self.config.token),
             # how long a call whose connection died waits for the page to resume it
             "resumeWindowS": self.config.resume_window_s,
+            # whether the caller's voice cuts the agent off: the page mutes the stale
+            # rest of a reply locally only when it does
+            "bargeIn": self._barge_in,
         }, headers=no_store)
 
     async def index(self, request: web.Request) -> web.StreamResponse:

@@ -105,7 +105,7 @@ async def test_token_origin_capacity_and_hangup(agent: SignalingServer) -> None:
             assert (r.status, (await r.json())["error"]["code"]) == (401, "unauthorized")
         async with http.get(f"{base}/config", headers={"Authorization": "BEARER s3cret"}) as r:
             assert await r.json() == {"iceServers": [], "tokenRequired": True,
-                                      "resumeWindowS": 30.0}
+                                      "resumeWindowS": 30.0, "bargeIn": True}
         async with http.options(f"{base}/offer", headers={
                 "Origin": "https://app.example",
                 "Access-Control-Request-Method": "POST"}) as r:
@@ -189,6 +189,28 @@ async def test_config_mints_short_lived_turn_credentials_per_caller() -> None:
         servers = server.ice_servers(user="call-x")
         assert servers[0]["username"].endswith(":call-x")
         assert int(servers[0]["username"].split(":")[0]) - time.time() < 65
+
+
+async def test_config_says_whether_the_callers_voice_cuts_the_agent_off() -> None:
+    """The page mutes a reply's stale rest on `user_speaking` only when it was cut."""
+    import dataclasses
+
+    from tests.signaling.rawhttp import cloud_server
+
+    async with cloud_server() as server:
+        base = f"http://127.0.0.1:{server.config.port}"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/config") as r:
+                assert (await r.json())["bargeIn"] is True
+            session = server.config.session
+            assert session.turn_detection is not None
+            server.config.session = dataclasses.replace(session, turn_detection=dataclasses.replace(
+                session.turn_detection, interrupt_response=False))  # --no-barge-in
+            async with http.get(f"{base}/config") as r:
+                assert (await r.json())["bargeIn"] is False
+            server.config.session = dataclasses.replace(session, turn_detection=None)  # --no-vad
+            async with http.get(f"{base}/config") as r:
+                assert (await r.json())["bargeIn"] is False
 
 
 # ---------------------------------------------------------------- backend supervision
