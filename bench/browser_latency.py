@@ -7,6 +7,8 @@ One command; it starts everything it needs and stops it at the end (also on an e
         --tree after=/work/main --json bench/results/browser_latency-before-after.json
     .venv/bin/python bench/browser_latency.py --page project --barge-ins 20 \\
         --json bench/results/browser_latency-project.json
+    .venv/bin/python bench/browser_latency.py --tree p20=. --tree p10=. \\
+        --tree-arg p10=--ptime=10 --json bench/results/browser_latency-ptime.json
 
 Two paths, the same prompts, the same number of turns:
 
@@ -26,6 +28,8 @@ PYTHONPATH makes every Python process of the run print where `rtc_agent` came fr
 PATH. With several trees the runs alternate by rounds (a, b, a, b; `--rounds`, default
 2 with several trees), each round on a fresh server, browser and backend; one table
 per tree, then the difference (each tree minus the first).
+`--tree-arg NAME=ARG` gives one tree's server an extra argument: with two names for
+one checkout it compares settings (`--ptime 10`, `--no-dtx`) the same way.
 
 The caller (all in the page, one clock)
 ---------------------------------------
@@ -869,12 +873,21 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=14)
     ap.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
                     help="an extra argument for rtc-agent serve (repeatable)")
+    ap.add_argument("--tree-arg", action="append", default=[], metavar="NAME=ARG",
+                    help="an extra argument for one tree's serve (repeatable), e.g. two "
+                         "names for one checkout: --tree a=. --tree b=. --tree-arg b=--ptime=10")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     missing = missing_tools()
     if missing:
         sys.exit(f"needs {', '.join(missing)}")
     trees = parse_trees(args.tree)
+    tree_args: dict[str, list[str]] = {name: list(args.serve_arg) for name in trees}
+    for spec in args.tree_arg:
+        name, sep, arg = spec.partition("=")
+        if not sep or name not in trees or not arg:
+            raise SystemExit(f"--tree-arg wants NAME=ARG with a --tree NAME, not {spec!r}")
+        tree_args[name].append(arg)
     rounds = args.rounds or (2 if len(trees) > 1 else 1)
     texts = args.prompt or PROMPTS
     prompts = make_prompts(list(dict.fromkeys([*texts, STORY_PROMPT, *INTERRUPTS])))
@@ -895,7 +908,8 @@ def main() -> None:
         "prompts": {t: {"speech_ms_48k": [v / RATE * 1000 for v in p.span48],
                         "speech_ms_24k": [v / DIRECT_RATE * 1000 for v in p.span24]}
                     for t, p in prompts.items()},
-        "trees": {name: {**git_info(path), "rounds": []} for name, path in trees.items()},
+        "trees": {name: {**git_info(path), "serve_args": tree_args[name], "rounds": []}
+                  for name, path in trees.items()},
     }
     from playwright.sync_api import sync_playwright
 
@@ -906,10 +920,11 @@ def main() -> None:
         for r in range(rounds):
             for name, path in trees.items():
                 mine = turn_list[done:done + per_round[r]]
-                echo(f"-- round {r + 1}/{rounds}, tree {name} ({path}): {len(mine)} turns, "
-                     f"{barges_per_round[r]} barge-ins; load {loadavg()}")
+                echo(f"-- round {r + 1}/{rounds}, tree {name} ({path}"
+                     f"{' ' + ' '.join(tree_args[name]) if tree_args[name] else ''}): "
+                     f"{len(mine)} turns, {barges_per_round[r]} barge-ins; load {loadavg()}")
                 web = run_webrtc(pw, work, path, prompts, mine, barges_per_round[r], rng,
-                                 args.serve_arg, echo, args.page)
+                                 tree_args[name], echo, args.page)
                 direct = run_direct(path, work, prompts, mine, echo)
                 results["trees"][name]["rounds"].append({"webrtc": web, "direct": direct,
                                                          "loadavg": loadavg()})
@@ -922,7 +937,8 @@ def main() -> None:
         direct = {"turns": [t for rd in tree["rounds"] for t in rd["direct"]["turns"]]}
         summaries[name] = tree["summary"] = summarize(web, direct)
         print(table(f"{name}: {tree['path']} @ {tree['head'][:12]}"
-                    f"{' + uncommitted changes' if tree['uncommitted'] else ''}",
+                    f"{' + uncommitted changes' if tree['uncommitted'] else ''}"
+                    f"{' serve ' + ' '.join(tree['serve_args']) if tree['serve_args'] else ''}",
                     summaries[name]))
     names = list(summaries)
     for other in names[1:]:

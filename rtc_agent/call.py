@@ -107,7 +107,7 @@ class Call:
         max_duration_s: float | None = None,
         decode_on_loop: bool = True,
         ptime_ms: int = 20,
-        dtx: bool = True,
+        dtx: bool = False,
         on_closed: Callable[[Call], None] | None = None,
         node: str | None = None,
         worker: str | None = None,

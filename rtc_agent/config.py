@@ -101,7 +101,7 @@ class ServeConfig:
     pricing: dict[str, float] = field(default_factory=dict)
     decode_on_loop: bool = True
     ptime_ms: int = 20  # the agent's audio packets: 20 ms, or 10 ms (less delay, more packets)
-    dtx: bool = True  # send (almost) nothing while the agent is silent, as Opus DTX does
+    dtx: bool = False  # send (almost) nothing while the agent is silent, as Opus DTX does
     # TURN credentials live this long; coturn checks expiry only when a relay is
     # allocated, so a call outlives them, but a leaked pair soon stops working.
     turn_ttl_s: int = 600
@@ -656,9 +656,10 @@ SETTINGS: tuple[Setting, ...] = (
              "20 (default) or 10 (a shorter wait in the caller's jitter buffer, twice the "
              "packets; see docs/benchmarks.md)",
              check=lambda v: None if v in (10, 20) else "must be 10 or 20", metavar="MS"),
-    _setting("no_dtx", _BOOL, False, "send a silence packet every frame while the agent is "
-             "quiet, instead of Opus DTX (one tiny packet every 400 ms; replies then start "
-             "the moment their audio comes, not at the next frame)"),
+    _setting("dtx", _BOOL, False, "while the agent is quiet send Opus DTX (one tiny packet "
+             "every 400 ms) instead of a silence packet every frame: less traffic, and a "
+             "reply's first packet leaves the moment its audio comes; it is not heard sooner "
+             "in Chromium (docs/benchmarks.md)"),
     _setting("workers", _Either("auto"), "auto", "worker processes, each with its own event "
              "loop: a number, or 'auto' for the cores this process may use (default auto)",
              check=lambda v: None if v == "auto" or v >= 1 else "must be >= 1 or \"auto\"",
@@ -1120,7 +1121,7 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         web_dir=Path(v("web_dir")), https=v("https"), cert=v("cert"), key=v("key"),
         cert_dir=Path(v("cert_dir")), turn_urls=list(v("turn_urls")),
         turn_secret=v("turn_secret"), tts=v("tts"), decode_on_loop=not v("decode_thread"),
-        ptime_ms=v("ptime"), dtx=not v("no_dtx"),
+        ptime_ms=v("ptime"), dtx=v("dtx"),
         turn_ttl_s=v("turn_ttl_s"), header_timeout_s=v("header_timeout_s"),
         body_timeout_s=v("body_timeout_s"), max_connections=v("max_connections"),
         max_connections_per_address=v("max_connections_per_address"),
@@ -1399,7 +1400,7 @@ def describe(cfg: ServeConfig, backend: Backend,
                  "public_address"))
     add("agent audio", f"{cfg.ptime_ms} ms packets, "
         + ("DTX while quiet" if cfg.dtx else "silence packets while quiet")
-        + origin("ptime", "no_dtx"))
+        + origin("ptime", "dtx"))
     add("recording", (f"{cfg.record_dir} (up to {cfg.record_max_s:g} s a call)"
                       if cfg.record_dir else "off") + origin("record_dir", "record_max_s"))
     add("call log", (str(cfg.call_log) if cfg.call_log else "off") + origin("call_log"))

@@ -6,16 +6,16 @@ per tick. It encodes Opus itself, straight from the service's 24 kHz pcm16,
 and hands aiortc ready packets: no 24->48 kHz resample, no thread-pool hop, and
 no pure-Python audio-level loop (aiortc runs that only on raw frames).
 
-While the agent is silent the track goes quiet as Opus DTX does (`dtx`, the
-default): after a few encoded silent frames it sends one one-byte DTX packet
-and then one every 400 ms, so receivers keep seeing a live stream. RTP
-timestamps follow the pacing clock, gaps included. That is what lets a reply
-start the moment its first audio arrives instead of at the next tick of a
-silence stream: a receiver plays each packet at its timestamp, so with
-back-to-back silence packets the first audio frame could only take the next
-slot (10 ms late on average); after a gap its timestamp can be "now". It also
-spares the per-packet cost of sending silence 50 times a second. Without DTX
-the track sends one pre-encoded silence packet per idle tick.
+While the agent is silent the track sends one pre-encoded silence packet per
+tick. With `dtx` it goes quiet as Opus DTX does instead: after a few encoded
+silent frames, one one-byte DTX packet and then one every 400 ms, so receivers
+keep seeing a live stream. RTP timestamps follow the pacing clock, gaps
+included, which lets a reply's first frame leave the moment its audio arrives
+(stamped "now") rather than at the next tick: with back-to-back silence packets
+a receiver plays each packet in its slot, so an early first frame could only
+wait there. Measured in Chromium (docs/benchmarks.md), the early frame is not
+heard sooner: coming out of DTX, WebRTC's jitter buffer keeps the delay it had
+before the quiet. So DTX is off by default; it saves traffic and per-packet work.
 
 The audio and the books barge-in needs (which item is on air, how many
 milliseconds of it have been sent) live in the pure `PlayoutBuffer`; this
@@ -67,7 +67,7 @@ class PlayoutTrack(MediaStreamTrack):
         buffer: PlayoutBuffer | None = None,
         encoder: AudioCodecContext | None = None,
         frame_ms: int = 20,
-        dtx: bool = True,
+        dtx: bool = False,
     ) -> None:
         super().__init__()
         if frame_ms not in FRAME_MS_CHOICES:

@@ -82,7 +82,7 @@ async def test_playout_paces_plays_and_accounts_items() -> None:
 async def test_quiet_track_sends_dtx_packets_with_timestamps_on_the_clock() -> None:
     """Idle in DTX: one one-byte packet at once, then one every 400 ms, each stamped
     with the time it stands for (a gap in packets is a gap in RTP time)."""
-    track = PlayoutTrack()
+    track = PlayoutTrack(dtx=True)
     first = await track.recv()
     second = await track.recv()
     assert len(bytes(first)) == 1 and len(bytes(second)) == 1
@@ -91,8 +91,8 @@ async def test_quiet_track_sends_dtx_packets_with_timestamps_on_the_clock() -> N
     track.stop()
 
 
-async def test_without_dtx_a_quiet_track_sends_silence_every_frame() -> None:
-    track = PlayoutTrack(dtx=False)
+async def test_by_default_a_quiet_track_sends_silence_every_frame() -> None:
+    track = PlayoutTrack()
     packets = [await track.recv() for _ in range(3)]
     assert [p.pts for p in packets] == [0, RTP_STEP, 2 * RTP_STEP]
     assert all(len(bytes(p)) > 2 for p in packets)
@@ -101,10 +101,11 @@ async def test_without_dtx_a_quiet_track_sends_silence_every_frame() -> None:
 
 
 async def test_a_reply_starts_when_its_audio_comes_not_at_the_next_tick() -> None:
-    """Audio queued half-way between two ticks of a quiet track goes out at once,
-    stamped with that moment; the rest of the reply is paced from there."""
+    """In DTX, audio queued half-way between two ticks of a quiet track goes out at
+    once, stamped with that moment; the rest of the reply is paced from there."""
     started: list[float] = []
-    track = PlayoutTrack(on_item_started=lambda _item: started.append(time.monotonic()))
+    track = PlayoutTrack(on_item_started=lambda _item: started.append(time.monotonic()),
+                         dtx=True)
     first = await track.recv()  # the quiet begins: a DTX packet, and the clock's origin
     origin = time.monotonic()
     # 5 ticks and a half later (the track ticks every 20 ms inside recv while quiet)
