@@ -160,6 +160,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from rtc_agent.loadtest.metrics import percentile  # noqa: E402
 from tests.speech import speak_pcm  # noqa: E402
 from tests.web.netns import missing_tools  # noqa: E402
 from tests.web.roaming import Roaming, roaming  # noqa: E402
@@ -194,18 +195,7 @@ except Exception as exc:
 # ----------------------------------------------------------------- small helpers
 
 def loadavg() -> list[float]:
-    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-
-
-def pct(values: list[float], q: float) -> float:
-    """The q-quantile (0..1), linear between the closest ranks."""
-    s = sorted(values)
-    if len(s) == 1:
-        return s[0]
-    pos = q * (len(s) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def audible_span(pcm: np.ndarray) -> tuple[int, int]:
@@ -436,7 +426,7 @@ def webrtc_turn(caller: Caller, prompt: Prompt) -> dict[str, Any]:
         "user_text": user_text, "reply_text": reply.get("text"),
         "reply_audio_ms": reply.get("audio_ms"),
         "render_offset_ms": off, "output_offset_ms": got["clock"]["outputOffset"],
-        "tick_spread_p50_ms": pct(spread, 0.5), "tick_spread_p95_ms": pct(spread, 0.95),
+        "tick_spread_p50_ms": percentile(spread, 50), "tick_spread_p95_ms": percentile(spread, 95),
         **jitter(stats0, stats1),
         "events": [{"t": round(e["t"], 2), **{k: v for k, v in e["msg"].items()
                                               if k in ("type", "state", "role")}}
@@ -725,7 +715,8 @@ def stat(values: list[float | None]) -> dict[str, float] | None:
     vals = [v for v in values if v is not None]
     if not vals:
         return None
-    return {"n": len(vals), "p50": round(pct(vals, 0.5), 1), "p95": round(pct(vals, 0.95), 1),
+    return {"n": len(vals), "p50": round(percentile(vals, 50) or 0.0, 1),
+            "p95": round(percentile(vals, 95) or 0.0, 1),
             "min": round(min(vals), 1), "max": round(max(vals), 1),
             "mean": round(statistics.fmean(vals), 1)}
 

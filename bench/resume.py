@@ -64,6 +64,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from rtc_agent.loadtest.metrics import percentile  # noqa: E402
 from tests.web.netns import missing_tools  # noqa: E402
 from tests.web.roaming import Roaming, roaming, wait_until  # noqa: E402
 
@@ -88,18 +89,7 @@ def silence(path: Path, seconds: int = 10) -> Path:
 
 
 def loadavg() -> list[float]:
-    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-
-
-def pct(values: list[float], q: float) -> float:
-    """The q-quantile (0..1), linear between the closest ranks."""
-    s = sorted(values)
-    if len(s) == 1:
-        return s[0]
-    pos = q * (len(s) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def server_audio_times(log: str, after_line: int) -> list[float]:
@@ -219,8 +209,10 @@ def summarize(rows: list[dict], kinds: list[str]) -> dict:
         for key in ("detect_ms", *MARKS[1:], "server_audio", "after_notice"):
             values = [r[key] for r in mine if r[key] is not None]
             if values:
-                out[kind][key] = {"n": len(values), "p50": round(pct(values, 0.5), 1),
-                                  "p95": round(pct(values, 0.95), 1), "max": round(max(values), 1),
+                out[kind][key] = {"n": len(values),
+                                  "p50": round(percentile(values, 50) or 0.0, 1),
+                                  "p95": round(percentile(values, 95) or 0.0, 1),
+                                  "max": round(max(values), 1),
                                   "mean": round(statistics.fmean(values), 1)}
     return out
 
