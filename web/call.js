@@ -729,7 +729,7 @@ function onServerMessage(data, from) {
   // (Not when the server says the caller's voice does not cut the agent: /config's bargeIn.)
   if (m.type === ServerType.STATE && m.state === CallState.USER_SPEAKING && from === peer && active
       && !localMute && agentAudible() && !(hook.config && hook.config.bargeIn === false)) {
-    muteStale("user_speaking", at);
+    muteStale(CallState.USER_SPEAKING, at); // the trigger, as recorded
   }
   if (m.type !== ServerType.PONG) pushBounded(hook.events, m, MAX_EVENTS);
   // A call already ended here (or a connection already left behind) still delivers
