@@ -155,6 +155,7 @@ class ToolCall:
     response_id: str
     arguments: str = ""
     output: str | None = None
+    item_id: str = ""  # the function_call item, which its output follows
 
 
 @dataclass(slots=True)
@@ -457,7 +458,8 @@ class RealtimeSession:
             return []
         name = event.get("name") or self._function_names.pop(item_id)
         raw = event.get("arguments") or "{}"
-        call = ToolCall(call_id=call_id, name=name, response_id=rid, arguments=raw)
+        call = ToolCall(call_id=call_id, name=name, response_id=rid, arguments=raw,
+                        item_id=item_id if isinstance(item_id, str) else "")
         self._tool_calls[call_id] = call
         try:
             args = json.loads(raw)
@@ -665,11 +667,17 @@ class RealtimeSession:
         if not calls or any(c.output is None for c in calls):
             return []
         effects: list[Effect] = []
+        moved_on = response_id in self._discarded_responses
         for c in calls:
-            effects.append(SendUpstream({"type": "conversation.item.create", "item": {
-                "type": "function_call_output", "call_id": c.call_id, "output": c.output}}))
+            create: dict[str, Any] = {"type": "conversation.item.create", "item": {
+                "type": "function_call_output", "call_id": c.call_id, "output": c.output}}
+            if moved_on and c.item_id:
+                # Right after its call, not after the caller's new message (sent
+                # meanwhile): else the reply to that message would answer this output.
+                create["previous_item_id"] = c.item_id
+            effects.append(SendUpstream(create))
             del self._tool_calls[c.call_id]
-        if response_id in self._discarded_responses:
+        if moved_on:
             return effects  # the caller moved on; their new turn will see the outputs
         if self.active_response_id is None:
             effects.append(SendUpstream({"type": "response.create"}))

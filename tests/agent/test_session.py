@@ -316,6 +316,25 @@ def test_tool_round_sends_all_outputs_then_one_create() -> None:
     assert events[1]["item"]["output"] == '{"error": "timed out"}'
 
 
+def test_a_tool_the_caller_moved_on_from_has_its_output_placed_after_its_call() -> None:
+    """The caller typed over a running tool: their message is in the conversation
+    before the cancelled tool's output is, and a reply must answer the message, not
+    the output. So the output goes right after its call (previous_item_id), and no
+    response of its own is asked for. Appended at the end, it raced the reply."""
+    s = configured(RealtimeSession(Dialect.GA, SessionSettings(), [SEARCH]))
+    s.handle_upstream({"type": "response.created", "response": {"id": "resp_t"}})
+    tool_call(s, "call_1", "fc1", "solar power")
+    s.handle_upstream({"type": "response.done", "response": {"id": "resp_t",
+                                                             "status": "completed"}})
+    moved = upstream(s.on_text("what is two plus two"))
+    assert moved[0]["type"] == "conversation.item.create"  # the caller's message first
+    out = upstream(s.on_tool_result("call_1", False, '{"error": "cancelled"}', 5,
+                                    moved_on=True))
+    assert out == [{"type": "conversation.item.create", "previous_item_id": "fc1", "item": {
+        "type": "function_call_output", "call_id": "call_1",
+        "output": '{"error": "cancelled"}'}}]
+
+
 def test_tool_with_invalid_arguments_gets_an_error_output() -> None:
     s = RealtimeSession(Dialect.GA, SessionSettings(), [SEARCH])
     s.handle_upstream({"type": "response.created", "response": {"id": "resp_t"}})
