@@ -483,7 +483,8 @@ class Call:
             log.exception("call %s: item end", self.call_id)
 
     def _on_frame(self, pcm: bytearray | None) -> None:
-        """Every 20 ms tick of the playout: the recording's clock, the reply's text
+        """Every tick of the playout (20 ms; 10 ms with --ptime 10, which the recorder,
+        counting 20 ms ticks, does not handle yet): the recording's clock, the reply's text
         released as its audio plays, and a barge-in is complete at its first silence."""
         if self.recorder is not None:
             self.recorder.agent_frame(pcm)

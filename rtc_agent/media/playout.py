@@ -35,14 +35,12 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.audio.codeccontext import AudioCodecContext
 
 from rtc_agent.media import opus
-from rtc_agent.media.playout_buffer import FRAME_BYTES, Flushed, PlayoutBuffer
+from rtc_agent.media.playout_buffer import Flushed, PlayoutBuffer
 from rtc_agent.protocol import BYTES_PER_MS, REALTIME_RATE
 
 log = logging.getLogger(__name__)
 
 RATE = REALTIME_RATE
-FRAME_SAMPLES = FRAME_BYTES // 2  # 480: 20 ms at 24 kHz
-FRAME_S = 0.020
 RTP_CLOCK = 48000  # Opus RTP timestamps always count at 48 kHz
 RTP_STEP = 960  # one 20 ms frame on the RTP clock
 RTP_TIME_BASE = fractions.Fraction(1, RTP_CLOCK)
@@ -75,7 +73,6 @@ class PlayoutTrack(MediaStreamTrack):
         self.frame_ms = frame_ms
         self.dtx = dtx
         self._frame_s = frame_ms / 1000
-        self._rtp_step = RTP_CLOCK * frame_ms // 1000
         self._silence = opus.silence_packet(frame_ms)
         self._dtx_packet = opus.dtx_packet(frame_ms)
         self._keepalive_ticks = round(DTX_KEEPALIVE_S * 1000 / frame_ms)
@@ -89,7 +86,7 @@ class PlayoutTrack(MediaStreamTrack):
                                               on_item_started=on_item_started,
                                               on_item_finished=on_item_finished)
         self._clock = clock
-        # Told of every tick: the 20 ms of pcm sent (valid during the call only), or
+        # Told of every tick: the frame of pcm sent (valid during the call only), or
         # None for silence. For the call's books (barge-in timing) and recordings.
         self._on_frame = on_frame
         # The pacing timeline: tick n is due at _start + n * frame. RTP timestamps
@@ -283,7 +280,7 @@ class PlayoutTrack(MediaStreamTrack):
             return None
         frame = self._frame
         frame.pts = self._encoded_pts
-        self._encoded_pts += FRAME_SAMPLES
+        self._encoded_pts += frame.samples
         # PyAV's stub says bytes, but any buffer works: a bytes copy per frame is
         # exactly the allocation this path avoids.
         frame.planes[0].update(pcm)  # type: ignore[arg-type]

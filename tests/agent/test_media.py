@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from rtc_agent.media.inbound import InboundAudio, append_event
-from rtc_agent.media.playout import FRAME_BYTES, RTP_STEP, PlayoutTrack
+from rtc_agent.media.playout import RTP_STEP, PlayoutTrack
+from rtc_agent.media.playout_buffer import FRAME_BYTES
 
 
 def stereo_frame(i: int, freq: float = 440.0) -> av.AudioFrame:
