@@ -156,6 +156,7 @@ class ToolCall:
     arguments: str = ""
     output: str | None = None
     item_id: str = ""  # the function_call item, which its output follows
+    moved_on: bool = False  # cancelled by the caller's barge-in: nobody waits for it
 
 
 @dataclass(slots=True)
@@ -651,8 +652,7 @@ class RealtimeSession:
         if call is None:
             return []
         call.output = output
-        if moved_on:
-            self._discarded_responses.add(call.response_id)
+        call.moved_on = moved_on
         effects: list[Effect] = [
             SendCaller(caller.tool_finished(call_id, call.name, ok, duration_ms))]
         effects.extend(self._maybe_finish_tool_round(call.response_id))
@@ -660,24 +660,27 @@ class RealtimeSession:
         return effects
 
     def _maybe_finish_tool_round(self, response_id: str) -> list[Effect]:
-        """After response.done and every tool of it finished: outputs, then one create."""
+        """After response.done and every tool of it finished: outputs, then one create.
+
+        An output the caller moved on from (its tool cancelled by a barge-in) goes
+        right after its call, not after the caller's new message: else the reply to
+        that message would answer it. A tool that ran on is answered even when the
+        caller interrupted the response that called it: its output goes last, and a
+        reply to it follows the caller's own."""
         if response_id not in self._response_done:
             return []
         calls = [c for c in self._tool_calls.values() if c.response_id == response_id]
         if not calls or any(c.output is None for c in calls):
             return []
         effects: list[Effect] = []
-        moved_on = response_id in self._discarded_responses
         for c in calls:
             create: dict[str, Any] = {"type": "conversation.item.create", "item": {
                 "type": "function_call_output", "call_id": c.call_id, "output": c.output}}
-            if moved_on and c.item_id:
-                # Right after its call, not after the caller's new message (sent
-                # meanwhile): else the reply to that message would answer this output.
+            if c.moved_on and c.item_id:
                 create["previous_item_id"] = c.item_id
             effects.append(SendUpstream(create))
             del self._tool_calls[c.call_id]
-        if moved_on:
+        if all(c.moved_on for c in calls):
             return effects  # the caller moved on; their new turn will see the outputs
         if self.active_response_id is None:
             effects.append(SendUpstream({"type": "response.create"}))

@@ -335,6 +335,28 @@ def test_a_tool_the_caller_moved_on_from_has_its_output_placed_after_its_call() 
         "output": '{"error": "cancelled"}'}}]
 
 
+def test_a_tool_that_ran_on_is_answered_after_the_caller_interrupted_its_response() -> None:
+    """The caller typed while the response that called a (not cancellable) tool was
+    still open: that response is cancelled, but the tool runs on and nobody cancelled
+    it, so its output goes last and gets a reply of its own after the caller's. The
+    race (text before response.done) made the answer never come, 1 run in 16."""
+    s = configured(RealtimeSession(Dialect.GA, SessionSettings(), [SEARCH]))
+    s.handle_upstream({"type": "response.created", "response": {"id": "resp_t"}})
+    tool_call(s, "call_1", "fc1", "solar power")
+    moved = upstream(s.on_text("what is two plus two"))  # before the response is done
+    assert [e["type"] for e in moved] == ["response.cancel", "conversation.item.create"]
+    done = upstream(s.handle_upstream({"type": "response.done", "response": {
+        "id": "resp_t", "status": "cancelled"}}))
+    assert done == [{"type": "response.create"}]  # the reply to the caller
+    s.handle_upstream({"type": "response.created", "response": {"id": "resp_u"}})
+    out = upstream(s.on_tool_result("call_1", True, "Solar grew.", 3000))
+    assert out == [{"type": "conversation.item.create", "item": {
+        "type": "function_call_output", "call_id": "call_1", "output": "Solar grew."}}]
+    out = upstream(s.handle_upstream({"type": "response.done", "response": {
+        "id": "resp_u", "status": "completed"}}))
+    assert out == [{"type": "response.create"}]  # the tool's answer, after the caller's
+
+
 def test_tool_with_invalid_arguments_gets_an_error_output() -> None:
     s = RealtimeSession(Dialect.GA, SessionSettings(), [SEARCH])
     s.handle_upstream({"type": "response.created", "response": {"id": "resp_t"}})
