@@ -483,11 +483,11 @@ class Call:
             log.exception("call %s: item end", self.call_id)
 
     def _on_frame(self, pcm: bytearray | None) -> None:
-        """Every tick of the playout (20 ms; 10 ms with --ptime 10, which the recorder,
-        counting 20 ms ticks, does not handle yet): the recording's clock, the reply's text
-        released as its audio plays, and a barge-in is complete at its first silence."""
-        if self.recorder is not None:
-            self.recorder.agent_frame(pcm)
+        """Every tick of the playout (20 ms; 10 ms with --ptime 10): the recording's clock,
+        the reply's text released as its audio plays, and a barge-in is complete at its
+        first silence."""
+        if self.recorder is not None:  # told the tick's length: a silent tick has no pcm
+            self.recorder.agent_frame(pcm, self.playout.frame_ms)
         if pcm is not None and self.session.captions_held:
             playout = self.playout
             self._apply(self.session.on_playout_progress(playout.current_item, playout.sent_ms))

@@ -3,19 +3,20 @@
 One call makes `<call_id>.ogg`, stereo Opus, and `<call_id>.json`, its transcript
 and timings. The agent channel is fed from the playout track's ticks, so it is
 what the caller was sent, cut where a barge-in cut it; the ticks are also the
-recording's clock, and each one takes the next 20 ms of caller audio received so
-far for the left channel.
+recording's clock, and each one takes as much of the caller audio received so
+far as it is long (20 ms, or 10 ms with --ptime 10) for the left channel.
 
 Encoded at 24 kHz, the service's rate, which libopus takes as it is (it accepts
 8, 12, 16, 24 and 48 kHz). Ogg Opus always counts its granule positions at
 48 kHz and decoders (FFmpeg, browsers, opusdec) output 48 kHz: a decoded file
-has 960 samples a channel per tick. 64 kbit/s for the pair: at 48 kbit/s libopus
-codes the bands above ~3 kHz of both channels as one (intensity stereo), which
-puts each voice's upper partials into the other's channel when both talk.
+has 48 samples a channel per millisecond of ticks. 64 kbit/s for the pair: at
+48 kbit/s libopus codes the bands above ~3 kHz of both channels as one
+(intensity stereo), which puts each voice's upper partials into the other's
+channel when both talk.
 
 The event loop only appends bytes to buffers (~2-5 us a tick; numpy would cost
-three times that). Every 10 ticks it hands a batch to the process's writer
-thread, which encodes, muxes and writes (~60 us a tick, without the GIL in
+three times that). Every 200 ms of ticks it hands a batch to the process's
+writer thread, which encodes, muxes and writes (~60 us a tick, without the GIL in
 libopus and the muxer): encoding on the loop would cost it 12 times as much, and
 a stalled disk would stall every call. Each recording may have 5 s of batches
 waiting; when the writer falls further behind, batches are dropped, counted and
@@ -56,31 +57,34 @@ import numpy as np
 from av.audio.stream import AudioStream
 from av.container import OutputContainer
 
-from rtc_agent.protocol import REALTIME_RATE
+from rtc_agent.protocol import BYTES_PER_MS, REALTIME_RATE
 
 log = logging.getLogger(__name__)
 
 RATE = REALTIME_RATE  # 24 kHz in, both channels; decoders give 48 kHz out
-FRAME_MS = 20
-FRAME_SAMPLES = RATE * FRAME_MS // 1000  # 480 a channel per tick
-FRAME_BYTES = FRAME_SAMPLES * 2  # one tick of mono pcm16
+SAMPLES_PER_MS = RATE // 1000
+FRAME_MS = 20  # a tick's length unless agent_frame is told otherwise (--ptime 10)
+FRAME_BYTES = FRAME_MS * BYTES_PER_MS  # one 20 ms tick of mono pcm16
+MAX_TICK_MS = 120  # Opus's longest frame; longer ticks are a caller's bug
 DECODED_RATE = 48000  # what every Ogg Opus decoder outputs
 BIT_RATE = 64_000  # both channels (VBR): ~17-29 MB an hour; see above for why not 48
 COMPLEXITY = 5  # libopus 0-10: 58 us a tick against 70 at 10
-BATCH_FRAMES = 10  # ticks handed to the writer at once: 200 ms, 5 hand-offs a second
+BATCH_MS = 200  # handed to the writer at once: 5 hand-offs a second, whatever the ptime
+BATCH_BYTES = BATCH_MS * BYTES_PER_MS
 MAX_BATCHES_QUEUED = 25  # 5 s waiting for the writer (0.5 MB); beyond, batches are dropped
 PAGE_DURATION_US = 500_000  # an Ogg page, and so a write, at least every 0.5 s
 JSON_EVERY_S = 2.0  # when there are new notes
 JSON_ANYWAY_S = 10.0  # to keep its duration current
 MAX_NOTES_BYTES = 1 << 20  # an hour of talk is ~100 KB of transcript
-RESYNC_WINDOW = 50  # ticks (1 s) a caller backlog must stand before it is caught up
-RESYNC_FRAMES = 5  # a standing backlog of this many frames (100 ms) or more is caught up
+RESYNC_WINDOW_MS = 1000  # how long a caller backlog must stand before it is caught up
+RESYNC_MIN_BYTES = 100 * BYTES_PER_MS  # a standing backlog this long or longer is caught up
+RESYNC_SLACK_BYTES = 20 * BYTES_PER_MS  # of it left standing, for jitter
 
 _CALL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 
 _OPEN, _AUDIO, _NOTE, _CLOSE = 0, 1, 2, 3  # what the loop sends the writer thread
-_ZEROS = memoryview(bytes(FRAME_BYTES))
+_ZEROS = memoryview(bytes(MAX_TICK_MS * BYTES_PER_MS))
 
 
 class CallRecorder:
@@ -102,24 +106,26 @@ class CallRecorder:
         self.call_id = call_id
         self.audio_path = Path(directory) / f"{call_id}.ogg"
         self.json_path = Path(directory) / f"{call_id}.json"
-        self._max_frames = max(1, round(max_s * 1000 / FRAME_MS))
+        self._max_ms = max(1, round(max_s * 1000))
         self._first_tick_at: str | None = None
 
         # Plain bytearrays, no numpy (interleaving is the writer's job): caller
-        # audio waits in `_caller`, at most max_lag_s of it; each tick moves 20 ms
-        # of it to `_left` and the agent's frame to `_right`.
+        # audio waits in `_caller`, at most max_lag_s of it; each tick moves a
+        # tick's length of it to `_left` and the agent's frame to `_right`.
         self._caller = bytearray()
         self._max_caller = max(FRAME_BYTES, round(max_lag_s * RATE) * 2)
         self._left = bytearray()
         self._right = bytearray()
-        self._frames = 0  # ticks plus resync frames: the recording's length in frames
-        self._window_ticks = 0
+        self._ms = 0  # ticks plus resync silence: the recording's length
+        self._tick_ms = FRAME_MS  # the last tick's length, and its bytes a channel
+        self._tick_bytes = FRAME_BYTES
+        self._window_ms = 0
         self._window_min = self._max_caller
         self._notes_bytes = 0
         self.ended: str | None = None  # why it stopped: "closed", "max_s" or "error"
 
-        self.resync_frames = 0  # agent silence added so the caller could catch up
-        self.dropped_frames = 0  # frames the writer fell too far behind for (silence instead)
+        self.resync_ms = 0  # agent silence added so the caller could catch up
+        self.dropped_ms = 0  # audio the writer fell too far behind for (silence instead)
         self.caller_dropped_bytes = 0  # caller audio beyond max_lag_s
         self.notes_dropped = 0
 
@@ -135,8 +141,8 @@ class CallRecorder:
 
     @property
     def duration_s(self) -> float:
-        """The recording's length so far (or final): ticks, plus resync frames, × 20 ms."""
-        return self._frames * FRAME_MS / 1000
+        """The recording's length so far (or final): ticks plus resync silence."""
+        return self._ms / 1000
 
     @property
     def closed(self) -> bool:
@@ -156,14 +162,18 @@ class CallRecorder:
         except Exception:
             self._abandon("caller audio")
 
-    def agent_frame(self, pcm: bytes | bytearray | None) -> None:
-        """Record one playout tick: the 20 ms of pcm16 sent to the caller, or None for silence.
+    def agent_frame(self, pcm: bytes | bytearray | None, ms: int = FRAME_MS) -> None:
+        """Record one playout tick of `ms` (the track's frame_ms): the pcm16 sent to the
+        caller, or None for silence. The tick, not `pcm`, sets the length: a frame of
+        another size is cut or padded, and a silent tick has no pcm to measure.
 
         `pcm` is copied before this returns, so the track's reused buffer can be passed.
         """
         if self.ended is not None:
             return
         try:
+            if ms != self._tick_ms:
+                self._set_tick(ms)
             if self._writer.error is not None:  # it gave up, and logged why
                 self._finish("error")
                 return
@@ -179,7 +189,7 @@ class CallRecorder:
         if self.ended is not None:
             return
         try:
-            text = json.dumps({**entry, "rec_ms": self._frames * FRAME_MS}, ensure_ascii=False,
+            text = json.dumps({**entry, "rec_ms": self._ms}, ensure_ascii=False,
                               default=str, separators=(",", ":"))
         except (TypeError, ValueError) as exc:  # a key that is no string, a cycle
             log.debug("call %s: a note that is not JSON: %s", self.call_id, exc)
@@ -209,28 +219,34 @@ class CallRecorder:
             del waiting[:excess]  # O(1) at the front of a bytearray
             self.caller_dropped_bytes += excess
 
+    def _set_tick(self, ms: int) -> None:
+        if not (isinstance(ms, int) and 0 < ms <= MAX_TICK_MS):
+            raise ValueError(f"a tick of {ms!r} ms")
+        self._tick_ms, self._tick_bytes = ms, ms * BYTES_PER_MS
+
     def _add_frame(self, pcm: bytes | bytearray | None) -> None:
-        """One frame: the next 20 ms of caller audio (silence if none) left, `pcm` right."""
+        """One tick: as much caller audio as it is long (silence if none) left, `pcm` right."""
+        size = self._tick_bytes
         waiting = self._caller
-        n = min(len(waiting), FRAME_BYTES)
+        n = min(len(waiting), size)
         if n:
             with memoryview(waiting) as view:
                 self._left += view[:n]
             del waiting[:n]
-        if n < FRAME_BYTES:
-            self._left += _ZEROS[:FRAME_BYTES - n]
-        if pcm is not None and len(pcm) == FRAME_BYTES:
+        if n < size:
+            self._left += _ZEROS[:size - n]
+        if pcm is not None and len(pcm) == size:
             self._right += pcm
-        else:  # silence, or a frame of the wrong size: cut or padded to 20 ms
-            m = min(len(pcm), FRAME_BYTES) & ~1 if pcm is not None else 0
+        else:  # silence, or a frame of the wrong size: cut or padded to the tick
+            m = min(len(pcm), size) & ~1 if pcm is not None else 0
             if pcm is not None and m:
                 with memoryview(pcm) as view:
                     self._right += view[:m]
-            self._right += _ZEROS[:FRAME_BYTES - m]
-        self._frames += 1
-        if len(self._right) >= BATCH_FRAMES * FRAME_BYTES:
+            self._right += _ZEROS[:size - m]
+        self._ms += self._tick_ms
+        if len(self._right) >= BATCH_BYTES:
             self._submit()
-        if self._frames >= self._max_frames:
+        if self._ms >= self._max_ms:
             log.info("call %s: recording stopped at its limit of %.0f s", self.call_id,
                      self.duration_s)
             self._finish("max_s")
@@ -240,34 +256,36 @@ class CallRecorder:
         backlog = len(self._caller)
         if backlog < self._window_min:
             self._window_min = backlog
-        self._window_ticks += 1
-        if self._window_ticks < RESYNC_WINDOW:
+        self._window_ms += self._tick_ms
+        if self._window_ms < RESYNC_WINDOW_MS:
             return
-        standing = self._window_min // FRAME_BYTES
-        self._window_ticks, self._window_min = 0, self._max_caller
-        if standing >= RESYNC_FRAMES:
-            for _ in range(standing - 1):  # leave a frame of slack for jitter
+        standing = self._window_min
+        self._window_ms, self._window_min = 0, self._max_caller
+        if standing >= RESYNC_MIN_BYTES:
+            # Whole ticks, so the same backlog is caught up alike at any ptime.
+            for _ in range((standing - RESYNC_SLACK_BYTES) // self._tick_bytes):
                 if self.ended is not None:
                     return
-                self.resync_frames += 1
+                self.resync_ms += self._tick_ms
                 self._add_frame(None)
 
     def _submit(self) -> None:
         """Hand the batch to the writer; drop it (counted) when the writer is too far behind."""
-        n = len(self._right) // FRAME_BYTES
+        n = len(self._right) // 2  # samples a channel
         if not n:
             return
         left, right = self._left, self._right
         self._left, self._right = bytearray(), bytearray()
         if self._slots.acquire(blocking=False):
-            self._put((self._writer, _AUDIO, self._frames - n, left, right, self._stats()))
+            start = self._ms * SAMPLES_PER_MS - n
+            self._put((self._writer, _AUDIO, start, left, right, self._stats()))
         else:
-            self.dropped_frames += n
+            self.dropped_ms += n // SAMPLES_PER_MS
 
     def _stats(self) -> dict[str, Any]:
         return {"first_tick_at": self._first_tick_at,
-                "resync_ms": self.resync_frames * FRAME_MS,
-                "dropped_ms": self.dropped_frames * FRAME_MS,
+                "resync_ms": self.resync_ms,
+                "dropped_ms": self.dropped_ms,
                 "caller_dropped_ms": self.caller_dropped_bytes // (2 * RATE // 1000),
                 "notes_dropped": self.notes_dropped}
 
@@ -279,7 +297,7 @@ class CallRecorder:
         try:
             self._submit()
         finally:
-            self._put((self._writer, _CLOSE, reason, self._frames, self._stats()))
+            self._put((self._writer, _CLOSE, reason, self._ms * SAMPLES_PER_MS, self._stats()))
 
     def _abandon(self, what: str) -> None:
         """An unexpected error on the loop's side: log it once, stop recording; the call goes on."""
@@ -381,10 +399,10 @@ class _Writer:
                 self._entries.append(item[2])
                 self._dirty = True
             elif kind == _CLOSE:
-                _, _, reason, frames, stats = item
+                _, _, reason, samples, stats = item
                 self._stats = stats or self._stats
                 opus = self._file()
-                opus.close(total_frames=opus.frames if frames is None else frames)
+                opus.close(total_samples=opus.samples if samples is None else samples)
                 self._write_json(reason)
                 self._opus = None
                 self.finished.set()
@@ -418,7 +436,7 @@ class _Writer:
         self.finished.set()
 
     def _write_json(self, ended: str | None) -> None:
-        frames = self._opus.frames if self._opus is not None else 0
+        samples = self._opus.samples if self._opus is not None else 0
         head = {
             "call_id": self.call_id,
             "audio": {"file": self.audio_path.name, "codec": "opus", "container": "ogg",
@@ -428,7 +446,7 @@ class _Writer:
             "first_tick_at": None,
             "complete": ended is not None,
             "ended": ended,
-            "duration_ms": frames * FRAME_MS,
+            "duration_ms": samples // SAMPLES_PER_MS,
             "resync_ms": 0, "dropped_ms": 0, "caller_dropped_ms": 0, "notes_dropped": 0,
         }
         head.update(self._stats)
@@ -448,7 +466,7 @@ class _OpusFile:
     def __init__(self, path: Path) -> None:
         self._fd = os.open(path, _CREATE | os.O_EXCL, 0o600)  # never an existing file or link
         self._pending = bytearray()
-        self.frames = 0  # encoded so far
+        self.samples = 0  # a channel, encoded so far
         try:
             self._container: OutputContainer = av.open(
                 self, "w", format="ogg", buffer_size=16384,
@@ -472,30 +490,30 @@ class _OpusFile:
 
     def write_frames(self, start: int, left: bytes | bytearray,
                      right: bytes | bytearray) -> None:
-        """Encode mono pcm16 channels that begin at frame `start`; a gap before them is silence."""
-        if start > self.frames:
-            self._silence(start - self.frames)
+        """Encode mono pcm16 channels that begin at sample `start`; a gap before them is silence."""
+        if start > self.samples:
+            self._silence(start - self.samples)
         samples = len(right) // 2
         stereo = np.empty((samples, 2), dtype=np.int16)
         stereo[:, 0] = np.frombuffer(left, dtype="<i2", count=samples)
         stereo[:, 1] = np.frombuffer(right, dtype="<i2", count=samples)
         frame = av.AudioFrame.from_ndarray(stereo.reshape(1, -1), format="s16", layout="stereo")
         frame.sample_rate = RATE
-        frame.pts = start * FRAME_SAMPLES
+        frame.pts = start
         self._container.mux(self._stream.encode(frame))
-        self.frames = start + samples // FRAME_SAMPLES
+        self.samples = start + samples
         self._drain()
 
-    def _silence(self, frames: int) -> None:
-        while frames > 0:
-            n = min(frames, BATCH_FRAMES)
-            zeros = bytes(n * FRAME_BYTES)
-            self.write_frames(self.frames, zeros, zeros)
-            frames -= n
+    def _silence(self, samples: int) -> None:
+        while samples > 0:
+            n = min(samples, BATCH_MS * SAMPLES_PER_MS)
+            zeros = bytes(n * 2)
+            self.write_frames(self.samples, zeros, zeros)
+            samples -= n
 
-    def close(self, total_frames: int) -> None:
-        """Pad to `total_frames` with silence (batches dropped at the end); add the trailer."""
-        self._silence(total_frames - self.frames)
+    def close(self, total_samples: int) -> None:
+        """Pad to `total_samples` with silence (batches dropped at the end); add the trailer."""
+        self._silence(total_samples - self.samples)
         self._container.mux(self._stream.encode(None))
         self._container.close()
         self._drain()

@@ -98,7 +98,7 @@ def run_child(code: str, *args: str, **kwargs: Any) -> subprocess.Popen[str]:
 def test_caller_left_agent_right_and_the_length_is_the_ticks(tmp_path: Path) -> None:
     ticks = 150
     recorder = record(tmp_path, "tones", tone(440, ticks), tone(1000, ticks))
-    assert recorder.error is None and recorder.dropped_frames == 0
+    assert recorder.error is None and recorder.dropped_ms == 0
     assert recorder.duration_s == pytest.approx(3.0)
     pcm = decode(recorder.audio_path)
     # Decoders and players agree on the length: exactly the ticks.
@@ -164,6 +164,48 @@ def test_an_agent_frame_at_tick_k_plays_at_k_times_20_ms(tmp_path: Path) -> None
         assert abs(found - k * TICK) <= TICK, (found / TICK, k)
 
 
+def test_10_ms_ticks_record_what_20_ms_ones_do(tmp_path: Path) -> None:
+    """--ptime 10: the playout ticks every 10 ms. Fed as 10 ms ticks (frames, and
+    None for silence), the same audio must make the same file as fed as 20 ms
+    ticks: not each 10 ms padded to 20, nor the clock counting double."""
+    ticks = 150  # 3 s of 20 ms ticks; 300 of 10 ms
+    caller = np.frombuffer(b"".join(tone(440, ticks)), dtype=np.int16)
+    agent = np.zeros_like(caller)
+    bursts = [(21, 60), (145, 190), (250, 300)]  # in 10 ms, some off the 20 ms grid
+    for a, b in bursts:
+        agent[a * 240:b * 240] = np.frombuffer(b"".join(tone(1000, ticks)),
+                                               dtype=np.int16)[a * 240:b * 240]
+
+    def frames(x: np.ndarray, ms: int) -> list[bytes | None]:
+        n = ms * 24
+        return [x[i:i + n].tobytes() if x[i:i + n].any() else None for i in range(0, len(x), n)]
+
+    twenty = record(tmp_path, "twenty", frames(caller, 20), frames(agent, 20))
+    ten = CallRecorder(tmp_path, "ten")
+    for k, (chunk, frame) in enumerate(zip(frames(caller, 10), frames(agent, 10), strict=True)):
+        if k == 145:
+            ten.note({"role": "assistant", "text": "here"})
+        assert chunk is not None
+        ten.caller_audio(chunk)
+        ten.agent_frame(frame, 10)
+    ten.close()
+    assert ten.wait_closed(20)
+
+    assert ten.error is None and ten.duration_s == pytest.approx(3.0)
+    pcm = decode(ten.audio_path)
+    assert pcm.shape[1] == ticks * TICK == ogg_length(ten.audio_path)
+    doc = json.loads(ten.json_path.read_text())
+    assert doc["duration_ms"] == 3000 and doc["entries"][0]["rec_ms"] == 1450
+    # The same samples went to the encoder, so the same file decodes.
+    assert np.array_equal(pcm, decode(twenty.audio_path))
+    # And they are where the source has them (480 samples in 10 ms at 48 kHz).
+    found = onsets(pcm[1])
+    assert len(found) == len(bursts)
+    for at, (a, _) in zip(found, bursts, strict=True):
+        assert abs(at - a * 480) <= 120, (at / 480, a)
+    assert abs(peak_hz(pcm[0, 5 * TICK:]) - 440) < 5
+
+
 def test_silent_ticks_record_silence_and_keep_the_clock(tmp_path: Path) -> None:
     # 47 and 155: neither ends on a batch of ten ticks handed to the writer.
     agent: list[bytes | None] = [*tone(1000, 47), *[None] * 53, *tone(1000, 55, first=100)]
@@ -226,7 +268,7 @@ def test_caller_audio_in_bursts_of_odd_sizes_plays_without_gaps(tmp_path: Path) 
     levels = np.sqrt(np.mean(np.square(windows), axis=1))
     assert levels.min() > 0.5 * 8000 / np.sqrt(2)
     assert abs(peak_hz(left[5 * TICK:]) - 440) < 5
-    assert recorder.resync_frames == 0  # jitter, not a standing backlog
+    assert recorder.resync_ms == 0  # jitter, not a standing backlog
 
 
 def test_caller_audio_piling_up_keeps_only_the_last_second(tmp_path: Path) -> None:
@@ -264,7 +306,7 @@ def test_a_standing_caller_backlog_is_caught_up_with_agent_silence(tmp_path: Pat
         recorder.agent_frame(agent[k])
     recorder.close()
     assert recorder.wait_closed(20)
-    assert recorder.resync_frames == 9  # 10 frames stood a whole second; one is kept as slack
+    assert recorder.resync_ms == 180  # 200 ms stood a whole second; 20 ms is kept as slack
     pcm = decode(recorder.audio_path)
     assert pcm.shape[1] == (ticks + 9) * TICK
     caller_at, agent_at = onsets(pcm[0]), onsets(pcm[1])
@@ -294,15 +336,15 @@ def test_a_writer_that_falls_behind_drops_batches_but_not_the_timeline(tmp_path:
     assert fed_in < 0.5  # the loop's side never waited for the writer
     # Bounded: about 3/4 of each flood dropped and counted (the writer may free a
     # slot or two while a flood runs).
-    assert 1000 <= recorder.dropped_frames <= 1500
+    assert 20_000 <= recorder.dropped_ms <= 30_000
     pcm = decode(recorder.audio_path)
     assert pcm.shape[1] == 2000 * TICK
     levels = np.sqrt(np.mean(np.square(pcm[1].reshape(2000, TICK)), axis=1))
     loud = levels > 3000
-    assert abs(int(loud.sum()) - (2000 - recorder.dropped_frames)) <= 4
+    assert abs(int(loud.sum()) - (2000 - recorder.dropped_ms // 20)) <= 4
     assert loud[2:250].all() and loud[1001:1250].all()  # each flood's first 5 s, in its place
     doc = json.loads(recorder.json_path.read_text())
-    assert doc["dropped_ms"] == recorder.dropped_frames * 20 and doc["duration_ms"] == 40_000
+    assert doc["dropped_ms"] == recorder.dropped_ms and doc["duration_ms"] == 40_000
 
 
 def test_max_s_closes_the_recording_at_the_bound(tmp_path: Path) -> None:
