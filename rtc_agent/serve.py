@@ -115,6 +115,7 @@ async def running(cfg: ServeConfig, spec: WorkerSpec | None = None
     child: OfflineProcess | None = None
     backend_state: Callable[[], str] | None = None
     backend_restarts: Callable[[], int] | None = None
+    recognizer_restarts: Callable[[], int] | None = None
     service = service_from_settings(realtime_url=cfg.realtime_url, model=cfg.model,
                                     beta=cfg.realtime_beta)
     if service is None and spec is not None and spec.offline_url and table is not None:
@@ -122,12 +123,15 @@ async def running(cfg: ServeConfig, spec: WorkerSpec | None = None
         service = offline_service(spec.offline_url)
         backend_state = lambda: str(node_table.node().get("backend_state", "up"))  # noqa: E731
         backend_restarts = lambda: int(node_table.node().get("backend_restarts", 0))  # noqa: E731
+        recognizer_restarts = lambda: int(  # noqa: E731
+            node_table.node().get("recognizer_restarts", 0))
     elif service is None:
         child = OfflineProcess(["--tts", cfg.tts, *cfg.offline_args])
         service = offline_service(await child.start())
         offline = child
         backend_state = lambda: offline.state  # noqa: E731
         backend_restarts = lambda: offline.restarts  # noqa: E731
+        recognizer_restarts = lambda: offline.recognizer_restarts  # noqa: E731
     registry = RedisRegistry(cfg.redis_url) if cfg.redis_url else None
     runners: list[web.AppRunner] = []
     server: SignalingServer | None = None
@@ -136,6 +140,7 @@ async def running(cfg: ServeConfig, spec: WorkerSpec | None = None
     try:
         server = SignalingServer(cfg, service, build_tools(cfg))
         server.backend_state, server.backend_restarts = backend_state, backend_restarts
+        server.recognizer_restarts = recognizer_restarts
         if cfg.call_log is not None:
             server.call_log = CallLog(cfg.call_log)
         internal_url = ""

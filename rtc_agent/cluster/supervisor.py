@@ -143,7 +143,7 @@ class NodeSupervisor:
             await self._shutdown()  # the table and the metrics folder
             raise
         self.table.set_node(id=cfg.node_id, draining=False, backend_state="up",
-                            backend_restarts=0, worker_restarts=0)
+                            backend_restarts=0, recognizer_restarts=0, worker_restarts=0)
         try:
             if service_from_settings(realtime_url=cfg.realtime_url, model=cfg.model,
                                      beta=cfg.realtime_beta) is None:
@@ -239,7 +239,8 @@ class NodeSupervisor:
         while True:
             if self._offline is not None:
                 self.table.set_node(backend_state=self._offline.state,
-                                    backend_restarts=self._offline.restarts)
+                                    backend_restarts=self._offline.restarts,
+                                    recognizer_restarts=self._offline.recognizer_restarts)
             await asyncio.sleep(0.25)
 
     # ------------------------------------------------------------ stopping

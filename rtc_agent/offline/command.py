@@ -20,6 +20,7 @@ import sys
 from rtc_agent import ConfigError, logs
 from rtc_agent.lifeline import set_parent_death_signal, watch_parent
 from rtc_agent.offline.driver import Limits
+from rtc_agent.offline.process import RECOGNIZER_RESTART_LINE
 from rtc_agent.offline.server import (
     IDLE_TIMEOUT_S,
     OfflineServerConfig,
@@ -103,7 +104,8 @@ async def serve_forever(args: argparse.Namespace) -> None:
     # Listen (and announce the URL) first and load the models meanwhile: a restarted
     # backend takes its callers back sooner; sessions wait for the engines if need be.
     loading = loop.run_in_executor(None, lambda: build_engines(
-        args.tts, args.tts_cache, args.llm_url, args.llm_model, args.llm_api_key))
+        args.tts, args.tts_cache, args.llm_url, args.llm_model, args.llm_api_key,
+        on_recognizer_restart=_report_recognizer_restart))
     async with RealtimeServer(config_from_args(args), loading) as server:
         print(f"REALTIME_URL {server.url}", flush=True)
         engines = await loading  # a failure here ends the process (and the supervisor retries)
@@ -114,6 +116,14 @@ async def serve_forever(args: argparse.Namespace) -> None:
         await stop.wait()
         for fut in warm:
             fut.cancel()
+        close = getattr(engines.recognizer, "close", None)
+        if close is not None:  # its worker processes end with us, not after
+            await loop.run_in_executor(None, close)
+
+
+def _report_recognizer_restart(restarts: int) -> None:
+    """Tell the supervising parent (on stdout, as the URL) for its /healthz."""
+    print(RECOGNIZER_RESTART_LINE, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -28,6 +28,9 @@ import threading
 log = logging.getLogger(__name__)
 
 READY_PREFIX = "REALTIME_URL "
+# The child's line each time one of its speech recognition processes died and was
+# started again (they are its own children, supervised by it).
+RECOGNIZER_RESTART_LINE = "RECOGNIZER_RESTART"
 # Delay before each restart of a child that keeps dying; the first is nearly at once,
 # since the callers' reconnect loop retries for a few seconds only.
 RESTART_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 4.0)
@@ -49,7 +52,9 @@ class OfflineProcess:
 
     `state` is "down" before start, after stop and once restarts are given up, "up"
     while a child serves, and "restarting" in between; `restarts` counts children
-    started again and `last_exit` is the exit status of the last one that died.
+    started again and `last_exit` is the exit status of the last one that died;
+    `recognizer_restarts` counts the children's speech recognition processes that
+    died and were started again.
     """
 
     def __init__(self, extra_args: list[str] | None = None, start_timeout_s: float = 60.0,
@@ -68,6 +73,7 @@ class OfflineProcess:
         self.url: str | None = None
         self.state = "down"
         self.restarts = 0
+        self.recognizer_restarts = 0  # of the children's recognition processes, all told
         self.last_exit: int | None = None
 
     @property
@@ -133,11 +139,11 @@ class OfflineProcess:
         # Keep reading so a chatty child never blocks on a full pipe.
         self._drain = asyncio.get_running_loop().create_task(self._drain_stdout(proc))
 
-    @staticmethod
-    async def _drain_stdout(proc: asyncio.subprocess.Process) -> None:
+    async def _drain_stdout(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
-        while await proc.stdout.readline():
-            pass
+        while line := await proc.stdout.readline():
+            if line.strip() == RECOGNIZER_RESTART_LINE.encode():
+                self.recognizer_restarts += 1
 
     async def _supervise(self) -> None:
         """Wait for the child to die; start another with backoff, or give up."""

@@ -46,6 +46,7 @@ def random_id(prefix: str) -> str:
 # limit (only its 60-minute session cap, and a ping every 20 s); a call streams audio
 # all the time, so ten quiet minutes mean a client that is gone or stuck.
 IDLE_TIMEOUT_S = 600.0
+RECOGNIZER_PROCESSES = 2  # concurrent decodes; each process holds its own models (~60 MB)
 
 
 @dataclass
@@ -228,11 +229,15 @@ class RealtimeServer:
 
 
 def build_engines(tts: str = "piper", tts_cache: int = 512, llm_url: str | None = None,
-                  llm_model: str = "default", llm_api_key: str | None = None) -> Engines:
-    """The real engines (loads the piper voice; call from a thread if the loop is running)."""
+                  llm_model: str = "default", llm_api_key: str | None = None,
+                  on_recognizer_restart: Callable[[int], None] | None = None) -> Engines:
+    """The real engines (loads the piper voice; call from a thread if the loop is running).
+
+    Recognition runs in worker processes (started on first use or by `warm`).
+    """
     from concurrent.futures import ThreadPoolExecutor
 
-    from rtc_agent.offline.asr import get_recognizer
+    from rtc_agent.offline.recognizer_processes import RecognizerProcesses
     from rtc_agent.offline.responder import ChatCompletionsResponder, Responder, RuleResponder
     from rtc_agent.offline.tts import CachedSynthesizer, Synthesizer, get_synthesizer
     from rtc_agent.offline.vad import SileroDetector
@@ -242,8 +247,8 @@ def build_engines(tts: str = "piper", tts_cache: int = 512, llm_url: str | None 
         synth = CachedSynthesizer(synth, tts_cache)
     responder: Responder = (ChatCompletionsResponder(llm_url, llm_model, llm_api_key)
                             if llm_url else RuleResponder())
-    # As many recognition threads as pooled decoders (each decoder holds its own models).
-    recognizer = get_recognizer()
+    # A thread per worker process, each waiting on its worker's answer.
+    recognizer = RecognizerProcesses(RECOGNIZER_PROCESSES, on_restart=on_recognizer_restart)
     return Engines(synthesizer=synth, recognizer=recognizer, responder=responder,
                    detector_factory=SileroDetector,
                    asr_executor=ThreadPoolExecutor(recognizer.pool_size, "asr"))

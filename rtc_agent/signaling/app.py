@@ -118,6 +118,8 @@ class SignalingServer:
     # (None: a cloud service, taken as up).
     backend_state: Callable[[], str] | None = None
     backend_restarts: Callable[[], int] | None = None
+    # The offline backend's speech recognition processes that died and were restarted.
+    recognizer_restarts: Callable[[], int] | None = None
     limits: ConnectionLimits = field(init=False)
     offer_limiter: RateLimiter = field(init=False)
     resume_limiter: RateLimiter = field(init=False)
@@ -567,6 +569,8 @@ class SignalingServer:
                 "backend": self.service.kind,
                 "backend_state": state,
                 "backend_restarts": self.backend_restarts() if self.backend_restarts else 0,
+                "recognizer_restarts": (self.recognizer_restarts()
+                                        if self.recognizer_restarts else 0),
                 "upstream": self.upstream.as_json(),
                 "connections": self.limits.total,
             })

@@ -21,14 +21,26 @@ from tests.agent.test_call import is_done, server_config, url
 pytestmark = pytest.mark.slow
 
 
-def offline_children() -> list[int]:
+def children(parent: int, module: bytes) -> list[int]:
+    """parent's child processes running `python -m module`."""
     found = []
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+    for task in Path(f"/proc/{parent}/task").iterdir():
         for pid in (task / "children").read_text().split():
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if b"rtc_agent.offline.command" in cmdline:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except FileNotFoundError:
+                continue
+            if module in cmdline:
                 found.append(int(pid))
     return found
+
+
+def running_pids(pids: list[int]) -> list[int]:
+    return [p for p in pids if Path(f"/proc/{p}").exists()]
+
+
+def offline_children() -> list[int]:
+    return children(os.getpid(), b"rtc_agent.offline.command")
 
 
 async def test_a_call_survives_its_offline_backend_being_killed() -> None:
@@ -59,6 +71,38 @@ async def test_a_call_survives_its_offline_backend_being_killed() -> None:
         assert health["backend_restarts"] == 1
 
 
+async def test_a_call_survives_the_backends_recognition_processes_being_killed() -> None:
+    """The backend decodes speech in worker processes of its own; killed, they are
+    started again, the caller's next spoken turn is heard, and /healthz counts it."""
+    import asyncio
+
+    from rtc_agent.loadtest.microphone import Prompt
+    from tests.speech import speak_wav
+
+    async with running(server_config()) as agent:
+        (backend,) = offline_children()
+        for _ in range(600):  # the backend starts them after it listens
+            workers = children(backend, b"rtc_agent.offline.recognizer_processes")
+            if len(workers) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert len(workers) == 2
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        async with ScriptedCaller(url(agent)) as caller:
+            await caller.connect(timeout=20)
+            n = len(caller.events)
+            await caller.speak(Prompt.from_wav(speak_wav("what is twelve times seven")))
+            reply = await caller.wait_event(is_done("assistant"), 30, start=n)
+            assert "eighty" in reply["text"]
+        now = children(backend, b"rtc_agent.offline.recognizer_processes")
+        assert now and not set(now) & set(workers)
+        async with aiohttp.ClientSession() as http, http.get(f"{url(agent)}/healthz") as r:
+            health = await r.json()
+        assert r.status == 200 and health["recognizer_restarts"] == 2
+        assert health["backend_restarts"] == 0
+
+
 async def test_a_supervised_backend_ignores_the_groups_signals_and_stops_when_told() -> None:
     """Ctrl-C in a terminal, or systemd stopping the unit, signals every process of the
     group: the backend must stay for the calls its parent drains, and stop when the
@@ -78,9 +122,11 @@ async def test_a_supervised_backend_ignores_the_groups_signals_and_stops_when_to
         await asyncio.sleep(1.5)
         assert child.state == "up" and child.restarts == 0 and child.pid == pid
         os.kill(pid, 0)  # still there
+        workers = children(pid, b"rtc_agent.offline.recognizer_processes")
     finally:
         proc = child._proc
         started = time.monotonic()
         await child.stop()
     assert time.monotonic() - started < 4.5  # EOF stopped it; no 5 s wait and SIGKILL
     assert proc is not None and proc.returncode == 0  # a clean exit, not a kill
+    assert workers and not running_pids(workers)  # its recognition workers went with it
