@@ -46,7 +46,7 @@ def random_id(prefix: str) -> str:
 # limit (only its 60-minute session cap, and a ping every 20 s); a call streams audio
 # all the time, so ten quiet minutes mean a client that is gone or stuck.
 IDLE_TIMEOUT_S = 600.0
-RECOGNIZER_PROCESSES = 2  # concurrent decodes; each process holds its own models (~60 MB)
+RECOGNIZER_PROCESSES = 2  # decodes at once; each process holds its own models (~150 MB RSS)
 
 
 @dataclass
