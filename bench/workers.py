@@ -22,7 +22,8 @@ of the same calls: `--compare metrics` (part 3) and `--compare args` (part 4).
    not reach the backend all at once.
    Priorities, no pinning: the node's offline backend (one child per node: the child of
    the node process that is not a worker) is reniced to `--backend-nice` (default 10,
-   every thread), so the workers win the 2 cores whenever they compete. Nothing is
+   every thread, with its speech recognition processes; their CPU counts as the
+   backend's), so the workers win the 2 cores whenever they compete. Nothing is
    pinned: with two workers on a 2-core machine there is no core to spare.
    Window: every 0.5 s the script reads /healthz (each worker's pid and calls) and /proc:
    utime + stime of each worker, the supervisor, the backend, every caller process, and
@@ -632,8 +633,11 @@ def sample(node: ServeNode, loadtest_pid: int) -> Sample:
         with contextlib.suppress(OSError):
             cpu["supervisor"] = cpu_seconds(node.pid)
     if node.backend_pid:
-        with contextlib.suppress(OSError):
-            cpu["backend"] = cpu_seconds(node.backend_pid)
+        backend = 0.0
+        for pid in descendants(node.backend_pid):  # with its speech recognition processes
+            with contextlib.suppress(OSError):
+                backend += cpu_seconds(pid)
+        cpu["backend"] = backend
     callers: dict[int, float] = {}
     for pid in descendants(loadtest_pid):
         with contextlib.suppress(OSError):
@@ -656,7 +660,9 @@ def run_cpu(cfg: Config, rnd: int, args: argparse.Namespace, prompt: Path, work:
         body = node.start()
         reniced = 0
         if node.backend_pid and args.backend_nice:
-            reniced = renice_all_threads(node.backend_pid, args.backend_nice)
+            # Its speech recognition processes too (started by it, after it listens).
+            reniced = sum(renice_all_threads(pid, args.backend_nice)
+                          for pid in descendants(node.backend_pid))
         run.node = {"name": node.name, "pid": node.pid, "workers": node.worker_pids,
                     "backend_pid": node.backend_pid, "backend_threads_reniced": reniced,
                     "start_s": round(node.started_s, 2), "capacity": body.get("capacity"),
