@@ -102,17 +102,49 @@ class PocketsphinxRecognizer:
             return ""
         decoder = self._borrow()
         try:
-            text, score = self._decode(decoder, "_default", audio)
-            words = set(text.split())
-            # A tool request ("use the tool ... with forty two") is no sum, however well
-            # the grammar's reading scores.
-            if self.arithmetic_pass and _ARITHMETIC_HINTS & words and "tool" not in words:
-                alt, alt_score = self._decode(decoder, "arithmetic", audio)
-                if alt and alt_score >= score:
-                    text = alt
-            return text
+            heard = self._decode(decoder, "_default", audio)
+            grammar = (self._decode(decoder, "arithmetic", audio)
+                       if self.arithmetic_pass and wants_arithmetic_pass(heard[0]) else None)
+            return choose_reading(heard, grammar)
         finally:
             self._pool.put(decoder)
+
+    def decode(self, pcm: bytes | np.ndarray, rate: int, search: str) -> Reading:
+        """One pass only: "_default" (the language model) or "arithmetic" (the grammar).
+
+        The two passes of `transcribe`, to run apart (in two processes at once) and
+        join with `choose_reading`.
+        """
+        audio = _to_16k(pcm, rate)
+        if not audio:
+            return "", float("-inf")
+        decoder = self._borrow()
+        try:
+            return self._decode(decoder, search, audio)
+        finally:
+            self._pool.put(decoder)
+
+
+Reading = tuple[str, float]  # a pass's text and its score
+
+
+def wants_arithmetic_pass(text: str) -> bool:
+    """The language model's reading could be a misheard sum."""
+    words = set(text.split())
+    # A tool request ("use the tool ... with forty two") is no sum, however well the
+    # grammar's reading scores.
+    return bool(_ARITHMETIC_HINTS & words) and "tool" not in words
+
+
+def choose_reading(heard: Reading, grammar: Reading | None) -> str:
+    """The language model's text, or the grammar's when the text could be a sum and
+    the grammar scores at least as well."""
+    text, score = heard
+    if grammar is not None and wants_arithmetic_pass(text):
+        alt, alt_score = grammar
+        if alt and alt_score >= score:
+            return alt
+    return text
 
 
 def spot_keyword(pcm: bytes | np.ndarray, rate: int, keyword: str) -> bool:

@@ -7,10 +7,15 @@ up to ~340 ms late. Decoding in processes of their own stalls nothing.
 
 Each worker is `python -m rtc_agent.offline.recognizer_processes`, fed on its stdin
 and answering on its stdout, one utterance at a time: a request is a header
-(`<II`: sample rate, byte count) and pcm16 mono; an answer is a header (`<BI`: ok,
-byte count) and UTF-8 text (the words, or the error). Plain subprocesses rather than
-multiprocessing: nothing of the backend's `__main__` is imported again, and no
-process with threads is forked.
+(`<IIB`: sample rate, byte count, which pass) and pcm16 mono; an answer is a header
+(`<BdI`: ok, score, byte count) and UTF-8 text (the words, or the error). Plain
+subprocesses rather than multiprocessing: nothing of the backend's `__main__` is
+imported again, and no process with threads is forked.
+
+When a second worker is idle, an utterance's two passes (language model, then the
+arithmetic grammar when the words could be a sum: `asr.py`) run at once, one in
+each, and the words are chosen as one process would: the turn's reply waits for the
+longer pass, not the sum of both (the grammar's pass is ~90 ms of a ~450 ms decode).
 
 The workers are supervised: one that dies is started again, the recognition it was
 running is tried once more, and `restarts` counts the restarts (the backend reports
@@ -34,13 +39,15 @@ from typing import IO
 import numpy as np
 
 from rtc_agent.media.pcm import as_int16
+from rtc_agent.offline.asr import PocketsphinxRecognizer, choose_reading
 
 log = logging.getLogger(__name__)
 
-REQUEST = struct.Struct("<II")  # sample rate, pcm byte count
-ANSWER = struct.Struct("<BI")  # ok, text byte count
+REQUEST = struct.Struct("<IIB")  # sample rate, pcm byte count, pass
+ANSWER = struct.Struct("<BdI")  # ok, score, text byte count
+BOTH_PASSES, LANGUAGE_MODEL, GRAMMAR = 0, 1, 2  # what a request asks for
+_SEARCH = {LANGUAGE_MODEL: "_default", GRAMMAR: "arithmetic"}  # pocketsphinx's names
 MAX_REQUEST_BYTES = 256 * 1024 * 1024  # far above the backend's longest buffer (60 s)
-START_TIMEOUT_S = 60.0
 
 
 class RecognizerDied(RuntimeError):
@@ -71,26 +78,24 @@ class _Worker:
 
     def ready(self) -> None:
         """Wait for the worker's first answer: it has loaded its models."""
-        self._answer()
+        self.receive()
 
-    def transcribe(self, audio: bytes, rate: int) -> str:
+    def send(self, audio: bytes, rate: int, what: int) -> None:
         try:
-            self._in.write(REQUEST.pack(rate, len(audio)))
+            self._in.write(REQUEST.pack(rate, len(audio), what))
             self._in.write(audio)
             self._in.flush()
         except OSError as exc:  # BrokenPipeError: it died before reading
             raise RecognizerDied(str(exc)) from exc
-        return self._answer()
 
-    def _answer(self) -> str:
+    def receive(self) -> tuple[bool, str, float]:
+        """The answer: ok, then the words and their score (or the error and -inf)."""
         try:
-            ok, n = ANSWER.unpack(_read_exactly(self._out, ANSWER.size))
+            ok, score, n = ANSWER.unpack(_read_exactly(self._out, ANSWER.size))
             text = _read_exactly(self._out, n).decode()
         except (OSError, EOFError) as exc:
             raise RecognizerDied(f"exit status {self.proc.poll()}") from exc
-        if not ok:
-            raise RecognitionFailed(text)
-        return text
+        return bool(ok), text, score
 
     def stop(self) -> None:
         with contextlib.suppress(OSError):
@@ -112,9 +117,10 @@ class RecognizerProcesses:
     on first use, or all at once with `warm`.
     """
 
-    def __init__(self, processes: int = 2,
-                 on_restart: Callable[[int], None] | None = None) -> None:
+    def __init__(self, processes: int = 2, on_restart: Callable[[int], None] | None = None,
+                 split_passes: bool = True) -> None:
         self.pool_size = processes
+        self.split_passes = split_passes
         self.restarts = 0
         self._on_restart = on_restart
         self._idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
@@ -122,15 +128,21 @@ class RecognizerProcesses:
         self._lock = threading.Lock()
         self._closed = False
 
-    def _borrow(self) -> _Worker:
+    def _idle_worker(self) -> _Worker | None:
+        """An idle live worker, if there is one now."""
         while True:
             try:
-                idle = self._idle.get_nowait()
+                worker = self._idle.get_nowait()
             except queue.Empty:
-                break
-            if idle.proc.poll() is None:
-                return idle
-            self._discard(idle)  # died while idle
+                return None
+            if worker.proc.poll() is None:
+                return worker
+            self._discard(worker)  # died while idle
+
+    def _borrow(self) -> _Worker:
+        worker = self._idle_worker()
+        if worker is not None:
+            return worker
         with self._lock:
             if self._closed:
                 raise RuntimeError("the recognizer processes were closed")
@@ -138,26 +150,25 @@ class RecognizerProcesses:
             if start:
                 worker = _Worker()
                 self._workers.append(worker)
-        if not start:
+        if worker is None:
             return self._idle.get()
         try:
             worker.ready()
-        except RecognizerDied:
-            self._discard(worker)
-            raise
         except BaseException:
-            self._discard(worker, dead=False)
+            self._discard(worker)
             raise
         return worker
 
-    def _discard(self, worker: _Worker, dead: bool = True) -> None:
-        """Stop a worker and forget it; the next utterance that needs one starts it."""
+    def _discard(self, worker: _Worker) -> None:
+        """Stop a worker and forget it; the next utterance that needs one starts it.
+        One that exited on its own with an error (a crash, a kill) counts as a restart;
+        one stopped here mid-answer (its pipe out of step) exits cleanly at EOF."""
         worker.stop()
         with self._lock:
             if worker in self._workers:
                 self._workers.remove(worker)
-            if dead:
-                self.restarts += 1
+            dead = worker.proc.returncode != 0
+            self.restarts += dead
             restarts = self.restarts
         if dead:
             log.error("a speech recognition process died (exit status %s); it is "
@@ -168,22 +179,36 @@ class RecognizerProcesses:
     def transcribe(self, pcm: bytes | np.ndarray, rate: int) -> str:
         audio = pcm if isinstance(pcm, bytes) else as_int16(pcm).tobytes()
         for attempt in range(2):  # a worker that dies on an utterance gets one retry
-            worker = self._borrow()
+            workers = [self._borrow()]
+            spare = self._idle_worker() if self.split_passes else None
+            if spare is not None:
+                workers.append(spare)
             try:
-                text = worker.transcribe(audio, rate)
-            except RecognitionFailed:
-                self._idle.put(worker)
-                raise
+                if spare is None:
+                    workers[0].send(audio, rate, BOTH_PASSES)
+                else:
+                    workers[0].send(audio, rate, LANGUAGE_MODEL)
+                    spare.send(audio, rate, GRAMMAR)
+                answers = [w.receive() for w in workers]
             except RecognizerDied:
-                self._discard(worker)
+                for w in workers:
+                    self._discard(w)
                 if attempt:
                     raise
                 continue
-            except BaseException:  # interrupted mid-exchange: its pipe is out of step
-                self._discard(worker, dead=False)
+            except BaseException:  # interrupted mid-exchange: their pipes are out of step
+                for w in workers:
+                    self._discard(w)
                 raise
-            self._idle.put(worker)
-            return text
+            for w in workers:
+                self._idle.put(w)
+            ok, text, score = answers[0]
+            if not ok:
+                raise RecognitionFailed(text)
+            if spare is None:
+                return text
+            g_ok, g_text, g_score = answers[1]
+            return choose_reading((text, score), (g_text, g_score) if g_ok else None)
         raise AssertionError("unreachable")
 
     def warm(self) -> None:
@@ -212,28 +237,31 @@ class RecognizerProcesses:
 
 def _serve(requests: IO[bytes], answers: IO[bytes]) -> None:
     """The worker's loop: one utterance in, its words out, until EOF."""
-    from rtc_agent.offline.asr import PocketsphinxRecognizer
-
     recognizer = PocketsphinxRecognizer(pool_size=1)
     recognizer.warm()
-    answers.write(ANSWER.pack(1, 0))  # ready
-    answers.flush()
+
+    def answer(ok: bool, text: str, score: float) -> None:
+        data = text.encode()
+        answers.write(ANSWER.pack(ok, score, len(data)))
+        answers.write(data)
+        answers.flush()
+
+    answer(True, "", 0.0)  # ready
     while True:
         try:
-            rate, n = REQUEST.unpack(_read_exactly(requests, REQUEST.size))
-            if n > MAX_REQUEST_BYTES:
-                raise ValueError(f"request of {n} bytes")
+            rate, n, what = REQUEST.unpack(_read_exactly(requests, REQUEST.size))
+            if n > MAX_REQUEST_BYTES or what not in (BOTH_PASSES, *_SEARCH):
+                raise ValueError(f"a request of {n} bytes for {what}")
             audio = _read_exactly(requests, n)
         except (EOFError, ValueError):
             return  # the backend closed our stdin (it is stopping, or gone), or is out of step
         try:
-            ok, text = 1, recognizer.transcribe(audio, rate)
+            if what == BOTH_PASSES:
+                answer(True, recognizer.transcribe(audio, rate), 0.0)
+            else:
+                answer(True, *recognizer.decode(audio, rate, _SEARCH[what]))
         except Exception as exc:  # reported to the backend, which reports it on
-            ok, text = 0, f"{type(exc).__name__}: {exc}"
-        data = text.encode()
-        answers.write(ANSWER.pack(ok, len(data)))
-        answers.write(data)
-        answers.flush()
+            answer(False, f"{type(exc).__name__}: {exc}", float("-inf"))
 
 
 def main() -> None:

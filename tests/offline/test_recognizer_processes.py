@@ -56,6 +56,24 @@ def test_a_worker_hears_what_the_backend_would_hear_in_process(
     assert recognizer.restarts == 0
 
 
+@pytest.mark.parametrize("text", ["what is nine plus four", "what is six times eight",
+                                  "search for solar power"])
+def test_passes_split_over_two_workers_hear_what_one_process_hears(
+        recognizer: RecognizerProcesses, text: str) -> None:
+    """With a second worker idle, the language model's pass and the grammar's run at
+    once in two processes; the words chosen are the ones a single process chooses
+    (the first two need the grammar: the language model hears "my post war" and
+    "six times a day")."""
+    pcm = speak_pcm(text)
+    recognizer.warm()
+    assert recognizer.transcribe(pcm, 24000) == transcribe(pcm, 24000) == text
+    one = RecognizerProcesses(1, split_passes=False)
+    try:
+        assert one.transcribe(pcm, 24000) == text
+    finally:
+        one.close()
+
+
 def test_two_utterances_are_decoded_at_once(recognizer: RecognizerProcesses) -> None:
     pcm = speak_pcm(QUESTION)
     recognizer.warm()
