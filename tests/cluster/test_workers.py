@@ -191,10 +191,14 @@ async def test_a_killed_worker_is_restarted_and_skipped_meanwhile(node: Node) ->
         victim = next(w for w in body["workers"] if w["id"] == "a/0")
         killed = time.monotonic()
         os.kill(victim["pid"], signal.SIGKILL)
-        # placed meanwhile: on the living worker
+        # placed meanwhile: on the living worker; or, when the restart (~0.8 s) beat the
+        # offer (a busy machine makes placing slow), on the new a/0, never the dead one
         during = await place(node.url, 1)
         callers += during
-        assert ready(during[0])["worker"] == "a/1"
+        if ready(during[0])["worker"] != "a/1":
+            _, now = node.health()
+            assert {w["id"]: w["pid"] for w in now["workers"]}.get("a/0") not in (
+                None, victim["pid"])
         body = await asyncio.to_thread(node.wait_workers, 2, 10.0, {victim["pid"]})
         back_after = time.monotonic() - killed
         assert back_after < 6.0, f"worker back after {back_after:.1f} s"

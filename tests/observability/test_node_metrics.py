@@ -46,10 +46,17 @@ async def test_a_scrape_sums_every_worker_and_forgets_a_dead_one(tmp_path: Path)
         samples = scrape(node)
         assert samples[("rtc_agent_calls_total", (("end_reason", "hangup"),))] == 1
         assert samples[("rtc_agent_call_setup_seconds_count", ())] == 4
-        # each worker's event-loop lag is its own series (one busy worker must stand out)
-        for worker in ("0", "1"):
-            assert samples[("rtc_agent_event_loop_lag_seconds_count",
-                            (("worker", worker),))] >= 1
+        # each worker's event-loop lag is its own series (one busy worker must stand out);
+        # sampled every 0.5 s, so a node this young may not have its first sample yet
+        def lag_counts() -> list[float]:
+            now = scrape(node)
+            return [now.get(("rtc_agent_event_loop_lag_seconds_count", (("worker", w),)), 0.0)
+                    for w in ("0", "1")]
+
+        deadline = time.monotonic() + 10
+        while min(lag_counts()) < 1:
+            assert time.monotonic() < deadline, lag_counts()
+            await asyncio.sleep(0.1)
         # a worker killed with its calls: its live gauge leaves the sum
         _, health = node.health()
         victim = max(health["workers"], key=lambda w: w["calls"])
