@@ -152,6 +152,9 @@ async def test_redis_outage_keeps_calls_and_places_locally(
 async def test_draining_node_b_sends_new_calls_to_a_and_exits_after_its_last(
         nodes: tuple[Node, Node]) -> None:
     a, b = nodes
+    # After the Redis outage of the test before, B's reports come back on its next
+    # heartbeat: until A sees them, A would place every call on itself.
+    wait_cluster(a, workers=4)
     callers = await place(a.url, 3)  # one per worker: B holds one or two, A has room left
     try:
         on_b = [c for c in callers if ready(c)["node"] == "b"]
