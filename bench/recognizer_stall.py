@@ -26,6 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rtc_agent.loadtest.metrics import percentile
 from rtc_agent.offline.asr import PocketsphinxRecognizer
 from rtc_agent.offline.recognizer_processes import RecognizerProcesses
 from tests.speech import speak_pcm
@@ -34,11 +35,6 @@ PROMPTS = ["what is twelve times seven", "what is the weather like in paris toda
            "search for solar power", "what is two plus two"]
 TICK_S = 0.005
 RATE = 24000
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def rss_mb(pid: int) -> float:
@@ -81,19 +77,25 @@ async def one_round(recognizer: Any, pcms: list[Any], pairs: int) -> dict[str, A
             "ticks_per_s": len(late) / wall, "words": words}
 
 
+def pct(values: list[float], p: float) -> float:
+    value = percentile(values, p)
+    assert value is not None, "no samples"
+    return value
+
+
 def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     late = [x for r in rounds for x in r["late_ms"]]
     decode = [x for r in rounds for x in r["decode_ms"]]
     return {
         "ticks": len(late),
         "ticks_per_s": round(statistics.mean(r["ticks_per_s"] for r in rounds), 1),
-        "late_ms_p50": round(percentile(late, 50), 2),
-        "late_ms_p95": round(percentile(late, 95), 2),
-        "late_ms_p99": round(percentile(late, 99), 2),
+        "late_ms_p50": round(pct(late, 50), 2),
+        "late_ms_p95": round(pct(late, 95), 2),
+        "late_ms_p99": round(pct(late, 99), 2),
         "late_ms_max": round(max(late), 1),
         "ticks_over_20ms_late": sum(1 for x in late if x > 20),
-        "decode_ms_p50": round(percentile(decode, 50), 1),
-        "decode_ms_p95": round(percentile(decode, 95), 1),
+        "decode_ms_p50": round(pct(decode, 50), 1),
+        "decode_ms_p95": round(pct(decode, 95), 1),
     }
 
 

@@ -62,8 +62,9 @@ class Engines:
     recognizer: Recognizer
     responder: Responder
     detector_factory: Callable[[], SpeechDetector]  # one detector per session (it has state)
-    # Recognition gets threads of its own: a queue of slow decodes must never hold up
-    # synthesis or the scoring of large appends, which use the loop's default executor.
+    # Recognition gets threads of its own (each waits on a recognition process): a
+    # queue of slow decodes must never hold up synthesis or the scoring of large
+    # appends, which use the loop's default executor.
     asr_executor: Executor | None = None
 
 

@@ -48,6 +48,7 @@ ANSWER = struct.Struct("<BdI")  # ok, score, text byte count
 BOTH_PASSES, LANGUAGE_MODEL, GRAMMAR = 0, 1, 2  # what a request asks for
 _SEARCH = {LANGUAGE_MODEL: "_default", GRAMMAR: "arithmetic"}  # pocketsphinx's names
 MAX_REQUEST_BYTES = 256 * 1024 * 1024  # far above the backend's longest buffer (60 s)
+BORROW_RECHECK_S = 0.5  # a thread waiting for a worker looks again this often
 
 
 class RecognizerDied(RuntimeError):
@@ -140,24 +141,33 @@ class RecognizerProcesses:
             self._discard(worker)  # died while idle
 
     def _borrow(self) -> _Worker:
-        worker = self._idle_worker()
-        if worker is not None:
-            return worker
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("the recognizer processes were closed")
-            start = len(self._workers) < self.pool_size
-            if start:
-                worker = _Worker()
-                self._workers.append(worker)
-        if worker is None:
-            return self._idle.get()
-        try:
-            worker.ready()
-        except BaseException:
-            self._discard(worker)
-            raise
-        return worker
+        """An idle worker, or a new one while the pool has room; else wait for one.
+        The wait looks again now and then: a worker another thread discarded leaves
+        room for a new one, and nobody would hand it back."""
+        while True:
+            worker = self._idle_worker()
+            if worker is not None:
+                return worker
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("the recognizer processes were closed")
+                if len(self._workers) < self.pool_size:
+                    worker = _Worker()
+                    self._workers.append(worker)
+            if worker is not None:
+                try:
+                    worker.ready()
+                except BaseException:
+                    self._discard(worker)
+                    raise
+                return worker
+            try:
+                worker = self._idle.get(timeout=BORROW_RECHECK_S)
+            except queue.Empty:
+                continue
+            if worker.proc.poll() is None:
+                return worker
+            self._discard(worker)  # died while idle
 
     def _discard(self, worker: _Worker) -> None:
         """Stop a worker and forget it; the next utterance that needs one starts it.
@@ -190,15 +200,11 @@ class RecognizerProcesses:
                     workers[0].send(audio, rate, LANGUAGE_MODEL)
                     spare.send(audio, rate, GRAMMAR)
                 answers = [w.receive() for w in workers]
-            except RecognizerDied:
+            except BaseException as exc:  # dead, or interrupted with its pipe out of step
                 for w in workers:
                     self._discard(w)
-                if attempt:
-                    raise
-                continue
-            except BaseException:  # interrupted mid-exchange: their pipes are out of step
-                for w in workers:
-                    self._discard(w)
+                if isinstance(exc, RecognizerDied) and not attempt:
+                    continue
                 raise
             for w in workers:
                 self._idle.put(w)
@@ -257,11 +263,12 @@ def _serve(requests: IO[bytes], answers: IO[bytes]) -> None:
             return  # the backend closed our stdin (it is stopping, or gone), or is out of step
         try:
             if what == BOTH_PASSES:
-                answer(True, recognizer.transcribe(audio, rate), 0.0)
+                ok, text, score = True, recognizer.transcribe(audio, rate), 0.0
             else:
-                answer(True, *recognizer.decode(audio, rate, _SEARCH[what]))
+                ok, (text, score) = True, recognizer.decode(audio, rate, _SEARCH[what])
         except Exception as exc:  # reported to the backend, which reports it on
-            answer(False, f"{type(exc).__name__}: {exc}", float("-inf"))
+            ok, text, score = False, f"{type(exc).__name__}: {exc}", float("-inf")
+        answer(ok, text, score)
 
 
 def main() -> None:
